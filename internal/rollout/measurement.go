@@ -1,0 +1,38 @@
+package rollout
+
+// Status says whether a reading holds a number.
+type Status string
+
+// The statuses of a reading.
+const (
+	// StatusOK: Value and Samples hold what was measured.
+	StatusOK Status = "ok"
+	// StatusNoData: the source answered, but with nothing to measure (no series, no requests).
+	StatusNoData Status = "nodata"
+	// StatusError: the source could not be asked or answered an error.
+	StatusError Status = "error"
+)
+
+// Reading is one check's number for one side, as compare measured it.
+type Reading struct {
+	Status Status  `json:"status"`
+	Value  float64 `json:"value"`
+	// Samples is how many observations the value rests on (requests for ratio and histogram
+	// checks; 0 for value checks).
+	Samples int64 `json:"samples"`
+	// Message says what went wrong when Status is not ok. It never holds a secret.
+	Message string `json:"message,omitempty"`
+}
+
+// OK reports whether the reading holds a number.
+func (r Reading) OK() bool { return r.Status == StatusOK }
+
+// Measurement is everything compare measured for one check at one evaluation.
+type Measurement struct {
+	Check  string  `json:"check"`
+	Canary Reading `json:"canary"`
+	Stable Reading `json:"stable"`
+	// Baseline is the stable side before the canary took traffic. It is nil until the
+	// baseline has been captured.
+	Baseline *Reading `json:"baseline,omitempty"`
+}

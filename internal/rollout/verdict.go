@@ -1,0 +1,67 @@
+package rollout
+
+import "time"
+
+// Decision is what a verdict tells the controller to do.
+type Decision string
+
+// The decisions of CONTRACT.md section 4.
+const (
+	Proceed  Decision = "proceed"
+	Pause    Decision = "pause"
+	Rollback Decision = "rollback"
+)
+
+// Outcome is the result of one check at one evaluation.
+type Outcome string
+
+// The outcomes of a check. They are distinct everywhere: no data is not an error, and an
+// error is not a failure.
+const (
+	Pass         Outcome = "pass"
+	Fail         Outcome = "fail"
+	Inconclusive Outcome = "inconclusive"
+	NoData       Outcome = "nodata"
+	Error        Outcome = "error"
+)
+
+// Verdict is the payload of a rollout.verdict event, exactly as controllers read it.
+type Verdict struct {
+	Rollout   Ref           `json:"rollout"`
+	Revision  string        `json:"revision"`
+	Step      int           `json:"step"`
+	Weight    int           `json:"weight"`
+	Verdict   Decision      `json:"verdict"`
+	Reason    string        `json:"reason"`
+	Sequence  uint64        `json:"sequence"`
+	Checks    []CheckResult `json:"checks"`
+	DecidedAt time.Time     `json:"decidedAt"`
+	Cause     string        `json:"cause"`
+	TraceID   string        `json:"traceId"`
+}
+
+// Key is the analysis the verdict is about.
+func (v Verdict) Key() Key { return Key{Ref: v.Rollout, Revision: v.Revision} }
+
+// CheckResult explains one check of a verdict. Numbers that could not be computed are nil
+// and encode as null.
+type CheckResult struct {
+	Metric        string   `json:"metric"`
+	Outcome       Outcome  `json:"outcome"`
+	Canary        *float64 `json:"canary"`
+	Stable        *float64 `json:"stable"`
+	Baseline      *float64 `json:"baseline"`
+	Delta         *float64 `json:"delta"`
+	RelativeDelta *float64 `json:"relativeDelta"`
+	Threshold     string   `json:"threshold"`
+	Samples       Samples  `json:"samples"`
+	// Message says why a check is not pass when the numbers alone do not: no data, a query
+	// error, too few samples. Optional.
+	Message string `json:"message,omitempty"`
+}
+
+// Samples counts the observations behind a check's values (requests, for the HTTP checks).
+type Samples struct {
+	Canary int64 `json:"canary"`
+	Stable int64 `json:"stable"`
+}
