@@ -1,0 +1,308 @@
+package compare
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+)
+
+// PrometheusOptions configure the Prometheus source. Secrets are read from files at each
+// request, so that rotated credentials are picked up, and never logged.
+type PrometheusOptions struct {
+	URL     string
+	Timeout time.Duration
+	// BearerTokenFile holds a token sent as "Authorization: Bearer <token>".
+	BearerTokenFile string
+	// BasicAuthUsername and BasicAuthPasswordFile configure HTTP basic auth.
+	BasicAuthUsername     string
+	BasicAuthPasswordFile string
+	TLS                   TLSOptions
+	// Concurrency bounds the queries of one batch that run at once.
+	Concurrency int
+	Registerer  prometheus.Registerer
+}
+
+// TLSOptions configure TLS to the metrics source.
+type TLSOptions struct {
+	CAFile             string
+	CertFile           string
+	KeyFile            string
+	ServerName         string
+	InsecureSkipVerify bool
+}
+
+// Prometheus is a Source over the Prometheus HTTP API (or any compatible one: Thanos,
+// Mimir, VictoriaMetrics).
+type Prometheus struct {
+	api         v1.API
+	timeout     time.Duration
+	concurrency int
+	duration    *prometheus.HistogramVec
+	errors      *prometheus.CounterVec
+	lastOK      atomic.Int64 // unix nanoseconds of the last successful query
+}
+
+// NewPrometheus builds the source. It does not contact Prometheus.
+func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
+	u, err := url.Parse(opts.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("prometheus url %q: want http(s)://host[:port][/path]", redactURL(opts.URL))
+	}
+	if u.User != nil {
+		return nil, errors.New("prometheus url: credentials in the URL are not allowed; use basic auth with a password file")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 8
+	}
+	tlsConfig, err := opts.TLS.config()
+	if err != nil {
+		return nil, err
+	}
+	transport := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsConfig,
+		TLSHandshakeTimeout: 5 * time.Second,
+		MaxIdleConnsPerHost: opts.Concurrency,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	var rt http.RoundTripper = transport
+	if opts.BearerTokenFile != "" || opts.BasicAuthUsername != "" {
+		rt = &authRoundTripper{next: transport, tokenFile: opts.BearerTokenFile,
+			username: opts.BasicAuthUsername, passwordFile: opts.BasicAuthPasswordFile}
+	}
+	client, err := api.NewClient(api.Config{Address: opts.URL, RoundTripper: rt})
+	if err != nil {
+		return nil, fmt.Errorf("prometheus client: %w", err)
+	}
+	p := &Prometheus{
+		api:         v1.NewAPI(client),
+		timeout:     opts.Timeout,
+		concurrency: opts.Concurrency,
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "analyzerd_query_duration_seconds",
+			Help:    "Duration of queries to the metrics source, by outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"outcome"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "analyzerd_query_errors_total",
+			Help: "Queries to the metrics source that failed, by reason.",
+		}, []string{"reason"}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.duration, p.errors} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register prometheus source metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+func (o TLSOptions) config() (*tls.Config, error) {
+	c := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("prometheus tls ca file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("prometheus tls ca file %s: no certificate found", o.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("prometheus tls: certFile and keyFile go together")
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("prometheus tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// authRoundTripper adds credentials read from files. It clones the request, as
+// http.RoundTripper requires.
+type authRoundTripper struct {
+	next         http.RoundTripper
+	tokenFile    string
+	username     string
+	passwordFile string
+}
+
+func (a *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	if a.tokenFile != "" {
+		token, err := readSecret(a.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: bearer token file: %w", ErrUnavailable, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if a.username != "" {
+		password := ""
+		if a.passwordFile != "" {
+			p, err := readSecret(a.passwordFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: basic auth password file: %w", ErrUnavailable, err)
+			}
+			password = p
+		}
+		req.SetBasicAuth(a.username, password)
+	}
+	return a.next.RoundTrip(req)
+}
+
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		// The path is configuration, not a secret; the content never appears in errors.
+		return "", fmt.Errorf("read %s: %w", path, errors.Unwrap(err))
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Query runs the batch, at most Concurrency queries at once, each under the source's timeout.
+func (p *Prometheus) Query(ctx context.Context, reqs []Request) []Response {
+	out := make([]Response, len(reqs))
+	sem := make(chan struct{}, p.concurrency)
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			out[i] = Response{Err: fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = p.query(ctx, r)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (p *Prometheus) query(ctx context.Context, r Request) Response {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	start := time.Now()
+	val, _, _, err := p.api.Query(ctx, r.Expr, r.Time, v1.WithTimeout(p.timeout))
+	if err != nil {
+		err, reason := classify(err)
+		p.errors.WithLabelValues(reason).Inc()
+		p.duration.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		return Response{Err: err}
+	}
+	p.duration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+	p.lastOK.Store(time.Now().UnixNano())
+	series, err := toSeries(val)
+	if err != nil {
+		p.errors.WithLabelValues("bad_result").Inc()
+		return Response{Err: err}
+	}
+	return Response{Series: series}
+}
+
+// pingFresh is how recent a successful query must be for Ping not to ask again.
+const pingFresh = 30 * time.Second
+
+// Ping reports whether Prometheus answered recently: a query within the last 30 s, or else
+// a trivial query now.
+func (p *Prometheus) Ping(ctx context.Context) error {
+	if time.Since(time.Unix(0, p.lastOK.Load())) < pingFresh {
+		return nil
+	}
+	return p.query(ctx, Request{Expr: "vector(1)", Time: time.Now()}).Err
+}
+
+// classify wraps a client error in the matching sentinel and names a bounded reason.
+func classify(err error) (error, string) {
+	var apiErr *v1.Error
+	if errors.As(err, &apiErr) {
+		switch apiErr.Type {
+		case v1.ErrBadData, v1.ErrExec:
+			return fmt.Errorf("%w: %s", ErrBadQuery, oneLine(apiErr.Msg)), "bad_query"
+		case v1.ErrTimeout, v1.ErrCanceled:
+			return fmt.Errorf("%w: %s: %s", ErrUnavailable, apiErr.Type, oneLine(apiErr.Msg)), "timeout"
+		case v1.ErrServer:
+			return fmt.Errorf("%w: server error: %s", ErrUnavailable, oneLine(apiErr.Msg)), "server_error"
+		case v1.ErrClient:
+			return fmt.Errorf("%w: %s", ErrUnavailable, oneLine(apiErr.Msg)), "client_error"
+		}
+		return fmt.Errorf("%w: %s: %s", ErrUnavailable, apiErr.Type, oneLine(apiErr.Msg)), "other"
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err), "timeout"
+	}
+	if errors.Is(err, ErrUnavailable) {
+		return err, "credentials"
+	}
+	return fmt.Errorf("%w: %s", ErrUnavailable, oneLine(err.Error())), "unreachable"
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+func toSeries(v model.Value) ([]Series, error) {
+	switch v := v.(type) {
+	case model.Vector:
+		out := make([]Series, 0, len(v))
+		for _, s := range v {
+			labels := make(map[string]string, len(s.Metric))
+			for k, l := range s.Metric {
+				labels[string(k)] = string(l)
+			}
+			out = append(out, Series{Labels: labels, Value: float64(s.Value)})
+		}
+		return out, nil
+	case *model.Scalar:
+		if math.IsNaN(float64(v.Value)) {
+			return nil, nil
+		}
+		return []Series{{Labels: map[string]string{}, Value: float64(v.Value)}}, nil
+	}
+	return nil, fmt.Errorf("%w: result is a %s, want an instant vector or a scalar", ErrBadQuery, v.Type())
+}
+
+// redactURL drops any userinfo so that an invalid URL can be named in an error.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
+			return "…" + raw[i:]
+		}
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
