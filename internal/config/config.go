@@ -1,0 +1,360 @@
+// Package config loads analyzerd's configuration: one YAML file, decoded strictly (an unknown
+// key is an error), with every default set in Default and every rule checked by Validate.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+// Config is the whole configuration of the daemon.
+type Config struct {
+	NATS       NATS       `yaml:"nats"`
+	Prometheus Prometheus `yaml:"prometheus"`
+	HTTP       HTTP       `yaml:"http"`
+	Ingest     Ingest     `yaml:"ingest"`
+	Log        Log        `yaml:"log"`
+	// ShutdownTimeout bounds a graceful stop: finishing evaluations in flight and flushing
+	// verdicts not yet published.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+	// Templates are the analysis templates rollout.started events may name.
+	Templates []rollout.Template `yaml:"templates"`
+}
+
+// NATS configures the connection to NATS JetStream.
+type NATS struct {
+	// URL of the NATS server(s), comma-separated. Empty starts an embedded server.
+	URL string `yaml:"url"`
+	// SubjectPrefix is the first token of every subject (CONTRACT.md section 1).
+	SubjectPrefix string   `yaml:"subjectPrefix"`
+	Embedded      Embedded `yaml:"embedded"`
+	// Replicas of the streams analyzerd creates (1 for one server, 3 for a cluster).
+	Replicas int `yaml:"replicas"`
+	// StreamMaxAge is how long events, verdicts and dead letters are kept.
+	StreamMaxAge time.Duration `yaml:"streamMaxAge"`
+	// ReconnectWait is the pause between reconnection attempts to an external server.
+	ReconnectWait time.Duration `yaml:"reconnectWait"`
+}
+
+// Embedded configures the embedded NATS server.
+type Embedded struct {
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	StoreDir string `yaml:"storeDir"`
+}
+
+// Prometheus configures the metrics source.
+type Prometheus struct {
+	URL     string        `yaml:"url"`
+	Timeout time.Duration `yaml:"timeout"`
+	// BearerTokenFile holds a bearer token; the file is read at each request.
+	BearerTokenFile string    `yaml:"bearerTokenFile"`
+	BasicAuth       BasicAuth `yaml:"basicAuth"`
+	TLS             TLS       `yaml:"tls"`
+	Concurrency     int       `yaml:"concurrency"`
+}
+
+// BasicAuth configures HTTP basic auth; the password only ever comes from a file.
+type BasicAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"passwordFile"`
+}
+
+// TLS configures TLS to the metrics source.
+type TLS struct {
+	CAFile             string `yaml:"caFile"`
+	CertFile           string `yaml:"certFile"`
+	KeyFile            string `yaml:"keyFile"`
+	ServerName         string `yaml:"serverName"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
+}
+
+// HTTP configures the HTTP server (metrics, health, read API).
+type HTTP struct {
+	Addr string `yaml:"addr"`
+}
+
+// Ingest configures the event consumer.
+type Ingest struct {
+	// MaxEventBytes: a larger event is dead-lettered unread.
+	MaxEventBytes int `yaml:"maxEventBytes"`
+	// MaxDeliver is how often an event whose handling fails is delivered before it is
+	// dead-lettered.
+	MaxDeliver int `yaml:"maxDeliver"`
+	// AckWait is how long a delivered event may stay unacknowledged before redelivery.
+	AckWait time.Duration `yaml:"ackWait"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// The defaults, in one place.
+const (
+	DefaultPrometheusURL   = "http://localhost:9090"
+	DefaultHTTPAddr        = ":8080"
+	DefaultSubjectPrefix   = "rollouts"
+	DefaultInterval        = 10 * time.Second
+	DefaultBaselineWindow  = 10 * time.Minute
+	DefaultMinStepDuration = time.Minute
+)
+
+// Default returns the configuration with every default set and no templates.
+func Default() Config {
+	return Config{
+		NATS: NATS{
+			SubjectPrefix: DefaultSubjectPrefix,
+			Embedded:      Embedded{Host: "127.0.0.1", Port: 4222, StoreDir: "data/nats"},
+			Replicas:      1,
+			StreamMaxAge:  7 * 24 * time.Hour,
+			ReconnectWait: 2 * time.Second,
+		},
+		Prometheus:      Prometheus{URL: DefaultPrometheusURL, Timeout: 10 * time.Second, Concurrency: 8},
+		HTTP:            HTTP{Addr: DefaultHTTPAddr},
+		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second},
+		Log:             Log{Level: "info", Format: "json"},
+		ShutdownTimeout: 15 * time.Second,
+	}
+}
+
+// TemplateDefaults fills the unset fields of a template with their defaults.
+func TemplateDefaults(t *rollout.Template) {
+	if t.Interval == 0 {
+		t.Interval = DefaultInterval
+	}
+	if t.BaselineWindow == 0 {
+		t.BaselineWindow = DefaultBaselineWindow
+	}
+	if t.MinStepDuration == 0 {
+		t.MinStepDuration = DefaultMinStepDuration
+	}
+	for i := range t.Checks {
+		c := &t.Checks[i]
+		for j := range c.Guards {
+			if c.Guards[j].Against == rollout.AgainstNone && c.Guards[j].Measure == "" {
+				c.Guards[j].Measure = rollout.MeasureValue
+			}
+		}
+	}
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Decode(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode decodes YAML strictly over the defaults. It does not validate.
+func Decode(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("read: %w", err)
+	}
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Config{}, errors.New("the file is empty")
+		}
+		return Config{}, fmt.Errorf("decode: %w", err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("decode: the file holds more than one YAML document")
+	}
+	for i := range cfg.Templates {
+		TemplateDefaults(&cfg.Templates[i])
+	}
+	return cfg, nil
+}
+
+var subjectToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Validate reports every problem, each naming its field; nil when the configuration is good.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	if c.NATS.URL != "" {
+		for _, u := range strings.Split(c.NATS.URL, ",") {
+			parsed, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || parsed.Host == "" {
+				add("nats.url", "%q is not a URL such as nats://host:4222", redact(u))
+				continue
+			}
+			if parsed.User != nil {
+				add("nats.url", "credentials in the URL are not allowed")
+			}
+		}
+	}
+	if !subjectToken.MatchString(c.NATS.SubjectPrefix) {
+		add("nats.subjectPrefix", "must be one subject token of [A-Za-z0-9_-], got %q", c.NATS.SubjectPrefix)
+	}
+	if c.NATS.URL == "" {
+		if net.ParseIP(c.NATS.Embedded.Host) == nil && c.NATS.Embedded.Host != "localhost" {
+			add("nats.embedded.host", "must be an IP address or localhost, got %q", c.NATS.Embedded.Host)
+		}
+		if c.NATS.Embedded.Port < -1 || c.NATS.Embedded.Port > 65535 {
+			add("nats.embedded.port", "must be within 0..65535 (or -1 for a random port), got %d", c.NATS.Embedded.Port)
+		}
+		if c.NATS.Embedded.StoreDir == "" {
+			add("nats.embedded.storeDir", "must not be empty")
+		}
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		add("nats.replicas", "must be within 1..5, got %d", c.NATS.Replicas)
+	}
+	if c.NATS.StreamMaxAge <= 0 {
+		add("nats.streamMaxAge", "must be positive, got %s", c.NATS.StreamMaxAge)
+	}
+	if c.NATS.ReconnectWait <= 0 {
+		add("nats.reconnectWait", "must be positive, got %s", c.NATS.ReconnectWait)
+	}
+
+	if u, err := url.Parse(c.Prometheus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("prometheus.url", "%q is not an http(s) URL", redact(c.Prometheus.URL))
+	} else if u.User != nil {
+		add("prometheus.url", "credentials in the URL are not allowed; use prometheus.basicAuth with a passwordFile")
+	}
+	if c.Prometheus.Timeout <= 0 {
+		add("prometheus.timeout", "must be positive, got %s", c.Prometheus.Timeout)
+	}
+	if c.Prometheus.Concurrency < 1 {
+		add("prometheus.concurrency", "must be at least 1, got %d", c.Prometheus.Concurrency)
+	}
+	if c.Prometheus.BearerTokenFile != "" && c.Prometheus.BasicAuth.Username != "" {
+		add("prometheus.bearerTokenFile", "cannot be used together with prometheus.basicAuth")
+	}
+	if c.Prometheus.BasicAuth.PasswordFile != "" && c.Prometheus.BasicAuth.Username == "" {
+		add("prometheus.basicAuth.username", "is required with passwordFile")
+	}
+	if (c.Prometheus.TLS.CertFile == "") != (c.Prometheus.TLS.KeyFile == "") {
+		add("prometheus.tls.certFile", "certFile and keyFile go together")
+	}
+	for field, path := range map[string]string{
+		"prometheus.bearerTokenFile":        c.Prometheus.BearerTokenFile,
+		"prometheus.basicAuth.passwordFile": c.Prometheus.BasicAuth.PasswordFile,
+		"prometheus.tls.caFile":             c.Prometheus.TLS.CAFile,
+		"prometheus.tls.certFile":           c.Prometheus.TLS.CertFile,
+		"prometheus.tls.keyFile":            c.Prometheus.TLS.KeyFile,
+	} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			add(field, "%v", err)
+		}
+	}
+
+	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
+		add("http.addr", "%q is not host:port (e.g. :8080)", c.HTTP.Addr)
+	}
+	if c.Ingest.MaxEventBytes < 1024 || c.Ingest.MaxEventBytes > 1<<20 {
+		add("ingest.maxEventBytes", "must be within 1024..1048576, got %d", c.Ingest.MaxEventBytes)
+	}
+	if c.Ingest.MaxDeliver < 1 {
+		add("ingest.maxDeliver", "must be at least 1, got %d", c.Ingest.MaxDeliver)
+	}
+	if c.Ingest.AckWait < time.Second {
+		add("ingest.ackWait", "must be at least 1s, got %s", c.Ingest.AckWait)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		add("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	if c.ShutdownTimeout <= 0 {
+		add("shutdownTimeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+
+	if len(c.Templates) == 0 {
+		add("templates", "at least one analysis template is needed")
+	}
+	names := map[string]bool{}
+	for i, t := range c.Templates {
+		field := fmt.Sprintf("templates[%d]", i)
+		if t.Name != "" {
+			field = fmt.Sprintf("templates[%d] (%s)", i, t.Name)
+			if names[t.Name] {
+				add(field+".name", "duplicate template name %q", t.Name)
+			}
+			names[t.Name] = true
+		}
+		for _, err := range t.Validate() {
+			errs = append(errs, fmt.Errorf("%s.%w", field, err))
+		}
+		if _, err := compare.CompileTemplate(t); err != nil {
+			for _, e := range unjoin(err) {
+				errs = append(errs, fmt.Errorf("%s.%w", field, e))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Template returns the named template.
+func (c Config) Template(name string) (rollout.Template, bool) {
+	for _, t := range c.Templates {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return rollout.Template{}, false
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func redact(raw string) string {
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		return "…" + raw[i:]
+	}
+	return raw
+}
+
+// Errors splits an error from Load or Validate into its separate problems, for listing.
+func Errors(err error) []error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		return joined.Unwrap()
+	}
+	return []error{err}
+}
