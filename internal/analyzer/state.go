@@ -1,0 +1,227 @@
+package analyzer
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/decide"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+// analysis is the state of one live rollout's analysis.
+type analysis struct {
+	key      rollout.Key
+	gen      uint64 // distinguishes a revision's analysis from the one that superseded it
+	template *compare.Template
+	args     map[string]string
+	canary   map[string]string
+	stable   map[string]string
+	// started is the rollout.started event's time: the baseline window ends there.
+	started  time.Time
+	received time.Time // when the daemon learnt of it, for the time-to-first-verdict metric
+
+	step        int
+	weight      int
+	stepStarted time.Time
+	stepGen     uint64 // grows with every step change
+	cause       string // id of the event that started the current step
+	traceParent string // the producer's trace context from that event
+	traceState  string
+
+	baseline map[string]rollout.Reading // nil until captured
+	evidence decide.Evidence
+	sequence uint64
+
+	next         time.Time
+	inFlight     bool
+	final        bool // rolled back: no more evaluations
+	firstVerdict bool
+}
+
+// job is one evaluation: a snapshot of what the worker needs.
+type job struct {
+	key          rollout.Key
+	gen          uint64
+	stepGen      uint64
+	now          time.Time
+	started      time.Time
+	target       compare.Target
+	needBaseline bool
+	span         trace.Span
+}
+
+type result struct {
+	job          job
+	measurements []rollout.Measurement
+	baseline     map[string]rollout.Reading
+	baselineErr  error
+}
+
+func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
+	window := now.Sub(an.stepStarted)
+	var opts []trace.SpanStartOption
+	if an.traceParent != "" {
+		producer := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{
+			"traceparent": an.traceParent, "tracestate": an.traceState,
+		})
+		if sc := trace.SpanContextFromContext(producer); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+	}
+	opts = append(opts, trace.WithNewRoot(), trace.WithTimestamp(now), trace.WithAttributes(
+		attribute.String("rollout.namespace", an.key.Namespace),
+		attribute.String("rollout.name", an.key.Name),
+		attribute.String("rollout.revision", an.key.Revision),
+		attribute.Int("rollout.step", an.step),
+		attribute.Int("rollout.weight", an.weight),
+		attribute.String("analysis.template", an.template.Name),
+	))
+	_, span := tracer.Start(context.Background(), "evaluate "+an.key.Ref.String(), opts...)
+	return job{
+		key:     an.key,
+		gen:     an.gen,
+		stepGen: an.stepGen,
+		now:     now,
+		started: an.started,
+		target: compare.Target{
+			Template: an.template,
+			Args:     an.args,
+			Canary:   compare.Side{Vars: an.canary, Window: window, At: now},
+			Stable:   compare.Side{Vars: an.stable, Window: window, At: now},
+		},
+		needBaseline: an.baseline == nil,
+		span:         span,
+	}
+}
+
+// apply changes the state as one event says. It runs on the loop.
+func (a *Analyzer) apply(ev rollout.Event) error {
+	if a.seen.has(ev.ID) {
+		a.metrics.applied.WithLabelValues(string(ev.Type), "duplicate").Inc()
+		return nil
+	}
+	outcome, err := a.applyNew(ev)
+	if err != nil {
+		a.metrics.applied.WithLabelValues(string(ev.Type), "rejected").Inc()
+		return err
+	}
+	a.seen.add(ev.ID)
+	a.metrics.applied.WithLabelValues(string(ev.Type), outcome).Inc()
+	a.metrics.live.Set(float64(len(a.live)))
+	return nil
+}
+
+func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
+	log := a.opts.Logger.With(zap.String("rollout", ev.Rollout.String()), zap.String("revision", ev.Revision),
+		zap.String("event", string(ev.Type)), zap.String("eventId", ev.ID))
+	an := a.live[ev.Rollout]
+	sameRevision := an != nil && an.key.Revision == ev.Revision
+
+	switch ev.Type {
+	case rollout.EventStarted:
+		if sameRevision {
+			return "duplicate", nil
+		}
+		t, ok := a.opts.Templates[ev.Analysis]
+		if !ok {
+			return "", rollout.Invalidf("data.analysis: no analysis template named %q", ev.Analysis)
+		}
+		for _, name := range t.Args {
+			if _, ok := ev.Args[name]; !ok {
+				return "", rollout.Invalidf("data.args.%s: required by analysis template %q", name, t.Name)
+			}
+		}
+		for _, name := range t.Variables {
+			if _, ok := ev.Canary[name]; !ok {
+				return "", rollout.Invalidf("data.canary.%s: required by analysis template %q", name, t.Name)
+			}
+			if _, ok := ev.Stable[name]; !ok {
+				return "", rollout.Invalidf("data.stable.%s: required by analysis template %q", name, t.Name)
+			}
+		}
+		if an != nil {
+			if ev.Time.Before(an.started) {
+				return "stale", nil // an older revision's start, delivered late
+			}
+			log.Info("new revision supersedes the analysis of the previous one", zap.String("previous", an.key.Revision))
+			a.retire(an)
+		}
+		a.gen++
+		now := a.opts.Now()
+		a.live[ev.Rollout] = &analysis{
+			key:          ev.Key(),
+			gen:          a.gen,
+			template:     t,
+			args:         ev.Args,
+			canary:       ev.Canary,
+			stable:       ev.Stable,
+			started:      ev.Time,
+			received:     now,
+			step:         ev.Step,
+			weight:       ev.Weight,
+			stepStarted:  ev.Time,
+			cause:        ev.ID,
+			traceParent:  ev.TraceParent,
+			traceState:   ev.TraceState,
+			next:         now,
+			firstVerdict: true,
+		}
+		log.Info("analysis started", zap.String("template", t.Name), zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
+		return "applied", nil
+
+	case rollout.EventStep:
+		if !sameRevision {
+			return "", rollout.Invalidf("no live analysis of rollout %s", fmtKey(ev.Key()))
+		}
+		if ev.Time.Before(an.stepStarted) {
+			return "stale", nil
+		}
+		if ev.Step == an.step && ev.Weight == an.weight {
+			return "duplicate", nil
+		}
+		an.step, an.weight = ev.Step, ev.Weight
+		an.stepStarted, an.stepGen, an.cause = ev.Time, an.stepGen+1, ev.ID
+		an.traceParent, an.traceState = ev.TraceParent, ev.TraceState
+		an.next = a.opts.Now()
+		log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
+		return "applied", nil
+
+	case rollout.EventCompleted, rollout.EventAborted:
+		if !sameRevision {
+			return "ignored", nil // already retired, or about a revision no longer analysed
+		}
+		a.retire(an)
+		log.Info("analysis ended", zap.String("reason", ev.Reason))
+		return "applied", nil
+	}
+	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
+}
+
+// idSet remembers the most recent event ids, so that a redelivered or republished event
+// (with or without Nats-Msg-Id) is applied once.
+type idSet struct {
+	ids   map[string]struct{}
+	order []string
+	next  int
+}
+
+func newIDSet(capacity int) *idSet {
+	return &idSet{ids: make(map[string]struct{}, capacity), order: make([]string, capacity)}
+}
+
+func (s *idSet) has(id string) bool { _, ok := s.ids[id]; return ok }
+
+func (s *idSet) add(id string) {
+	if old := s.order[s.next]; old != "" {
+		delete(s.ids, old)
+	}
+	s.order[s.next] = id
+	s.ids[id] = struct{}{}
+	s.next = (s.next + 1) % len(s.order)
+}
