@@ -1,0 +1,138 @@
+// Package httpapi serves analyzerd's HTTP endpoints: /metrics, /healthz, /readyz, and the
+// read API for pull-based controllers, GET /v1/rollouts and GET /v1/rollouts/{namespace}/{name}.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+// Verdicts is what the read API reads: the latest verdict of each live rollout.
+type Verdicts interface {
+	Latest(ref rollout.Ref) (rollout.Verdict, bool)
+	List() []rollout.Verdict
+}
+
+// Check is one readiness condition; it returns nil when ready.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Options configure the server.
+type Options struct {
+	Addr     string
+	Verdicts Verdicts
+	Gatherer prometheus.Gatherer
+	// Ready are the conditions /readyz checks.
+	Ready  []Check
+	Logger *zap.Logger
+}
+
+// Server is the HTTP server.
+type Server struct {
+	opts Options
+	srv  *http.Server
+}
+
+// New builds the server; Run serves it.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Server{opts: opts}
+	s.srv = &http.Server{
+		Addr:              opts.Addr,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return s
+}
+
+// Handler is the router, exposed for tests.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /v1/rollouts", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"rollouts": s.opts.Verdicts.List()})
+	})
+	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		ref := rollout.Ref{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+		v, ok := s.opts.Verdicts.Latest(ref)
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live analysis of rollout %s", ref)})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	return mux
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	problems := map[string]string{}
+	for _, c := range s.opts.Ready {
+		if err := c.Check(ctx); err != nil {
+			problems[c.Name] = err.Error()
+		}
+	}
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// Run listens and serves until ctx is done, then shuts down within 5 s.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w", s.opts.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is done.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(shutdownCtx); err != nil {
+		_ = s.srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
+}
