@@ -1,0 +1,207 @@
+package promproc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRenderConfig(t *testing.T) {
+	got, err := renderConfig(Options{
+		ScrapeInterval: 1500 * time.Millisecond,
+		Targets: []Target{
+			{Job: "stable", Address: "127.0.0.1:9101", Labels: map[string]string{"side": "stable"}},
+			{Job: "canary", Address: "127.0.0.1:9102"},
+			{Job: "stable", Address: "127.0.0.1:9103", Labels: map[string]string{"note": `on "yes": no`}},
+		},
+	})
+	require.NoError(t, err)
+	require.JSONEq(t, `{
+	  "global": {"scrape_interval": "1500ms", "scrape_timeout": "1500ms", "evaluation_interval": "1500ms"},
+	  "scrape_configs": [
+	    {"job_name": "stable", "static_configs": [
+	      {"targets": ["127.0.0.1:9101"], "labels": {"side": "stable"}},
+	      {"targets": ["127.0.0.1:9103"], "labels": {"note": "on \"yes\": no"}}
+	    ]},
+	    {"job_name": "canary", "static_configs": [{"targets": ["127.0.0.1:9102"]}]}
+	  ]
+	}`, string(got))
+
+	// Defaults; no targets is valid; the timeout never exceeds Prometheus's default.
+	got, err = renderConfig(Options{})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"global": {"scrape_interval": "1000ms", "scrape_timeout": "1000ms", "evaluation_interval": "1000ms"}, "scrape_configs": []}`, string(got))
+	got, err = renderConfig(Options{ScrapeInterval: time.Minute})
+	require.NoError(t, err)
+	require.Contains(t, string(got), `"scrape_timeout": "10000ms"`)
+}
+
+// promtool, from the same Debian package, accepts what renderConfig writes.
+func TestRenderedConfigPassesPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (it comes with `apt-get install -y prometheus`)")
+	}
+	cfg, err := renderConfig(Options{Targets: []Target{
+		{Job: "stable", Address: "127.0.0.1:9101", Labels: map[string]string{"version": "v1", "yes": "on"}},
+		{Job: "canary", Address: "localhost:9102"},
+	}})
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "prometheus.yml")
+	require.NoError(t, os.WriteFile(file, cfg, 0o644))
+	out, err := exec.CommandContext(t.Context(), promtool, "check", "config", file).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"negative interval", Options{ScrapeInterval: -time.Second}, "scrape interval must be a positive whole number of milliseconds"},
+		{"sub-millisecond interval", Options{ScrapeInterval: 1500 * time.Microsecond}, "scrape interval"},
+		{"no job", Options{Targets: []Target{{Address: "127.0.0.1:1"}}}, "target 0: job must not be empty"},
+		{"bad address", Options{Targets: []Target{{Job: "j", Address: "127.0.0.1"}}}, `address "127.0.0.1" is not host:port`},
+		{"duplicate", Options{Targets: []Target{{Job: "j", Address: "h:1"}, {Job: "j", Address: "h:1"}}}, `target 1: job "j" lists h:1 twice`},
+		{"bad label", Options{Targets: []Target{{Job: "j", Address: "h:1", Labels: map[string]string{"a-b": "x"}}}}, `invalid label name "a-b"`},
+		{"reserved label", Options{Targets: []Target{{Job: "j", Address: "h:1", Labels: map[string]string{"__name__": "x"}}}}, `invalid label name "__name__"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			require.ErrorContains(t, tt.opts.Validate(), tt.want)
+			_, err := Start(t.Context(), tt.opts)
+			require.ErrorContains(t, err, "promproc: invalid options: ")
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+func TestFind(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "prometheus")
+	require.NoError(t, os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755))
+	notExe := filepath.Join(t.TempDir(), "prometheus")
+	require.NoError(t, os.WriteFile(notExe, nil, 0o644))
+
+	lookPath := func(found map[string]string) func(string) (string, error) {
+		return func(name string) (string, error) {
+			if strings.Contains(name, "/") {
+				return exec.LookPath(name) // checks the file itself
+			}
+			if p, ok := found[name]; ok {
+				return p, nil
+			}
+			return "", exec.ErrNotFound
+		}
+	}
+
+	got, err := find(exe, lookPath(nil))
+	require.NoError(t, err)
+	require.Equal(t, exe, got)
+
+	_, err = find(notExe, lookPath(map[string]string{"prometheus": "/somewhere/prometheus"}))
+	require.ErrorIs(t, err, ErrNotFound, "a bad $PROMETHEUS_BINARY is not silently replaced")
+	require.ErrorContains(t, err, "$PROMETHEUS_BINARY=")
+
+	got, err = find("", lookPath(map[string]string{"prometheus": "/somewhere/prometheus"}))
+	require.NoError(t, err)
+	require.Equal(t, "/somewhere/prometheus", got)
+
+	if _, statErr := os.Stat(fallbackBinary); statErr != nil {
+		_, err = find("", lookPath(nil))
+		require.ErrorIs(t, err, ErrNotFound)
+		require.ErrorContains(t, err, "apt-get install -y prometheus")
+	}
+}
+
+func TestInstall(t *testing.T) {
+	notFound := func() (string, error) { return "", ErrNotFound }
+	tools := func(names ...string) func(string) (string, error) {
+		return func(name string) (string, error) {
+			for _, n := range names {
+				if n == name {
+					return "/usr/bin/" + name, nil
+				}
+			}
+			return "", exec.ErrNotFound
+		}
+	}
+	type call struct {
+		name string
+		args []string
+	}
+
+	t.Run("already installed", func(t *testing.T) {
+		in := installer{find: func() (string, error) { return "/usr/bin/prometheus", nil }}
+		got, err := in.install(t.Context(), nil)
+		require.NoError(t, err)
+		require.Equal(t, "/usr/bin/prometheus", got)
+	})
+
+	for _, tt := range []struct {
+		name     string
+		euid     int
+		tools    []string
+		want     *call
+		wantErr  string
+		runFails bool
+	}{
+		{name: "root", euid: 0, tools: []string{"apt-get", "sudo"},
+			want: &call{"/usr/bin/apt-get", []string{"install", "-y", "prometheus"}}},
+		{name: "sudo", euid: 1000, tools: []string{"apt-get", "sudo"},
+			want: &call{"/usr/bin/sudo", []string{"/usr/bin/apt-get", "install", "-y", "prometheus"}}},
+		{name: "no sudo", euid: 1000, tools: []string{"apt-get"}, wantErr: "not root and sudo not found"},
+		{name: "no apt-get", euid: 0, wantErr: "apt-get not found"},
+		{name: "apt-get fails", euid: 0, tools: []string{"apt-get"}, runFails: true,
+			want:    &call{"/usr/bin/apt-get", []string{"install", "-y", "prometheus"}},
+			wantErr: "run `apt-get update` first"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got *call
+			installed := false
+			in := installer{
+				find: func() (string, error) {
+					if installed {
+						return "/usr/bin/prometheus", nil
+					}
+					return notFound()
+				},
+				lookPath: tools(tt.tools...),
+				euid:     func() int { return tt.euid },
+				run: func(_ context.Context, out io.Writer, name string, args ...string) error {
+					require.NotNil(t, out)
+					got = &call{name, args}
+					if tt.runFails {
+						return errors.New("exit status 100")
+					}
+					installed = true
+					return nil
+				},
+			}
+			path, err := in.install(t.Context(), nil)
+			require.Equal(t, tt.want, got)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, "/usr/bin/prometheus", path)
+		})
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	tb := &tailBuffer{max: 5}
+	tb.Write([]byte("abc"))
+	tb.Write([]byte("defg"))
+	require.Equal(t, "cdefg", tb.String())
+	tb.Write([]byte("0123456789"))
+	require.Equal(t, "56789", tb.String())
+}
