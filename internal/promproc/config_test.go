@@ -145,26 +145,29 @@ func TestInstall(t *testing.T) {
 		require.Equal(t, "/usr/bin/prometheus", got)
 	})
 
+	install := []string{"install", "-y", "--no-install-recommends", "prometheus"}
 	for _, tt := range []struct {
-		name     string
-		euid     int
-		tools    []string
-		want     *call
-		wantErr  string
-		runFails bool
+		name    string
+		euid    int
+		tools   []string
+		fails   int // how many runs fail before one succeeds
+		want    []call
+		wantErr string
 	}{
 		{name: "root", euid: 0, tools: []string{"apt-get", "sudo"},
-			want: &call{"/usr/bin/apt-get", []string{"install", "-y", "prometheus"}}},
+			want: []call{{"/usr/bin/apt-get", install}}},
 		{name: "sudo", euid: 1000, tools: []string{"apt-get", "sudo"},
-			want: &call{"/usr/bin/sudo", []string{"/usr/bin/apt-get", "install", "-y", "prometheus"}}},
+			want: []call{{"/usr/bin/sudo", append([]string{"/usr/bin/apt-get"}, install...)}}},
 		{name: "no sudo", euid: 1000, tools: []string{"apt-get"}, wantErr: "not root and sudo not found"},
 		{name: "no apt-get", euid: 0, wantErr: "apt-get not found"},
-		{name: "apt-get fails", euid: 0, tools: []string{"apt-get"}, runFails: true,
-			want:    &call{"/usr/bin/apt-get", []string{"install", "-y", "prometheus"}},
-			wantErr: "run `apt-get update` first"},
+		{name: "package lists missing: update, then install again", euid: 0, tools: []string{"apt-get"}, fails: 1,
+			want: []call{{"/usr/bin/apt-get", install}, {"/usr/bin/apt-get", []string{"update"}}, {"/usr/bin/apt-get", install}}},
+		{name: "apt-get fails after update", euid: 0, tools: []string{"apt-get"}, fails: 3,
+			want:    []call{{"/usr/bin/apt-get", install}, {"/usr/bin/apt-get", []string{"update"}}},
+			wantErr: "apt-get [update]: exit status 100"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var got *call
+			var got []call
 			installed := false
 			in := installer{
 				find: func() (string, error) {
@@ -177,11 +180,11 @@ func TestInstall(t *testing.T) {
 				euid:     func() int { return tt.euid },
 				run: func(_ context.Context, out io.Writer, name string, args ...string) error {
 					require.NotNil(t, out)
-					got = &call{name, args}
-					if tt.runFails {
+					got = append(got, call{name, args})
+					if len(got) <= tt.fails {
 						return errors.New("exit status 100")
 					}
-					installed = true
+					installed = args[len(args)-1] == "prometheus"
 					return nil
 				},
 			}

@@ -45,8 +45,10 @@ func find(env string, lookPath func(string) (string, error)) (string, error) {
 }
 
 // Install returns Find's answer when there is a prometheus binary. When there is none, it runs
-// `apt-get install -y prometheus` (as root, else through sudo when present), writing apt's
-// output to out (nil: discarded), and then returns Find's answer.
+// `apt-get install -y --no-install-recommends prometheus` (as root, else through sudo when
+// present; after `apt-get update` when the first attempt fails, as it does on a machine with
+// no package lists yet), writing apt's output to out (nil: discarded), and then returns
+// Find's answer.
 func Install(ctx context.Context, out io.Writer) (string, error) {
 	return installer{
 		find:     Find,
@@ -82,18 +84,31 @@ func (in installer) install(ctx context.Context, out io.Writer) (string, error) 
 		return "", fmt.Errorf("installing prometheus: apt-get not found (not Debian or Ubuntu?): "+
 			"install Prometheus by other means and set $%s to its path", EnvBinary)
 	}
-	name, args := aptGet, []string{"install", "-y", "prometheus"}
-	if in.euid() != 0 {
+	command := func(args ...string) (string, []string, error) {
+		if in.euid() == 0 {
+			return aptGet, args, nil
+		}
 		sudo, err := in.lookPath("sudo")
 		if err != nil {
-			return "", errors.New("installing prometheus: not root and sudo not found: " +
+			return "", nil, errors.New("installing prometheus: not root and sudo not found: " +
 				"run `apt-get install -y prometheus` as root")
 		}
-		name, args = sudo, append([]string{aptGet}, args...)
+		return sudo, append([]string{aptGet}, args...), nil
+	}
+	// Without recommends: they would add node-exporter and a system Prometheus service.
+	name, args, err := command("install", "-y", "--no-install-recommends", "prometheus")
+	if err != nil {
+		return "", err
 	}
 	if err := in.run(ctx, out, name, args...); err != nil {
-		return "", fmt.Errorf("installing prometheus: %s %v: %w "+
-			"(if the package is unknown, run `apt-get update` first)", name, args, err)
+		// A fresh machine has no package lists yet: update them once and try again.
+		updName, updArgs, _ := command("update")
+		if updErr := in.run(ctx, out, updName, updArgs...); updErr != nil {
+			return "", fmt.Errorf("installing prometheus: %s %v: %w", updName, updArgs, updErr)
+		}
+		if err := in.run(ctx, out, name, args...); err != nil {
+			return "", fmt.Errorf("installing prometheus: %s %v: %w", name, args, err)
+		}
 	}
 	path, err = in.find()
 	if err != nil {
