@@ -188,6 +188,15 @@ func (b *batch) reading(c rollout.Check, slots []int, resps []Response) rollout.
 	for i, s := range slots {
 		got[i] = b.response(s, resps)
 	}
+	// Validation guarantees a ratio check two queries and the others one; a template that
+	// skipped it gets an error reading rather than a panic.
+	need := 1
+	if c.Kind == rollout.KindRatio {
+		need = 2
+	}
+	if len(got) < need {
+		return errorReading(fmt.Errorf("%w: a %s check needs its queries; validate the template", ErrBadQuery, c.Kind))
+	}
 	switch c.Kind {
 	case rollout.KindRatio:
 		return ratioReading(got[0], got[1])
@@ -275,15 +284,22 @@ func histogramReading(r Response, q float64) rollout.Reading {
 		return noData("no histogram series")
 	}
 	buckets := make([]Bucket, 0, len(r.Series))
+	seen := make(map[float64]bool, len(r.Series))
 	for _, s := range r.Series {
 		le, ok := s.Labels["le"]
 		if !ok {
 			return errorReading(fmt.Errorf("%w: histogram query returned a series without an le label (group it by le)", ErrBadQuery))
 		}
 		ub, err := strconv.ParseFloat(le, 64)
-		if err != nil {
+		if err != nil || math.IsNaN(ub) {
 			return errorReading(fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, le))
 		}
+		// Series of several pods or instances would interleave into nonsense: the query
+		// must sum them by le.
+		if seen[ub] {
+			return errorReading(fmt.Errorf("%w: histogram query returned several series for le=%q (aggregate them, e.g. with sum by (le))", ErrBadQuery, le))
+		}
+		seen[ub] = true
 		if math.IsNaN(s.Value) {
 			continue
 		}
@@ -295,6 +311,10 @@ func histogramReading(r Response, q float64) rollout.Reading {
 	}
 	if count <= 0 {
 		return noData("no observations in the window")
+	}
+	if math.IsNaN(value) {
+		// Only the +Inf bucket: observations, but no bound to estimate a quantile from.
+		return errorReading(fmt.Errorf("%w: histogram has no finite bucket to estimate a quantile from", ErrBadQuery))
 	}
 	return rollout.Reading{Status: rollout.StatusOK, Value: value, Samples: int64(math.Round(count))}
 }

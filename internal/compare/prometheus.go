@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +53,7 @@ type TLSOptions struct {
 // Mimir, VictoriaMetrics).
 type Prometheus struct {
 	api         v1.API
+	auth        *authRoundTripper // nil without credentials
 	timeout     time.Duration
 	concurrency int
 	duration    *prometheus.HistogramVec
@@ -86,9 +89,11 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	var rt http.RoundTripper = transport
+	var auth *authRoundTripper
 	if opts.BearerTokenFile != "" || opts.BasicAuthUsername != "" {
-		rt = &authRoundTripper{next: transport, tokenFile: opts.BearerTokenFile,
+		auth = &authRoundTripper{next: transport, tokenFile: opts.BearerTokenFile,
 			username: opts.BasicAuthUsername, passwordFile: opts.BasicAuthPasswordFile}
+		rt = auth
 	}
 	client, err := api.NewClient(api.Config{Address: opts.URL, RoundTripper: rt})
 	if err != nil {
@@ -96,6 +101,7 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 	}
 	p := &Prometheus{
 		api:         v1.NewAPI(client),
+		auth:        auth,
 		timeout:     opts.Timeout,
 		concurrency: opts.Concurrency,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -145,13 +151,72 @@ func (o TLSOptions) config() (*tls.Config, error) {
 }
 
 // authRoundTripper adds credentials read from files. It clones the request, as
-// http.RoundTripper requires.
+// http.RoundTripper requires. It remembers the secrets it sent lately, so that an error
+// message in which a server echoes one can be cleaned.
 type authRoundTripper struct {
 	next         http.RoundTripper
 	tokenFile    string
 	username     string
 	passwordFile string
+
+	mu     sync.Mutex
+	recent []string
 }
+
+// maxRecentSecrets bounds the secrets remembered across rotations.
+const maxRecentSecrets = 6
+
+func (a *authRoundTripper) remember(secrets ...string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range secrets {
+		if s == "" || slices.Contains(a.recent, s) {
+			continue
+		}
+		a.recent = append(a.recent, s)
+		if len(a.recent) > maxRecentSecrets {
+			a.recent = a.recent[1:]
+		}
+	}
+}
+
+// redact cuts every secret sent lately out of err's message. The result still matches the
+// sentinels and context errors err matched.
+func (a *authRoundTripper) redact(err error) error {
+	if a == nil || err == nil {
+		return err
+	}
+	a.mu.Lock()
+	secrets := slices.Clone(a.recent)
+	a.mu.Unlock()
+	// Longest first, so that a secret containing another is cut whole.
+	slices.SortFunc(secrets, func(x, y string) int { return len(y) - len(x) })
+	msg := err.Error()
+	clean := msg
+	for _, s := range secrets {
+		clean = strings.ReplaceAll(clean, s, "<redacted>")
+	}
+	if clean == msg {
+		return err
+	}
+	var kinds []error
+	for _, k := range []error{ErrUnavailable, ErrBadQuery, context.DeadlineExceeded, context.Canceled} {
+		if errors.Is(err, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	return &redactedError{msg: clean, kinds: kinds}
+}
+
+// redactedError is an error whose message had secrets cut out. It unwraps only to the
+// sentinels the original matched, never to the original.
+type redactedError struct {
+	msg   string
+	kinds []error
+}
+
+func (e *redactedError) Error() string   { return e.msg }
+func (e *redactedError) Unwrap() []error { return e.kinds }
 
 func (a *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
@@ -160,6 +225,7 @@ func (a *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) 
 		if err != nil {
 			return nil, fmt.Errorf("%w: bearer token file: %w", ErrUnavailable, err)
 		}
+		a.remember(token)
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if a.username != "" {
@@ -171,6 +237,7 @@ func (a *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) 
 			}
 			password = p
 		}
+		a.remember(password, base64.StdEncoding.EncodeToString([]byte(a.username+":"+password)))
 		req.SetBasicAuth(a.username, password)
 	}
 	return a.next.RoundTrip(req)
@@ -216,7 +283,9 @@ func (p *Prometheus) query(ctx context.Context, r Request) Response {
 		err, reason := classify(err)
 		p.errors.WithLabelValues(reason).Inc()
 		p.duration.WithLabelValues("error").Observe(time.Since(start).Seconds())
-		return Response{Err: err}
+		// A server may echo the credentials it rejects; they must not reach a reading,
+		// a verdict or a log.
+		return Response{Err: p.auth.redact(err)}
 	}
 	p.duration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 	p.lastOK.Store(time.Now().UnixNano())
@@ -294,15 +363,16 @@ func toSeries(v model.Value) ([]Series, error) {
 	return nil, fmt.Errorf("%w: result is a %s, want an instant vector or a scalar", ErrBadQuery, v.Type())
 }
 
-// redactURL drops any userinfo so that an invalid URL can be named in an error.
+// redactURL drops any userinfo so that an invalid URL can be named in an error. Whatever
+// precedes the last '@' goes, parsed or not: "user:pass@host:9090" parses as scheme "user"
+// with the password in its opaque part.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.LastIndex(raw, "@"); i >= 0 {
-			return "…" + raw[i:]
-		}
-		return raw
+	if u, err := url.Parse(raw); err == nil {
+		u.User = nil
+		raw = u.String()
 	}
-	u.User = nil
-	return u.String()
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		return "…" + raw[i:]
+	}
+	return raw
 }

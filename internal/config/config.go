@@ -350,8 +350,12 @@ func redact(raw string) string {
 	return raw
 }
 
-// Errors splits an error from Load or Validate into its separate problems, for listing.
+// Errors splits an error from Load or Validate into its separate problems, for listing; nil
+// for nil.
 func Errors(err error) []error {
+	if err == nil {
+		return nil
+	}
 	var joined interface{ Unwrap() []error }
 	if errors.As(err, &joined) {
 		return joined.Unwrap()

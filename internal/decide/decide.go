@@ -234,15 +234,27 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 		}
 	}
 
+	// A baseline that was captured but holds no data (a service with no history before the
+	// canary) cannot be compared with: its guards do not apply, and the check says so.
+	emptyBaseline := m.Baseline != nil && m.Baseline.Status == rollout.StatusNoData
 	var active []rollout.Guard
+	skipped := false
 	for _, g := range c.Guards {
-		if g.Active(step, weight) {
-			active = append(active, g)
+		if !g.Active(step, weight) {
+			continue
 		}
+		if g.Against == rollout.AgainstBaseline && emptyBaseline {
+			skipped = true
+			continue
+		}
+		active = append(active, g)
 	}
 	r.Threshold = expressions(active)
 	j := judgement{check: c, result: r}
 	set := func(o rollout.Outcome, msg string) judgement {
+		if skipped && o == rollout.Pass {
+			msg = strings.TrimPrefix(msg+"; ", "; ") + "the baseline has no data, so its guards were skipped"
+		}
 		j.result.Outcome, j.result.Message = o, msg
 		return j
 	}
@@ -300,7 +312,7 @@ func reference(against rollout.Reference, m rollout.Measurement) (value float64,
 			return 0, false, "baseline not captured yet"
 		}
 		if !m.Baseline.OK() {
-			return 0, false, "no baseline data: " + m.Baseline.Message
+			return 0, false, "baseline not usable: " + m.Baseline.Message
 		}
 		return m.Baseline.Value, true, ""
 	}

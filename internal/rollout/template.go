@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -279,6 +280,13 @@ func (g Guard) validate() []error {
 	}
 	if g.Min == nil && g.Max == nil {
 		add("max", "a guard needs max, min or both")
+	}
+	// No value is below or above NaN: such a guard would fail at every evaluation.
+	if g.Min != nil && math.IsNaN(*g.Min) {
+		add("min", "must be a number, got NaN")
+	}
+	if g.Max != nil && math.IsNaN(*g.Max) {
+		add("max", "must be a number, got NaN")
 	}
 	if g.Min != nil && g.Max != nil && *g.Min >= *g.Max {
 		add("min", "must be below max (%g >= %g)", *g.Min, *g.Max)
