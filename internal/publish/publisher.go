@@ -1,0 +1,428 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/streams"
+)
+
+// Defaults of Options.
+const (
+	DefaultSource               = "analyzerd"
+	DefaultRetryInitialInterval = 100 * time.Millisecond
+	DefaultRetryMaxInterval     = 10 * time.Second
+	DefaultMaxPending           = 100_000
+)
+
+// The reasons of analyzerd_verdicts_dropped_total.
+const (
+	dropQueueFull = "queue_full"
+	dropInvalid   = "invalid"
+)
+
+// Options configures a Publisher.
+type Options struct {
+	// Prefix is the subject prefix P (streams.DefaultPrefix when empty).
+	Prefix string
+	// Source is the CloudEvents source of verdicts.
+	Source string
+	// Logger defaults to a no-op logger.
+	Logger *zap.Logger
+	// Registerer receives the publisher's metrics; nil registers them nowhere.
+	Registerer prometheus.Registerer
+	// RetryInitialInterval and RetryMaxInterval bound the backoff between attempts to
+	// publish a verdict.
+	RetryInitialInterval time.Duration
+	RetryMaxInterval     time.Duration
+	// MaxPending bounds the queue: when it is full, the oldest verdict not being published is
+	// dropped (and counted) to make room, so Enqueue never blocks nor grows memory without end
+	// while NATS is away.
+	MaxPending int
+}
+
+// WithDefaults returns o with every zero field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = streams.DefaultPrefix
+	}
+	if o.Source == "" {
+		o.Source = DefaultSource
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.RetryInitialInterval == 0 {
+		o.RetryInitialInterval = min(DefaultRetryInitialInterval, max(o.RetryMaxInterval, time.Millisecond))
+	}
+	if o.RetryMaxInterval == 0 {
+		o.RetryMaxInterval = max(DefaultRetryMaxInterval, o.RetryInitialInterval)
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	return o
+}
+
+// Validate reports the first problem with o (after WithDefaults).
+func (o Options) Validate() error {
+	if err := streams.ValidatePrefix(o.Prefix); err != nil {
+		return err
+	}
+	if o.RetryInitialInterval <= 0 {
+		return fmt.Errorf("retryInitialInterval: must be positive, got %s", o.RetryInitialInterval)
+	}
+	if o.RetryMaxInterval < o.RetryInitialInterval {
+		return fmt.Errorf("retryMaxInterval: must be at least retryInitialInterval (%s), got %s", o.RetryInitialInterval, o.RetryMaxInterval)
+	}
+	if o.MaxPending < 1 {
+		return fmt.Errorf("maxPending: must be at least 1, got %d", o.MaxPending)
+	}
+	return nil
+}
+
+// item is a verdict waiting to be published.
+type item struct {
+	v           rollout.Verdict
+	traceParent string
+	traceState  string
+}
+
+// Publisher publishes verdicts in the order they were enqueued, on
+// rollout.VerdictsSubject(prefix, v.Rollout), retrying each until JetStream stored it.
+type Publisher struct {
+	js      jetstream.JetStream
+	opts    Options
+	log     *zap.Logger
+	metrics *metrics
+	// err is a problem with the options or the metrics found by New; Run and Flush return it.
+	err error
+
+	// sem is held by whoever publishes the head of the queue (Run or Flush), so verdicts go
+	// out one at a time, in order.
+	sem  chan struct{}
+	wake chan struct{}
+
+	mu       sync.Mutex
+	items    []item // the queue is items[head:]
+	head     int
+	inflight bool // items[head] is being published
+}
+
+// New returns a Publisher; call Run to publish. A problem with opts is returned by Run and
+// Flush.
+func New(js jetstream.JetStream, opts Options) *Publisher {
+	opts = opts.WithDefaults()
+	p := &Publisher{
+		js:   js,
+		opts: opts,
+		log:  opts.Logger.With(zap.String("component", "publish")),
+		sem:  make(chan struct{}, 1),
+		wake: make(chan struct{}, 1),
+	}
+	if err := opts.Validate(); err != nil {
+		p.err = fmt.Errorf("publisher options: %w", err)
+	}
+	m, err := newMetrics(opts.Registerer, p.Pending)
+	if err != nil && p.err == nil {
+		p.err = fmt.Errorf("publisher metrics: %w", err)
+	}
+	p.metrics = m
+	return p
+}
+
+// Enqueue adds v to the queue. It never blocks. traceParent and traceState, when set, are the
+// W3C trace context the verdict's message carries.
+func (p *Publisher) Enqueue(v rollout.Verdict, traceParent, traceState string) {
+	p.mu.Lock()
+	if pending := len(p.items) - p.head; pending >= p.opts.MaxPending {
+		if p.inflight && pending > 1 {
+			// Keep the verdict being published at the head; drop the one after it.
+			dropped := p.items[p.head+1]
+			p.items[p.head+1] = p.items[p.head]
+			p.pop()
+			p.dropped(dropped, dropQueueFull)
+		} else if !p.inflight {
+			dropped := p.items[p.head]
+			p.pop()
+			p.dropped(dropped, dropQueueFull)
+		}
+	}
+	p.items = append(p.items, item{v: v, traceParent: traceParent, traceState: traceState})
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending is the number of verdicts not yet published.
+func (p *Publisher) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.items) - p.head
+}
+
+// Run publishes the queue, in order, until ctx is done; then it returns nil, leaving what is
+// still queued for Flush. Each verdict is retried with backoff until JetStream acknowledges
+// it. Run must not be called concurrently with itself.
+func (p *Publisher) Run(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
+	for {
+		if err := p.drain(ctx); err != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		}
+	}
+}
+
+// Flush publishes what is still queued until the queue is empty or ctx is done, in which case
+// it says how many verdicts were left unpublished. Call it on shutdown, after Run returned,
+// with a deadline.
+func (p *Publisher) Flush(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.drain(ctx); err != nil {
+		return fmt.Errorf("flushing verdicts: %d left unpublished: %w", p.Pending(), err)
+	}
+	return nil
+}
+
+// drain publishes the head of the queue until the queue is empty (nil) or ctx is done
+// (ctx.Err()).
+func (p *Publisher) drain(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		select {
+		case p.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		more, err := p.publishHead(ctx)
+		<-p.sem
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// publishHead publishes the verdict at the head of the queue and removes it from the queue,
+// unless ctx ends first. more is false when the queue was empty. The caller holds sem.
+func (p *Publisher) publishHead(ctx context.Context) (more bool, err error) {
+	p.mu.Lock()
+	if p.head == len(p.items) {
+		p.mu.Unlock()
+		return false, nil
+	}
+	it := p.items[p.head]
+	p.inflight = true
+	p.mu.Unlock()
+
+	err = p.publish(ctx, it)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inflight = false
+	if err != nil {
+		return true, err
+	}
+	p.pop()
+	return true, nil
+}
+
+// pop removes the head of the queue. The caller holds mu.
+func (p *Publisher) pop() {
+	p.items[p.head] = item{}
+	p.head++
+	if p.head == len(p.items) {
+		p.items, p.head = p.items[:0], 0
+	} else if p.head >= 1024 && p.head*2 >= len(p.items) {
+		n := copy(p.items, p.items[p.head:])
+		clear(p.items[n:])
+		p.items, p.head = p.items[:n], 0
+	}
+}
+
+// dropped counts and logs a verdict that will never be published. The caller may hold mu.
+func (p *Publisher) dropped(it item, reason string) {
+	p.metrics.droppedTotal.WithLabelValues(reason).Inc()
+	p.log.Error("verdict dropped, never published", append(verdictFields(it.v), zap.String("reason", reason))...)
+}
+
+// publish publishes one verdict, retrying until JetStream stored it or ctx is done (the
+// error). A verdict that can never be published is dropped and counted: nil.
+func (p *Publisher) publish(ctx context.Context, it item) error {
+	v := it.v
+	fields := verdictFields(v)
+	data, err := Encode(v, p.opts.Source)
+	if err != nil {
+		p.metrics.errorsTotal.Inc()
+		p.log.Error("encoding verdict failed", append(fields, zap.Error(err))...)
+		p.dropped(it, dropInvalid)
+		return nil
+	}
+	header := nats.Header{}
+	header.Set("Content-Type", ContentType)
+	header.Set(jetstream.MsgIDHeader, MsgID(v))
+	if it.traceParent != "" {
+		header.Set("traceparent", it.traceParent)
+	}
+	if it.traceState != "" {
+		header.Set("tracestate", it.traceState)
+	}
+	subject := rollout.VerdictsSubject(p.opts.Prefix, v.Rollout)
+
+	var (
+		attempts int
+		lastErr  string
+	)
+	op := func() error {
+		attempts++
+		msg := &nats.Msg{Subject: subject, Data: data, Header: header}
+		ack, err := p.js.PublishMsg(ctx, msg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return backoff.Permanent(ctx.Err())
+			}
+			p.metrics.errorsTotal.Inc()
+			if tooLarge(err) {
+				return backoff.Permanent(err)
+			}
+			return err
+		}
+		if ack.Duplicate {
+			p.log.Debug("verdict was already stored", fields...)
+			return nil
+		}
+		p.metrics.publishedTotal.WithLabelValues(string(v.Verdict)).Inc()
+		return nil
+	}
+	notify := func(err error, next time.Duration) {
+		if err.Error() == lastErr {
+			return
+		}
+		lastErr = err.Error()
+		p.log.Warn("publishing verdict failed; retrying",
+			append(fields, zap.String("subject", subject), zap.Error(err), zap.Duration("retryIn", next))...)
+	}
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(p.opts.RetryInitialInterval),
+		backoff.WithMaxInterval(p.opts.RetryMaxInterval),
+		backoff.WithMaxElapsedTime(0)), ctx)
+	err = backoff.RetryNotify(op, b, notify)
+	switch {
+	case err == nil:
+		if attempts > 1 {
+			p.log.Info("verdict published after retrying", append(fields, zap.Int("attempts", attempts))...)
+		}
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		p.log.Error("publishing verdict failed for good", append(fields, zap.Error(err))...)
+		p.dropped(it, dropInvalid)
+		return nil
+	}
+}
+
+// tooLarge reports whether err says the message is larger than the server or the stream
+// accepts: retrying cannot help.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum)
+}
+
+func verdictFields(v rollout.Verdict) []zap.Field {
+	return []zap.Field{
+		zap.String("rollout", v.Rollout.String()),
+		zap.String("revision", v.Revision),
+		zap.Uint64("sequence", v.Sequence),
+		zap.String("verdict", string(v.Verdict)),
+	}
+}
+
+// metrics are the publisher's Prometheus metrics.
+type metrics struct {
+	publishedTotal *prometheus.CounterVec
+	errorsTotal    prometheus.Counter
+	droppedTotal   *prometheus.CounterVec
+	pending        prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, pending func() int) (*metrics, error) {
+	m := &metrics{
+		publishedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "analyzerd_verdicts_published_total",
+			Help: "Verdicts stored by JetStream, by verdict (proceed, pause, rollback).",
+		}, []string{"verdict"}),
+		errorsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "analyzerd_publish_errors_total",
+			Help: "Failed attempts to publish a verdict (each is retried).",
+		}),
+		droppedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "analyzerd_verdicts_dropped_total",
+			Help: "Verdicts never published, by reason: queue_full, invalid.",
+		}, []string{"reason"}),
+		pending: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "analyzerd_verdicts_pending",
+			Help: "Verdicts waiting to be published.",
+		}, func() float64 { return float64(pending()) }),
+	}
+	var errs []error
+	var err error
+	m.publishedTotal, err = register(reg, m.publishedTotal)
+	errs = append(errs, err)
+	m.errorsTotal, err = register(reg, m.errorsTotal)
+	errs = append(errs, err)
+	m.droppedTotal, err = register(reg, m.droppedTotal)
+	errs = append(errs, err)
+	m.pending, err = register(reg, m.pending)
+	errs = append(errs, err)
+	for _, d := range []rollout.Decision{rollout.Proceed, rollout.Pause, rollout.Rollback} {
+		m.publishedTotal.WithLabelValues(string(d))
+	}
+	for _, r := range []string{dropQueueFull, dropInvalid} {
+		m.droppedTotal.WithLabelValues(r)
+	}
+	return m, errors.Join(errs...)
+}
+
+// register registers c, or returns the collector already registered in its place.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("registering metric: %w", err)
+	}
+	return c, nil
+}
