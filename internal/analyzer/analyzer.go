@@ -48,7 +48,7 @@ type Options struct {
 	Resolution time.Duration
 	// DrainTimeout bounds how long a stop waits for evaluations in flight (default 10s).
 	DrainTimeout time.Duration
-	// Source names this daemon in the verdicts' CloudEvents and in traces.
+	// Now is the scheduler's clock; evaluations take their time from it (time.Now when nil).
 	Now        func() time.Time
 	Tracer     trace.Tracer
 	Logger     *zap.Logger
@@ -304,7 +304,7 @@ func (a *Analyzer) complete(res result) {
 		Reason:    d.Reason,
 		Sequence:  an.sequence,
 		Checks:    d.Checks,
-		DecidedAt: j.now.UTC(),
+		DecidedAt: j.now.UTC().Truncate(time.Millisecond), // the precision of the wire format
 		Cause:     an.cause,
 		TraceID:   j.span.SpanContext().TraceID().String(),
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/analyzerd/analyzerd/internal/publish"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 )
 
@@ -71,19 +72,45 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /v1/rollouts", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"rollouts": s.opts.Verdicts.List()})
-	})
-	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		ref := rollout.Ref{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
-		v, ok := s.opts.Verdicts.Latest(ref)
-		if !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live analysis of rollout %s", ref)})
+	mux.HandleFunc("GET /v1/rollouts", s.list)
+	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}", s.get)
+	return mux
+}
+
+// get answers the latest verdict of one rollout, exactly as it was published on NATS.
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	ref := rollout.Ref{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+	v, ok := s.opts.Verdicts.Latest(ref)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live analysis of rollout %s", ref)})
+		return
+	}
+	body, err := publish.MarshalVerdict(v)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, json.RawMessage(body))
+}
+
+// list answers the latest verdict of every live rollout: {"rollouts": [verdict, ...]}.
+func (s *Server) list(w http.ResponseWriter, _ *http.Request) {
+	verdicts := s.opts.Verdicts.List()
+	out := make([]json.RawMessage, 0, len(verdicts))
+	for _, v := range verdicts {
+		body, err := publish.MarshalVerdict(v)
+		if err != nil {
+			s.internalError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
-	})
-	return mux
+		out = append(out, body)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rollouts": out})
+}
+
+func (s *Server) internalError(w http.ResponseWriter, err error) {
+	s.opts.Logger.Error("encode verdict", zap.Error(err))
+	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "cannot encode the verdict"})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +132,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(body)
 }
 
 // Run listens and serves until ctx is done, then shuts down within 5 s.
