@@ -1,0 +1,297 @@
+// Package app assembles the daemon from its parts and runs them as one group under one
+// context: the event consumer, the analyzer loop, the verdict publisher and the HTTP server.
+// main only turns signals into a cancelled context, so the whole daemon runs inside a test.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/analyzer"
+	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/config"
+	"github.com/analyzerd/analyzerd/internal/httpapi"
+	"github.com/analyzerd/analyzerd/internal/ingest"
+	"github.com/analyzerd/analyzerd/internal/natsembed"
+	"github.com/analyzerd/analyzerd/internal/publish"
+	"github.com/analyzerd/analyzerd/internal/streams"
+)
+
+// Info tells a caller (a test, the demo) where a started daemon can be reached.
+type Info struct {
+	// NATSURL is the NATS server the daemon uses (the embedded one's client URL).
+	NATSURL string
+	// HTTPAddr is the address the HTTP server listens on.
+	HTTPAddr string
+}
+
+// Options are the dependencies of a daemon beyond its configuration.
+type Options struct {
+	Logger *zap.Logger
+	// Registry receives every metric of the daemon; a fresh one when nil.
+	Registry *prometheus.Registry
+	// TracerProvider records the evaluations' spans; one that samples everything and
+	// exports nothing when nil (so verdicts still carry trace ids).
+	TracerProvider trace.TracerProvider
+	// OnReady is called once the daemon consumes events and serves HTTP.
+	OnReady func(Info)
+	// Now is the clock of the scheduler (time.Now when nil).
+	Now func() time.Time
+	// Resolution is how often the scheduler looks for due evaluations (1s when zero).
+	Resolution time.Duration
+}
+
+// Run runs the daemon until ctx is cancelled, then stops it gracefully: it stops consuming,
+// finishes the evaluations in flight, flushes the verdicts not yet published, and shuts the
+// embedded NATS server down, all within cfg.ShutdownTimeout.
+func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return fmt.Errorf("register go collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return fmt.Errorf("register process collector: %w", err)
+	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		sdk := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		defer func() { _ = sdk.Shutdown(context.Background()) }()
+		tp = sdk
+	}
+
+	templates := make(map[string]*compare.Template, len(cfg.Templates))
+	for _, t := range cfg.Templates {
+		ct, err := compare.CompileTemplate(t)
+		if err != nil {
+			return fmt.Errorf("template %s: %w", t.Name, err)
+		}
+		templates[t.Name] = ct
+	}
+	source, err := compare.NewPrometheus(compare.PrometheusOptions{
+		URL:                   cfg.Prometheus.URL,
+		Timeout:               cfg.Prometheus.Timeout,
+		BearerTokenFile:       cfg.Prometheus.BearerTokenFile,
+		BasicAuthUsername:     cfg.Prometheus.BasicAuth.Username,
+		BasicAuthPasswordFile: cfg.Prometheus.BasicAuth.PasswordFile,
+		TLS: compare.TLSOptions{
+			CAFile: cfg.Prometheus.TLS.CAFile, CertFile: cfg.Prometheus.TLS.CertFile, KeyFile: cfg.Prometheus.TLS.KeyFile,
+			ServerName: cfg.Prometheus.TLS.ServerName, InsecureSkipVerify: cfg.Prometheus.TLS.InsecureSkipVerify,
+		},
+		Concurrency: cfg.Prometheus.Concurrency,
+		Registerer:  reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	nc, info, shutdownNATS, err := connect(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownNATS()
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	streamOpts := streams.Options{
+		Prefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
+		MaxAge: cfg.NATS.StreamMaxAge, VerdictsMaxAge: cfg.NATS.StreamMaxAge,
+	}
+	if err := retry(ctx, log, "create streams", func() error { return streams.Ensure(ctx, js, streamOpts) }); err != nil {
+		return err
+	}
+
+	publisher := publish.New(js, publish.Options{
+		Prefix: cfg.NATS.SubjectPrefix, Source: "analyzerd", Logger: log.Named("publish"), Registerer: reg,
+	})
+	an, err := analyzer.New(analyzer.Options{
+		Templates:    templates,
+		Measurer:     compare.New(source),
+		Sink:         publisher,
+		Resolution:   opts.Resolution,
+		DrainTimeout: cfg.ShutdownTimeout / 2,
+		Now:          opts.Now,
+		Tracer:       tp.Tracer("github.com/analyzerd/analyzerd"),
+		Logger:       log.Named("analyzer"),
+		Registerer:   reg,
+	})
+	if err != nil {
+		return err
+	}
+	var consumer *ingest.Consumer
+	if err := retry(ctx, log, "create consumer", func() error {
+		var err error
+		consumer, err = ingest.New(js, an, ingest.Options{
+			Prefix:        cfg.NATS.SubjectPrefix,
+			MaxEventBytes: cfg.Ingest.MaxEventBytes,
+			MaxDeliver:    cfg.Ingest.MaxDeliver,
+			AckWait:       cfg.Ingest.AckWait,
+			Logger:        log.Named("ingest"),
+			Registerer:    reg,
+		})
+		return err
+	}); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	info.HTTPAddr = ln.Addr().String()
+	web := httpapi.New(httpapi.Options{
+		Verdicts: an,
+		Gatherer: reg,
+		Logger:   log.Named("http"),
+		Ready: []httpapi.Check{
+			{Name: "nats", Check: func(context.Context) error {
+				if s := nc.Status(); s != nats.CONNECTED {
+					return fmt.Errorf("connection is %s", s)
+				}
+				return nil
+			}},
+			{Name: "prometheus", Check: source.Ping},
+		},
+	})
+
+	// The group: everything runs until ctx is done or one part fails; then all stop.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g := group{cancel: cancel}
+	g.spawn("analyzer", func() error { return an.Run(runCtx) })
+	g.spawn("publisher", func() error { return publisher.Run(runCtx) })
+	g.spawn("consumer", func() error { return consumer.Run(runCtx) })
+	g.spawn("http", func() error { return web.Serve(runCtx, ln) })
+	log.Info("analyzerd started", zap.String("nats", info.NATSURL), zap.String("http", info.HTTPAddr),
+		zap.String("prometheus", cfg.Prometheus.URL), zap.Int("templates", len(templates)))
+	if opts.OnReady != nil {
+		opts.OnReady(info)
+	}
+	runErr := g.wait()
+
+	// The analyzer has drained its evaluations into the publisher; publish what is left.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), cfg.ShutdownTimeout/2)
+	defer cancelFlush()
+	if err := publisher.Flush(flushCtx); err != nil {
+		log.Error("verdicts left unpublished at shutdown", zap.Error(err))
+	}
+	log.Info("analyzerd stopped")
+	return runErr
+}
+
+// connect connects to the configured NATS server, or starts the embedded one. The returned
+// function closes the connection and stops the embedded server.
+func connect(cfg config.Config, log *zap.Logger) (*nats.Conn, Info, func(), error) {
+	common := []nats.Option{
+		nats.Name("analyzerd"),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: we closed the connection ourselves
+				log.Warn("nats disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", zap.String("server", c.ConnectedUrlRedacted()))
+		}),
+	}
+	if cfg.NATS.URL == "" {
+		ns, err := natsembed.Start(natsembed.Options{
+			Host: cfg.NATS.Embedded.Host, Port: cfg.NATS.Embedded.Port, StoreDir: cfg.NATS.Embedded.StoreDir,
+		}, log.Named("nats-server"))
+		if err != nil {
+			return nil, Info{}, nil, err
+		}
+		stop := func() { ns.Shutdown(); ns.WaitForShutdown() }
+		nc, err := nats.Connect("", append(common, nats.InProcessServer(ns))...)
+		if err != nil {
+			stop()
+			return nil, Info{}, nil, fmt.Errorf("connect to the embedded nats server: %w", err)
+		}
+		return nc, Info{NATSURL: clientURL(ns)}, func() { drain(nc, log); stop() }, nil
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, append(common,
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(cfg.NATS.ReconnectWait),
+		nats.RetryOnFailedConnect(true),
+	)...)
+	if err != nil {
+		return nil, Info{}, nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	return nc, Info{NATSURL: nc.ConnectedUrlRedacted()}, func() { drain(nc, log) }, nil
+}
+
+func clientURL(ns *server.Server) string { return ns.ClientURL() }
+
+func drain(nc *nats.Conn, log *zap.Logger) {
+	if err := nc.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Debug("nats flush at shutdown", zap.Error(err))
+	}
+	nc.Close()
+}
+
+// retry runs op with exponential backoff until it succeeds or ctx ends, logging when the
+// error changes rather than at every attempt.
+func retry(ctx context.Context, log *zap.Logger, what string, op func() error) error {
+	var last string
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(10*time.Second)), ctx)
+	err := backoff.Retry(func() error {
+		err := op()
+		if err != nil && err.Error() != last {
+			last = err.Error()
+			log.Warn(what+" failed; retrying", zap.Error(err))
+		}
+		return err
+	}, b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// group runs actors until the first one returns; then it cancels the rest and waits.
+type group struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+}
+
+func (g *group) spawn(name string, run func() error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		err := run()
+		if err != nil {
+			g.mu.Lock()
+			g.errs = append(g.errs, fmt.Errorf("%s: %w", name, err))
+			g.mu.Unlock()
+		}
+		g.cancel()
+	}()
+}
+
+func (g *group) wait() error {
+	g.wg.Wait()
+	return errors.Join(g.errs...)
+}
