@@ -1,9 +1,9 @@
 package analyzer
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
 type metrics struct {
@@ -43,12 +43,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.applied, m.evaluations, m.verdicts, m.live, m.saturated, m.firstVerdict} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register analyzer metrics: %w", err)
-			}
-		}
+	var err error
+	if m.applied, err = telemetry.Register(reg, m.applied); err != nil {
+		return nil, err
+	}
+	if m.evaluations, err = telemetry.Register(reg, m.evaluations); err != nil {
+		return nil, err
+	}
+	if m.verdicts, err = telemetry.Register(reg, m.verdicts); err != nil {
+		return nil, err
+	}
+	if m.live, err = telemetry.Register(reg, m.live); err != nil {
+		return nil, err
+	}
+	if m.saturated, err = telemetry.Register(reg, m.saturated); err != nil {
+		return nil, err
+	}
+	if m.firstVerdict, err = telemetry.Register(reg, m.firstVerdict); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

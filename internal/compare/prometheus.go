@@ -22,6 +22,8 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+
+	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
 // PrometheusOptions configure the Prometheus source. Secrets are read from files at each
@@ -114,12 +116,11 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 			Help: "Queries to the metrics source that failed, by reason.",
 		}, []string{"reason"}),
 	}
-	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.duration, p.errors} {
-			if err := opts.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("register prometheus source metrics: %w", err)
-			}
-		}
+	if p.duration, err = telemetry.Register(opts.Registerer, p.duration); err != nil {
+		return nil, err
+	}
+	if p.errors, err = telemetry.Register(opts.Registerer, p.errors); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

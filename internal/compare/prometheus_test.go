@@ -428,9 +428,17 @@ func TestPrometheusMetrics(t *testing.T) {
 	require.True(t, names["analyzerd_query_duration_seconds"], "%v", names)
 	require.Equal(t, uint64(1), histogramCount(t, reg, "analyzerd_query_duration_seconds", "outcome", "ok"))
 
-	// The same collectors on the same registry again is an error, not a panic.
-	_, err = NewPrometheus(PrometheusOptions{URL: ok.URL, Registerer: reg})
-	require.ErrorContains(t, err, "register prometheus source metrics")
+	// A second source on the same registry shares the metrics rather than failing.
+	p2, err := NewPrometheus(PrometheusOptions{URL: ok.URL, Registerer: reg})
+	require.NoError(t, err)
+	require.NoError(t, queryOne(p2, "x").Err)
+	require.Equal(t, uint64(2), histogramCount(t, reg, "analyzerd_query_duration_seconds", "outcome", "ok"))
+
+	// A collector of the same name but another kind is still an error, not a panic.
+	clash := prometheus.NewRegistry()
+	clash.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "analyzerd_query_errors_total", Help: "x"}))
+	_, err = NewPrometheus(PrometheusOptions{URL: ok.URL, Registerer: clash})
+	require.ErrorContains(t, err, "registering metric")
 
 	// No registerer: no metrics, still works.
 	require.NoError(t, queryOne(newProm(t, PrometheusOptions{URL: ok.URL}), "x").Err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/streams"
+	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
 // The headers a dead letter carries besides the original ones (CONTRACT.md section 5).
@@ -491,10 +492,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 	}
 	var err error
-	if m.receivedTotal, err = register(reg, m.receivedTotal); err != nil {
+	if m.receivedTotal, err = telemetry.Register(reg, m.receivedTotal); err != nil {
 		return nil, err
 	}
-	if m.deadLettersTotal, err = register(reg, m.deadLettersTotal); err != nil {
+	if m.deadLettersTotal, err = telemetry.Register(reg, m.deadLettersTotal); err != nil {
 		return nil, err
 	}
 	for _, t := range []string{string(rollout.EventStarted), string(rollout.EventStep), string(rollout.EventCompleted), string(rollout.EventAborted), typeUnknown} {
@@ -516,20 +517,3 @@ func (m *metrics) received(typ, outcome string) {
 }
 
 func (m *metrics) deadLetter(reason string) { m.deadLettersTotal.WithLabelValues(reason).Inc() }
-
-// register registers c, or returns the collector already registered in its place.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("registering metric: %w", err)
-	}
-	return c, nil
-}

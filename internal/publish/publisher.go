@@ -15,6 +15,7 @@ import (
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/streams"
+	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
 // Defaults of Options.
@@ -393,13 +394,13 @@ func newMetrics(reg prometheus.Registerer, pending func() int) (*metrics, error)
 	}
 	var errs []error
 	var err error
-	m.publishedTotal, err = register(reg, m.publishedTotal)
+	m.publishedTotal, err = telemetry.Register(reg, m.publishedTotal)
 	errs = append(errs, err)
-	m.errorsTotal, err = register(reg, m.errorsTotal)
+	m.errorsTotal, err = telemetry.Register(reg, m.errorsTotal)
 	errs = append(errs, err)
-	m.droppedTotal, err = register(reg, m.droppedTotal)
+	m.droppedTotal, err = telemetry.Register(reg, m.droppedTotal)
 	errs = append(errs, err)
-	m.pending, err = register(reg, m.pending)
+	m.pending, err = telemetry.Register(reg, m.pending)
 	errs = append(errs, err)
 	for _, d := range []rollout.Decision{rollout.Proceed, rollout.Pause, rollout.Rollback} {
 		m.publishedTotal.WithLabelValues(string(d))
@@ -408,21 +409,4 @@ func newMetrics(reg prometheus.Registerer, pending func() int) (*metrics, error)
 		m.droppedTotal.WithLabelValues(r)
 	}
 	return m, errors.Join(errs...)
-}
-
-// register registers c, or returns the collector already registered in its place.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("registering metric: %w", err)
-	}
-	return c, nil
 }
