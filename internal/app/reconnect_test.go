@@ -8,25 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/analyzerd/analyzerd/internal/config"
+	"github.com/analyzerd/analyzerd/internal/natstest"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/rolloutclient"
 )
-
-func startNATS(t *testing.T, port int, dir string) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: dir, Host: "127.0.0.1", Port: port, NoSigs: true})
-	require.NoError(t, err)
-	ns.Start()
-	require.True(t, ns.ReadyForConnections(10*time.Second), "nats server on port %d", port)
-	return ns
-}
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -40,7 +31,7 @@ func freePort(t *testing.T) int {
 // server goes away and comes back, the daemon reconnects and analysis goes on.
 func TestExternalNATSReconnects(t *testing.T) {
 	port, dir := freePort(t), t.TempDir()
-	ns := startNATS(t, port, dir)
+	ns := natstest.Start(t, natstest.WithPort(port), natstest.WithStoreDir(dir))
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 
 	cfg, err := config.Load("../../configs/analyzerd.yaml")
@@ -104,8 +95,7 @@ func TestExternalNATSReconnects(t *testing.T) {
 	// The server goes away and comes back on the same port with the same storage.
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	ns = startNATS(t, port, dir)
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	natstest.Start(t, natstest.WithPort(port), natstest.WithStoreDir(dir))
 	require.Eventually(t, func() bool { return nc.IsConnected() }, 30*time.Second, 20*time.Millisecond)
 
 	// Events published after the restart are consumed, and verdicts keep coming.

@@ -21,12 +21,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/natstest"
 	"github.com/analyzerd/analyzerd/internal/promproc"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/rolloutclient"
@@ -194,11 +194,7 @@ func TestRollouts(t *testing.T) {
 	defer cancel()
 
 	// NATS: a real server in-process, reached by the daemon over TCP (--nats-url).
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true})
-	require.NoError(t, err)
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	require.True(t, ns.ReadyForConnections(10*time.Second))
+	ns := natstest.Start(t)
 
 	// The workloads: every service has a stable v1 and a canary v2.
 	healthy := workload.Profile{Rate: 100, ErrorRate: 0.005, LatencyMedian: 50 * time.Millisecond}
