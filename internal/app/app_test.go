@@ -42,19 +42,7 @@ func TestEmbeddedDaemonPausesWhilePrometheusIsUnreachable(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan Info, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, Options{Logger: zaptest.NewLogger(t), Resolution: 50 * time.Millisecond, OnReady: func(i Info) { ready <- i }})
-	}()
-	var info Info
-	select {
-	case info = <-ready:
-	case err := <-done:
-		t.Fatalf("daemon stopped before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready within 30s")
-	}
+	info, stop := runDaemon(t, ctx, cfg)
 
 	nc, err := nats.Connect(info.NATSURL)
 	require.NoError(t, err)
@@ -123,10 +111,34 @@ func TestEmbeddedDaemonPausesWhilePrometheusIsUnreachable(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 
 	cancel()
+	stop()
+}
+
+// runDaemon runs the daemon in-process until ctx ends, and waits until it is ready. The
+// returned function waits for it to stop, and fails the test unless it stopped cleanly within
+// its shutdown timeout.
+func runDaemon(t *testing.T, ctx context.Context, cfg config.Config) (Info, func()) {
+	t.Helper()
+	ready := make(chan Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, Options{Logger: zaptest.NewLogger(t), Resolution: 50 * time.Millisecond, OnReady: func(i Info) { ready <- i }})
+	}()
 	select {
+	case info := <-ready:
+		return info, func() {
+			t.Helper()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
+				t.Fatal("daemon did not stop within its shutdown timeout")
+			}
+		}
 	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
-		t.Fatal("daemon did not stop within its shutdown timeout")
+		t.Fatalf("daemon stopped before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon not ready within 30s")
 	}
+	return Info{}, nil
 }

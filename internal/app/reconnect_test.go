@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/analyzerd/analyzerd/internal/config"
 	"github.com/analyzerd/analyzerd/internal/natstest"
@@ -45,18 +44,7 @@ func TestExternalNATSReconnects(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan Info, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, Options{Logger: zaptest.NewLogger(t), Resolution: 50 * time.Millisecond, OnReady: func(i Info) { ready <- i }})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("daemon stopped before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready within 30s")
-	}
+	_, stop := runDaemon(t, ctx, cfg)
 
 	// The test's own client reconnects too, and watches the verdicts.
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
@@ -116,10 +104,5 @@ func TestExternalNATSReconnects(t *testing.T) {
 	mu.Unlock()
 
 	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
-		t.Fatal("daemon did not stop within its shutdown timeout")
-	}
+	stop()
 }
