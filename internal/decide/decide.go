@@ -226,13 +226,8 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	if m.Baseline != nil && m.Baseline.OK() {
 		r.Baseline = ptr(m.Baseline.Value)
 	}
-	if m.Canary.OK() && m.Stable.OK() {
-		delta := m.Canary.Value - m.Stable.Value
-		r.Delta = ptr(delta)
-		if m.Stable.Value != 0 {
-			r.RelativeDelta = ptr(delta / m.Stable.Value)
-		}
-	}
+	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
+	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
 
 	// A baseline that was captured but holds no data (a service with no history before the
 	// canary) cannot be compared with: its guards do not apply, and the check says so.
@@ -370,6 +365,18 @@ func expressions(guards []rollout.Guard) string {
 
 // ptr returns a pointer to f, or nil when f is NaN or infinite: a verdict's numbers must
 // encode as JSON, and a number that is not finite could not be computed.
+// deltas are canary - ref and (canary - ref) / ref, nil where they cannot be computed.
+func deltas(canary rollout.Reading, ref *rollout.Reading) (delta, relative *float64) {
+	if ref == nil || !canary.OK() || !ref.OK() {
+		return nil, nil
+	}
+	d := canary.Value - ref.Value
+	if ref.Value != 0 {
+		relative = ptr(d / ref.Value)
+	}
+	return ptr(d), relative
+}
+
 func ptr(f float64) *float64 {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return nil

@@ -607,6 +607,26 @@ func requireNum(t *testing.T, field string, want, got *float64) {
 }
 
 // TestCheckResultNumbersAreFinite: a verdict must encode as JSON, which has no NaN or Inf.
+// TestBaselineDeltas: the canary is compared with the baseline as with stable, each number
+// null where it cannot be computed.
+func TestBaselineDeltas(t *testing.T) {
+	check := ratioCheck("error-rate", 5, vsStable(rollout.MeasureDelta, 0.01), critical(vsBaseline(rollout.MeasureDelta, 0.05)))
+	got := Decide(in(tmpl(check), meas("error-rate", okR(0.052, 1830), okR(0.004, 16470), baseline(okR(0.004, 90000))))).Checks[0]
+	require.InDelta(t, 0.048, *got.BaselineDelta, 1e-12)
+	require.InDelta(t, 12, *got.BaselineRelativeDelta, 1e-9)
+
+	got = Decide(in(tmpl(check), meas("error-rate", okR(0.002, 1830), okR(0.004, 16470), baseline(okR(0, 90000))))).Checks[0]
+	require.InDelta(t, 0.002, *got.BaselineDelta, 1e-12)
+	require.Nil(t, got.BaselineRelativeDelta, "relative to a zero baseline")
+
+	got = Decide(in(tmpl(check), meas("error-rate", okR(0.002, 1830), okR(0.004, 16470), nil))).Checks[0]
+	require.Nil(t, got.BaselineDelta, "baseline not captured")
+	require.Nil(t, got.BaselineRelativeDelta)
+
+	got = Decide(in(tmpl(check), meas("error-rate", noDataR("none"), okR(0.004, 16470), baseline(okR(0.004, 90000))))).Checks[0]
+	require.Nil(t, got.BaselineDelta, "no canary")
+}
+
 func TestCheckResultNumbersAreFinite(t *testing.T) {
 	check := valueCheck("v", 10, vsStable(rollout.MeasureDelta, 1))
 	res := Decide(in(tmpl(check), meas("v", okR(math.MaxFloat64, 0), okR(-math.MaxFloat64, 0), baseline(okR(math.Inf(1), 0)))))

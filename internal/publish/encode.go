@@ -89,6 +89,8 @@ func MarshalVerdict(v rollout.Verdict) ([]byte, error) {
 		c.Baseline = finite(c.Baseline)
 		c.Delta = finite(c.Delta)
 		c.RelativeDelta = finite(c.RelativeDelta)
+		c.BaselineDelta = finite(c.BaselineDelta)
+		c.BaselineRelativeDelta = finite(c.BaselineRelativeDelta)
 		checks[i] = c
 	}
 	return marshal(verdictJSON{

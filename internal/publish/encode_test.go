@@ -35,6 +35,7 @@ func rollbackVerdict() rollout.Verdict {
 				Metric: "error-rate", Outcome: rollout.Fail,
 				Canary: ptr(0.052), Stable: ptr(0.004), Baseline: ptr(0.003),
 				Delta: ptr(0.048), RelativeDelta: ptr(12.0),
+				BaselineDelta: ptr(0.049), BaselineRelativeDelta: ptr(16.0),
 				Threshold: "canary - stable < 0.01",
 				Samples:   rollout.Samples{Canary: 1830, Stable: 16470},
 			},

@@ -46,15 +46,21 @@ func (v Verdict) Key() Key { return Key{Ref: v.Rollout, Revision: v.Revision} }
 // CheckResult explains one check of a verdict. Numbers that could not be computed are nil
 // and encode as null.
 type CheckResult struct {
-	Metric        string   `json:"metric"`
-	Outcome       Outcome  `json:"outcome"`
-	Canary        *float64 `json:"canary"`
-	Stable        *float64 `json:"stable"`
-	Baseline      *float64 `json:"baseline"`
+	Metric   string   `json:"metric"`
+	Outcome  Outcome  `json:"outcome"`
+	Canary   *float64 `json:"canary"`
+	Stable   *float64 `json:"stable"`
+	Baseline *float64 `json:"baseline"`
+	// Delta and RelativeDelta compare the canary with the stable side: canary - stable and
+	// (canary - stable) / stable.
 	Delta         *float64 `json:"delta"`
 	RelativeDelta *float64 `json:"relativeDelta"`
-	Threshold     string   `json:"threshold"`
-	Samples       Samples  `json:"samples"`
+	// BaselineDelta and BaselineRelativeDelta compare the canary with the baseline:
+	// canary - baseline and (canary - baseline) / baseline. Optional (added to v1).
+	BaselineDelta         *float64 `json:"baselineDelta"`
+	BaselineRelativeDelta *float64 `json:"baselineRelativeDelta"`
+	Threshold             string   `json:"threshold"`
+	Samples               Samples  `json:"samples"`
 	// Message says why a check is not pass when the numbers alone do not: no data, a query
 	// error, too few samples. Optional.
 	Message string `json:"message,omitempty"`
