@@ -142,13 +142,20 @@ func daemon(args []string, stderr io.Writer) int {
 	}
 	defer func() { _ = logger.Sync() }()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
-		stop() // a second signal kills the process at once
-		logger.Info("stopping", zap.Duration("timeout", cfg.ShutdownTimeout))
+		sig, ok := <-signals
+		if !ok {
+			return
+		}
+		signal.Stop(signals) // a second signal kills the process at once
+		logger.Info("stopping", zap.String("signal", sig.String()), zap.Stringer("timeout", cfg.ShutdownTimeout))
+		cancel()
 	}()
+	defer func() { signal.Stop(signals); close(signals) }()
 	if err := app.Run(ctx, cfg, app.Options{Logger: logger}); err != nil {
 		logger.Error("analyzerd failed", zap.Error(err))
 		return 1
