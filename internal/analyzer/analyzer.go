@@ -267,10 +267,17 @@ func (a *Analyzer) complete(res result) {
 	an.next = j.now.Add(an.template.Interval)
 	if j.needBaseline {
 		if res.baselineErr != nil {
-			a.opts.Logger.Warn("baseline not captured; will try again at the next evaluation",
-				zap.Stringer("rollout", j.key), zap.Error(res.baselineErr))
+			// Logged when the error changes, not at every evaluation of an outage.
+			if msg := res.baselineErr.Error(); msg != an.baselineErr {
+				an.baselineErr = msg
+				a.opts.Logger.Warn("baseline not captured; trying again at every evaluation",
+					zap.Stringer("rollout", j.key), zap.Error(res.baselineErr))
+			}
 		} else {
-			an.baseline = res.baseline
+			if an.baselineErr != "" {
+				a.opts.Logger.Info("baseline captured after all", zap.Stringer("rollout", j.key))
+			}
+			an.baseline, an.baselineErr = res.baseline, ""
 		}
 	}
 	if j.stepGen != an.stepGen {

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analyzerd/analyzerd/internal/compare"
 	"github.com/analyzerd/analyzerd/internal/rollout"
@@ -126,6 +128,7 @@ func testTemplate(t *testing.T) *compare.Template {
 }
 
 type harness struct {
+	logs   *observer.ObservedLogs
 	a      *Analyzer
 	m      *fakeMeasurer
 	sink   *fakeSink
@@ -142,7 +145,10 @@ func start(t *testing.T) *harness {
 		clock: &clock{now: t0},
 		done:  make(chan error, 1),
 	}
+	core, logs := observer.New(zap.InfoLevel)
+	h.logs = logs
 	a, err := New(Options{
+		Logger:     zap.New(core),
 		Templates:  map[string]*compare.Template{"t": testTemplate(t)},
 		Measurer:   h.m,
 		Sink:       h.sink,
@@ -350,6 +356,8 @@ func TestBaselineIsRetriedUntilCapturedThenKept(t *testing.T) {
 	h.m.mu.Lock()
 	defer h.m.mu.Unlock()
 	require.Equal(t, 3, h.m.captures, "two failures, then one capture, then never again")
+	require.Equal(t, 1, h.logs.FilterMessageSnippet("baseline not captured").Len(), "the same error is logged once, not at every evaluation")
+	require.Equal(t, 1, h.logs.FilterMessage("baseline captured after all").Len())
 }
 
 func TestStopIsPromptAndHandleThenFails(t *testing.T) {

@@ -34,9 +34,10 @@ type analysis struct {
 	traceParent string // the producer's trace context from that event
 	traceState  string
 
-	baseline map[string]rollout.Reading // nil until captured
-	evidence decide.Evidence
-	sequence uint64
+	baseline    map[string]rollout.Reading // nil until captured
+	baselineErr string                     // the last failure to capture it, for logging changes only
+	evidence    decide.Evidence
+	sequence    uint64
 
 	next         time.Time
 	inFlight     bool

@@ -87,7 +87,13 @@ func TestExternalNATSReconnects(t *testing.T) {
 	require.Eventually(t, func() bool { return nc.IsConnected() }, 30*time.Second, 20*time.Millisecond)
 
 	// Events published after the restart are consumed, and verdicts keep coming.
-	require.NoError(t, pub.Publish(ctx, ref, "evt-2", rollout.EventStep, time.Now(), rolloutclient.Step{Rollout: ref, Revision: "v2", Step: 1, Weight: 25}))
+	// Like any controller, the test retries while the restarted server recovers its streams.
+	stepAt := time.Now()
+	require.Eventually(t, func() bool {
+		pctx, cancelPublish := context.WithTimeout(ctx, time.Second)
+		defer cancelPublish()
+		return pub.Publish(pctx, ref, "evt-2", rollout.EventStep, stepAt, rolloutclient.Step{Rollout: ref, Revision: "v2", Step: 1, Weight: 25}) == nil
+	}, 30*time.Second, 50*time.Millisecond, "publishing after the restart")
 	mu.Lock()
 	seqs = map[uint64]int{}
 	mu.Unlock()
