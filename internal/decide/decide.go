@@ -229,16 +229,26 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
 	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
 
-	// A baseline that was captured but holds no data (a service with no history before the
-	// canary) cannot be compared with: its guards do not apply, and the check says so.
-	emptyBaseline := m.Baseline != nil && m.Baseline.Status == rollout.StatusNoData
+	// A baseline that was captured but holds no data, or too few samples to compare with (a
+	// service with little or no history before the canary), cannot be compared with: its
+	// guards do not apply, and the check says so. When no other guard applies, nothing
+	// was compared and the check is inconclusive: a skipped guard never makes a pass.
+	thinBaseline := ""
+	if b := m.Baseline; b != nil {
+		switch {
+		case b.Status == rollout.StatusNoData:
+			thinBaseline = "the baseline has no data"
+		case b.OK() && c.Kind != rollout.KindValue && b.Samples < c.MinSamples:
+			thinBaseline = fmt.Sprintf("the baseline has %d of the %d samples it needs", b.Samples, c.MinSamples)
+		}
+	}
 	var active []rollout.Guard
 	skipped := false
 	for _, g := range c.Guards {
 		if !g.Active(step, weight) {
 			continue
 		}
-		if g.Against == rollout.AgainstBaseline && emptyBaseline {
+		if g.Against == rollout.AgainstBaseline && thinBaseline != "" {
 			skipped = true
 			continue
 		}
@@ -248,7 +258,7 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	j := judgement{check: c, result: r}
 	set := func(o rollout.Outcome, msg string) judgement {
 		if skipped && o == rollout.Pass {
-			msg = strings.TrimPrefix(msg+"; ", "; ") + "the baseline has no data, so its guards were skipped"
+			msg = strings.TrimPrefix(msg+"; ", "; ") + thinBaseline + ", so its guards were skipped"
 		}
 		j.result.Outcome, j.result.Message = o, msg
 		return j
@@ -263,6 +273,8 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 		return set(rollout.NoData, "no canary data: "+m.Canary.Message)
 	case c.Kind != rollout.KindValue && m.Canary.Samples < c.MinSamples:
 		return set(rollout.Inconclusive, fmt.Sprintf("%d of the %d canary samples it needs", m.Canary.Samples, c.MinSamples))
+	case len(active) == 0 && skipped:
+		return set(rollout.Inconclusive, "nothing to compare with: "+thinBaseline+" and no other guard applies at this step")
 	case len(active) == 0:
 		return set(rollout.Pass, "no guard applies at this step")
 	}
@@ -271,7 +283,7 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	var failed []rollout.Guard
 	var waiting []string
 	for _, g := range active {
-		ref, ok, why := reference(g.Against, m)
+		ref, ok, why := reference(c, g.Against, m)
 		if !ok {
 			waiting = append(waiting, why)
 			continue
@@ -294,12 +306,17 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	return set(rollout.Pass, "")
 }
 
-// reference is the value a guard compares the canary with, or why there is none yet.
-func reference(against rollout.Reference, m rollout.Measurement) (value float64, ok bool, why string) {
+// reference is the value a guard compares the canary with, or why there is none yet. The
+// stable side needs as many samples as the canary does: a stable side of a few requests is no
+// reference (the canary's share of traffic can be the larger one).
+func reference(c rollout.Check, against rollout.Reference, m rollout.Measurement) (value float64, ok bool, why string) {
 	switch against {
 	case rollout.AgainstStable:
 		if !m.Stable.OK() {
 			return 0, false, "no stable data: " + m.Stable.Message
+		}
+		if c.Kind != rollout.KindValue && m.Stable.Samples < c.MinSamples {
+			return 0, false, fmt.Sprintf("%d of the %d stable samples it needs", m.Stable.Samples, c.MinSamples)
 		}
 		return m.Stable.Value, true, ""
 	case rollout.AgainstBaseline:

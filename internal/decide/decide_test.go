@@ -265,14 +265,35 @@ func TestCheckOutcomes(t *testing.T) {
 		},
 		{
 			// A baseline captured without data (no history before the canary) cannot be
-			// compared with: its guards are skipped, and the check says so.
-			name:          "pass: baseline captured without data skips the baseline guards",
+			// compared with: its guards are skipped. When nothing else is compared, the
+			// check cannot pass: a canary at 50% errors must not proceed on nothing.
+			name:          "inconclusive: baseline without data and no other guard compares nothing",
 			check:         ratioCheck(name, 0, critical(vsBaseline(rollout.MeasureDelta, 0.05))),
 			m:             meas(name, okR(0.5, 200), okR(0.01, 2000), baseline(noDataR("no requests in the window"))),
-			want:          rollout.Pass,
-			wantMessage:   "no guard applies at this step; the baseline has no data, so its guards were skipped",
+			want:          rollout.Inconclusive,
+			wantMessage:   "nothing to compare with: the baseline has no data and no other guard applies at this step",
 			wantThreshold: "",
+			wantDecision:  rollout.Pause,
+		},
+		{
+			name:          "pass: a baseline with too few samples is skipped like an empty one",
+			check:         ratioCheck(name, 100, vsStable(rollout.MeasureDelta, 0.01), critical(vsBaseline(rollout.MeasureDelta, 0.05))),
+			m:             meas(name, okR(0.01, 200), okR(0.01, 2000), baseline(okR(0.5, 7))),
+			want:          rollout.Pass,
+			wantMessage:   "the baseline has 7 of the 100 samples it needs, so its guards were skipped",
+			wantThreshold: "canary - stable < 0.01",
 			wantDecision:  rollout.Proceed,
+		},
+		{
+			// A stable side of a few requests is no reference: one failed request of one is
+			// 100% errors, and "canary - stable < 0.01" would pass any canary.
+			name:          "inconclusive: a stable side with too few samples",
+			check:         ratioCheck(name, 100, vsStable(rollout.MeasureDelta, 0.01)),
+			m:             meas(name, okR(0.5, 2000), okR(1, 1), nil),
+			want:          rollout.Inconclusive,
+			wantMessage:   "1 of the 100 stable samples it needs",
+			wantThreshold: "canary - stable < 0.01",
+			wantDecision:  rollout.Pause,
 		},
 		{
 			name:          "pass: baseline without data, the stable guard is still judged",
@@ -310,13 +331,13 @@ func TestCheckOutcomes(t *testing.T) {
 			wantDecision: rollout.Pause,
 		},
 		{
-			name:          "pass: a NaN baseline is a baseline without data",
+			name:          "inconclusive: a NaN baseline is a baseline without data",
 			check:         ratioCheck(name, 0, vsBaseline(rollout.MeasureDelta, 0.05)),
 			m:             meas(name, okR(0.5, 200), okR(0.01, 2000), baseline(okR(math.NaN(), 10))),
-			want:          rollout.Pass,
-			wantMessage:   "no guard applies at this step; the baseline has no data, so its guards were skipped",
+			want:          rollout.Inconclusive,
+			wantMessage:   "nothing to compare with: the baseline has no data and no other guard applies at this step",
 			wantThreshold: "",
-			wantDecision:  rollout.Proceed,
+			wantDecision:  rollout.Pause,
 		},
 		{
 			name:  "inconclusive: both references missing lists both reasons",
@@ -979,25 +1000,38 @@ func missingData(in Input, c rollout.Check) bool {
 		}
 	}
 	has := func(r rollout.Reading) bool { return r.OK() && !math.IsNaN(r.Value) }
+	enough := func(r rollout.Reading) bool { return c.Kind == rollout.KindValue || r.Samples >= c.MinSamples }
 	if m == nil || !has(m.Canary) {
 		return true
 	}
+	// Stated independently of how Decide skips guards: a check with active guards has data
+	// only when at least one of them compares the canary with a reference that has data
+	// and enough samples; a stable reference that lacks either, or a baseline not (yet)
+	// captured, is missing data outright.
+	active, compared := 0, 0
 	for _, g := range c.Guards {
 		if !g.Active(in.Step, in.Weight) {
 			continue
 		}
+		active++
 		switch g.Against {
 		case rollout.AgainstStable:
-			if !has(m.Stable) {
+			if !has(m.Stable) || !enough(m.Stable) {
 				return true
 			}
+			compared++
 		case rollout.AgainstBaseline:
 			if m.Baseline == nil || m.Baseline.Status == rollout.StatusError {
 				return true
 			}
+			if has(*m.Baseline) && enough(*m.Baseline) {
+				compared++
+			}
+		default:
+			compared++
 		}
 	}
-	return false
+	return active > 0 && compared == 0
 }
 
 const propertyRuns = 20000
