@@ -85,9 +85,10 @@ type Analyzer struct {
 	metrics *metrics
 
 	// Owned by the loop.
-	live map[rollout.Ref]*analysis
-	seen *idSet
-	gen  uint64
+	live  map[rollout.Ref]*analysis
+	seen  *recentSet // ids of applied events
+	ended *recentSet // analyses retired by completion, abortion or a newer revision
+	gen   uint64
 
 	// latest is what the read API serves; written by the loop, read by HTTP handlers.
 	mu     sync.RWMutex
@@ -111,7 +112,8 @@ func New(opts Options) (*Analyzer, error) {
 		done:    make(chan struct{}),
 		metrics: m,
 		live:    map[rollout.Ref]*analysis{},
-		seen:    newIDSet(1 << 16),
+		seen:    newRecentSet(1 << 16),
+		ended:   newRecentSet(1 << 16),
 		latest:  map[rollout.Ref]rollout.Verdict{},
 	}, nil
 }
@@ -344,6 +346,7 @@ func (a *Analyzer) complete(res result) {
 }
 
 func (a *Analyzer) retire(an *analysis) {
+	a.ended.add(endedKey(an.key))
 	delete(a.live, an.key.Ref)
 	a.mu.Lock()
 	delete(a.latest, an.key.Ref)

@@ -29,9 +29,16 @@ type fakeMeasurer struct {
 	captures  int
 	failFirst int // baseline captures that fail before one succeeds
 	targets   []compare.Target
+	// entered and release, when set, hold Measure until the test lets it go.
+	entered chan struct{}
+	release chan struct{}
 }
 
 func (f *fakeMeasurer) Measure(_ context.Context, t compare.Target) []rollout.Measurement {
+	if f.release != nil {
+		f.entered <- struct{}{}
+		<-f.release
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.targets = append(f.targets, t)
@@ -106,11 +113,11 @@ func ok(v float64, n int64) rollout.Reading {
 	return rollout.Reading{Status: rollout.StatusOK, Value: v, Samples: n}
 }
 
-func testTemplate(t *testing.T) *compare.Template {
+func testTemplate(t *testing.T, modify ...func(*rollout.Template)) *compare.Template {
 	t.Helper()
 	max := 0.01
 	crit := 0.05
-	tmpl, err := compare.CompileTemplate(rollout.Template{
+	rt := rollout.Template{
 		Name: "t", Interval: 10 * time.Second, BaselineWindow: time.Minute, MinStepDuration: 30 * time.Second,
 		Args: []string{"service"}, Variables: []string{"version"},
 		Checks: []rollout.Check{{
@@ -122,7 +129,11 @@ func testTemplate(t *testing.T) *compare.Template {
 				{Against: rollout.AgainstBaseline, Measure: rollout.MeasureDelta, Max: &crit, Critical: true},
 			},
 		}},
-	})
+	}
+	for _, m := range modify {
+		m(&rt)
+	}
+	tmpl, err := compare.CompileTemplate(rt)
 	require.NoError(t, err)
 	return tmpl
 }
@@ -137,7 +148,7 @@ type harness struct {
 	done   chan error
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, modify ...func(*rollout.Template)) *harness {
 	t.Helper()
 	h := &harness{
 		m:     &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000)},
@@ -149,7 +160,7 @@ func start(t *testing.T) *harness {
 	h.logs = logs
 	a, err := New(Options{
 		Logger:     zap.New(core),
-		Templates:  map[string]*compare.Template{"t": testTemplate(t)},
+		Templates:  map[string]*compare.Template{"t": testTemplate(t, modify...)},
 		Measurer:   h.m,
 		Sink:       h.sink,
 		Resolution: 5 * time.Millisecond,
@@ -365,4 +376,74 @@ func TestStopIsPromptAndHandleThenFails(t *testing.T) {
 	h.stop()
 	err := h.a.Handle(context.Background(), started("e1", "v2"))
 	require.ErrorIs(t, err, ErrStopped)
+}
+
+func TestFailuresCarryOverToTheNextStep(t *testing.T) {
+	h := start(t, func(rt *rollout.Template) { rt.Checks[0].FailureLimit = 1 })
+	// 2% against a stable 0.4%: fails the stable guard, not the critical baseline one.
+	h.m.set("v2", ok(0.02, 5000))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	vs := h.waitVerdicts(t, 1)
+	require.Equal(t, rollout.Pause, vs[0].Verdict, "one failure is within the limit of 1")
+	require.Equal(t, rollout.Fail, vs[0].Checks[0].Outcome)
+
+	step := rollout.Event{ID: "e2", Type: rollout.EventStep, Time: t0.Add(time.Second), Rollout: ref, Revision: "v2", Step: 1, Weight: 25}
+	require.NoError(t, h.a.Handle(context.Background(), step))
+	vs = h.waitVerdicts(t, 2)
+	require.Equal(t, 1, vs[1].Step)
+	require.Equal(t, rollout.Rollback, vs[1].Verdict, "the failure of step 0 counts at step 1: two exceed the limit")
+	require.Contains(t, vs[1].Reason, "failed 2 times, limit 1")
+}
+
+func TestEndedRevisionIsNotAnalysedAgain(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	h.m.set("v3", ok(0.004, 5000))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	h.waitVerdicts(t, 1)
+	require.NoError(t, h.a.Handle(context.Background(), rollout.Event{ID: "e2", Type: rollout.EventCompleted, Time: t0, Rollout: ref, Revision: "v2"}))
+
+	// The same revision started again, under a new event id: a duplicate, not sequence 1 again.
+	again := started("e3", "v2")
+	again.Time = t0.Add(time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), again))
+	step := rollout.Event{ID: "e4", Type: rollout.EventStep, Time: t0.Add(2 * time.Minute), Rollout: ref, Revision: "v2", Step: 1, Weight: 50}
+	require.NoError(t, h.a.Handle(context.Background(), step), "a step of an ended revision is ignored, not dead-lettered")
+	h.clock.Advance(time.Minute)
+	require.Never(t, func() bool { return len(h.sink.of(ref)) > 1 }, 50*time.Millisecond, 5*time.Millisecond)
+	_, found := h.a.Latest(ref)
+	require.False(t, found)
+
+	// A superseded revision is ended too.
+	next := started("e5", "v3")
+	next.Time = t0.Add(3 * time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), next))
+	h.waitVerdicts(t, 2)
+	require.NoError(t, h.a.Handle(context.Background(), started("e6", "v2")))
+	latest, found := h.a.Latest(ref)
+	require.True(t, found)
+	require.Equal(t, "v3", latest.Revision)
+}
+
+// TestStopFinishesEvaluationsInFlight: a stop waits for the evaluation that is querying,
+// decides it and hands its verdict to the sink before Run returns.
+func TestStopFinishesEvaluationsInFlight(t *testing.T) {
+	h := start(t)
+	h.m.entered, h.m.release = make(chan struct{}), make(chan struct{})
+	h.m.set("v2", ok(0.004, 5000))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	<-h.m.entered // the evaluation is querying
+
+	h.cancel()
+	select {
+	case <-h.done:
+		t.Fatal("Run returned with an evaluation in flight")
+	default:
+	}
+	close(h.m.release)
+	require.NoError(t, <-h.done)
+	h.cancel = nil
+	vs := h.sink.of(ref)
+	require.Len(t, vs, 1, "the evaluation in flight was decided and handed to the sink")
+	require.Equal(t, uint64(1), vs[0].Sequence)
 }

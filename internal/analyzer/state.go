@@ -45,6 +45,9 @@ type analysis struct {
 	firstVerdict bool
 }
 
+// endedKey names an analysis in the set of ended ones. NUL cannot occur in event strings.
+func endedKey(k rollout.Key) string { return k.Namespace + "\x00" + k.Name + "\x00" + k.Revision }
+
 // job is one evaluation: a snapshot of what the worker needs.
 type job struct {
 	key          rollout.Key
@@ -123,10 +126,14 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 		zap.String("event", string(ev.Type)), zap.String("eventId", ev.ID))
 	an := a.live[ev.Rollout]
 	sameRevision := an != nil && an.key.Revision == ev.Revision
+	ended := a.ended.has(endedKey(ev.Key()))
 
 	switch ev.Type {
 	case rollout.EventStarted:
-		if sameRevision {
+		if sameRevision || ended {
+			// The same (rollout, revision) again is a duplicate (CONTRACT.md section 3), also
+			// after its analysis ended: a revision is analysed once, and its sequence
+			// numbers are never reused.
 			return "duplicate", nil
 		}
 		t, ok := a.opts.Templates[ev.Analysis]
@@ -177,6 +184,9 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 		return "applied", nil
 
 	case rollout.EventStep:
+		if ended {
+			return "ignored", nil // the analysis of that revision has ended
+		}
 		if !sameRevision {
 			return "", rollout.Invalidf("no live analysis of rollout %s", fmtKey(ev.Key()))
 		}
@@ -204,21 +214,22 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
 }
 
-// idSet remembers the most recent event ids, so that a redelivered or republished event
-// (with or without Nats-Msg-Id) is applied once.
-type idSet struct {
+// recentSet remembers the most recent strings added to it, up to a capacity: the ids of
+// applied events, so that a redelivered or republished event (with or without Nats-Msg-Id)
+// is applied once; and the analyses that ended, so that a revision is analysed once.
+type recentSet struct {
 	ids   map[string]struct{}
 	order []string
 	next  int
 }
 
-func newIDSet(capacity int) *idSet {
-	return &idSet{ids: make(map[string]struct{}, capacity), order: make([]string, capacity)}
+func newRecentSet(capacity int) *recentSet {
+	return &recentSet{ids: make(map[string]struct{}, capacity), order: make([]string, capacity)}
 }
 
-func (s *idSet) has(id string) bool { _, ok := s.ids[id]; return ok }
+func (s *recentSet) has(id string) bool { _, ok := s.ids[id]; return ok }
 
-func (s *idSet) add(id string) {
+func (s *recentSet) add(id string) {
 	if old := s.order[s.next]; old != "" {
 		delete(s.ids, old)
 	}
