@@ -38,6 +38,7 @@ const (
 	DefaultRetryDelay    = time.Second
 	DefaultMaxRetryDelay = time.Minute
 	DefaultStopGrace     = 10 * time.Second
+	DefaultMaxClockSkew  = 5 * time.Minute
 )
 
 const (
@@ -91,6 +92,9 @@ type Options struct {
 	// StopGrace is how long Run, once its context is done, lets the handler finish the event
 	// in hand before it cancels the handler's context.
 	StopGrace time.Duration
+	// MaxClockSkew is how far an event's time may lie from the time the stream stored it;
+	// beyond that the stream's time is used instead (see ClampTime).
+	MaxClockSkew time.Duration
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
 	// Registerer receives the consumer's metrics; nil registers them nowhere.
@@ -122,6 +126,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.StopGrace == 0 {
 		o.StopGrace = DefaultStopGrace
+	}
+	if o.MaxClockSkew == 0 {
+		o.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -305,6 +312,13 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		}
 		c.deadLetter(ctx, msg, md, typ, reason, err.Error(), log)
 		return
+	}
+
+	given := ev.Time
+	var clamped bool
+	if ev, clamped = ClampTime(ev, md.Timestamp, c.opts.MaxClockSkew); clamped {
+		log.Warn("event time is too far from the time the stream stored it; using the stream's time",
+			zap.Time("eventTime", given), zap.Time("storedAt", md.Timestamp), zap.Duration("maxClockSkew", c.opts.MaxClockSkew))
 	}
 
 	typ := string(ev.Type)

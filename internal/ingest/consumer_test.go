@@ -596,3 +596,25 @@ func TestRetryDelayGrows(t *testing.T) {
 	require.Equal(t, 10*time.Second, c.retryDelay(5))
 	require.Equal(t, 10*time.Second, c.retryDelay(1000))
 }
+
+// TestEventTimesFarFromTheStreamAreClamped: a controller clock hours off must not make a
+// step look hours old; within the skew, the event's own time is kept.
+func TestEventTimesFarFromTheStreamAreClamped(t *testing.T) {
+	e := newEnv(t)
+	h := &fakeHandler{}
+	c, _ := newConsumer(t, e, h, Options{MaxClockSkew: time.Minute})
+	onTime := time.Now().UTC().Add(-10 * time.Second).Truncate(time.Millisecond)
+	seqOld := e.publish(t, "old", eventWithID(startedEvent().set("time", "2020-01-01T00:00:00Z"), "old", "old").bytes(t), nil)
+	e.publish(t, "ok", eventWithID(startedEvent().set("time", onTime.Format(time.RFC3339Nano)), "ok", "ok").bytes(t), nil)
+	run(t, c)
+	require.Eventually(t, func() bool { return len(h.ids()) == 2 }, waitFor, 5*time.Millisecond)
+
+	stored, err := e.js.Stream(e.ctx, streams.EventsStream)
+	require.NoError(t, err)
+	msg, err := stored.GetMsg(e.ctx, seqOld)
+	require.NoError(t, err)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Equal(t, msg.Time.UTC(), h.events[0].Time, "six years off: the stream's time is used")
+	require.Equal(t, onTime, h.events[1].Time, "within the skew: the event's time is kept")
+}

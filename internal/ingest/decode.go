@@ -463,3 +463,16 @@ func hasBinaryModeHeaders(h nats.Header) bool {
 	}
 	return false
 }
+
+// ClampTime bounds an event's time to within maxSkew of storedAt, the time the stream stored
+// it. analyzerd places baselines and step windows by the event's time; a controller's clock
+// that is wrong by hours would otherwise make a step look hours old (meeting its minimum
+// duration at once, over a window mostly before the step) or not yet begun. Beyond the skew
+// the stream's time is used, which is conservative either way. It reports whether it did.
+func ClampTime(ev rollout.Event, storedAt time.Time, maxSkew time.Duration) (rollout.Event, bool) {
+	if d := ev.Time.Sub(storedAt); d > maxSkew || d < -maxSkew {
+		ev.Time = storedAt.UTC()
+		return ev, true
+	}
+	return ev, false
+}

@@ -375,3 +375,26 @@ func TestOneLine(t *testing.T) {
 	got := oneLine(strings.Repeat("é", 10), 8)
 	require.Equal(t, "éé...", got)
 }
+
+func TestClampTime(t *testing.T) {
+	stored := time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		time    time.Time
+		want    time.Time
+		clamped bool
+	}{
+		{"on time", stored.Add(-2 * time.Second), stored.Add(-2 * time.Second), false},
+		{"within the skew, before", stored.Add(-5 * time.Minute), stored.Add(-5 * time.Minute), false},
+		{"within the skew, after", stored.Add(5 * time.Minute), stored.Add(5 * time.Minute), false},
+		{"hours old", stored.Add(-14 * time.Hour), stored, true},
+		{"in the future", stored.Add(6 * time.Minute), stored, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, clamped := ClampTime(rollout.Event{ID: "e", Time: tc.time}, stored, 5*time.Minute)
+			require.Equal(t, tc.clamped, clamped)
+			require.True(t, tc.want.Equal(ev.Time), "got %s", ev.Time)
+			require.Equal(t, "e", ev.ID)
+		})
+	}
+}
