@@ -41,12 +41,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "version":
 			fmt.Fprintln(stdout, version)
 			return 0
-		case "help", "-h", "--help":
-			usage(stdout)
+		case "help", "-h", "-help", "--help":
+			help(stdout)
 			return 0
 		}
 	}
-	return daemon(args, stderr)
+	return daemon(args, stdout, stderr)
 }
 
 func usage(w io.Writer) {
@@ -62,6 +62,15 @@ Usage:
 `)
 }
 
+// help writes the usage and the daemon's flags with their defaults.
+func help(w io.Writer) {
+	usage(w)
+	fmt.Fprintln(w, "\nFlags of the daemon (each overrides the file's value only when given):")
+	fs := daemonFlagSet(&daemonFlags{})
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
 // daemonFlags are the flags that override the configuration file.
 type daemonFlags struct {
 	configPath    string
@@ -72,17 +81,25 @@ type daemonFlags struct {
 	logFormat     string
 }
 
-func parseDaemonFlags(args []string, stderr io.Writer) (daemonFlags, *flag.FlagSet, error) {
-	var f daemonFlags
+// daemonFlagSet defines the daemon's flags over f. The FlagSet prints nothing itself: the
+// caller reports a bad flag once, and writes the help where it belongs.
+func daemonFlagSet(f *daemonFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("analyzerd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(stderr); fmt.Fprintln(stderr, "\nFlags:"); fs.PrintDefaults() }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&f.configPath, "config", "", "configuration file (required)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "NATS server URL; empty starts an embedded server with JetStream")
 	fs.StringVar(&f.prometheusURL, "prometheus-url", config.DefaultPrometheusURL, "Prometheus URL")
 	fs.StringVar(&f.httpAddr, "http-addr", config.DefaultHTTPAddr, "address of the HTTP server (metrics, health, read API)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
+	return fs
+}
+
+// parseDaemonFlags parses the daemon's flags; flag.ErrHelp when help was asked for.
+func parseDaemonFlags(args []string) (daemonFlags, *flag.FlagSet, error) {
+	var f daemonFlags
+	fs := daemonFlagSet(&f)
 	if err := fs.Parse(args); err != nil {
 		return f, fs, err
 	}
@@ -95,44 +112,64 @@ func parseDaemonFlags(args []string, stderr io.Writer) (daemonFlags, *flag.FlagS
 	return f, fs, nil
 }
 
-// load reads the configuration and applies the flags that were set explicitly.
+// load decodes the configuration file, applies the flags that were set explicitly, and only
+// then validates, so that a flag can fix a value of the file.
 func load(f daemonFlags, fs *flag.FlagSet) (config.Config, error) {
-	cfg, err := config.Load(f.configPath)
-	if err != nil {
-		return cfg, err
+	applyFlags := func(cfg *config.Config) {
+		fs.Visit(func(fl *flag.Flag) {
+			switch fl.Name {
+			case "nats-url":
+				cfg.NATS.URL = f.natsURL
+			case "prometheus-url":
+				cfg.Prometheus.URL = f.prometheusURL
+			case "http-addr":
+				cfg.HTTP.Addr = f.httpAddr
+			case "log-level":
+				cfg.Log.Level = f.logLevel
+			case "log-format":
+				cfg.Log.Format = f.logFormat
+			}
+		})
 	}
-	fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "nats-url":
-			cfg.NATS.URL = f.natsURL
-		case "prometheus-url":
-			cfg.Prometheus.URL = f.prometheusURL
-		case "http-addr":
-			cfg.HTTP.Addr = f.httpAddr
-		case "log-level":
-			cfg.Log.Level = f.logLevel
-		case "log-format":
-			cfg.Log.Format = f.logFormat
-		}
-	})
+	cfg, err := config.ReadFile(f.configPath, applyFlags)
+	if err != nil {
+		return config.Config{}, err
+	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("with the flags applied: %w", err)
+		return config.Config{}, fmt.Errorf("%s: %w", configName(f, fs), err)
 	}
 	return cfg, nil
 }
 
-func daemon(args []string, stderr io.Writer) int {
-	f, fs, err := parseDaemonFlags(args, stderr)
+// configName names the configuration in errors: the file, and whether flags changed it.
+func configName(f daemonFlags, fs *flag.FlagSet) string {
+	name := "config " + f.configPath
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name != "config" {
+			name = "config " + f.configPath + " with the flags applied"
+		}
+	})
+	return name
+}
+
+func daemon(args []string, stdout, stderr io.Writer) int {
+	f, fs, err := parseDaemonFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
+		help(stdout)
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "analyzerd:", err)
+		fmt.Fprintln(stderr, "run 'analyzerd --help' for the commands and flags")
 		return 2
 	}
 	cfg, err := load(f, fs)
 	if err != nil {
-		fmt.Fprintln(stderr, "analyzerd:", err)
+		if len(config.Errors(err)) == 1 {
+			fmt.Fprintln(stderr, "analyzerd:", err)
+		} else {
+			printProblems(stderr, "analyzerd: "+configName(f, fs)+" is not valid:", err)
+		}
 		return 2
 	}
 	logger, err := newLogger(cfg.Log, stderr)
@@ -165,24 +202,41 @@ func daemon(args []string, stderr io.Writer) int {
 
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("analyzerd validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	path := fs.String("config", "", "configuration file to check")
+	validateHelp := func(w io.Writer) {
+		fmt.Fprint(w, `Usage: analyzerd validate --config FILE
+
+Checks a configuration file as the daemon would read it, without flags; lists every error
+and exits 1 when there is one.
+
+Flags:
+`)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			validateHelp(stdout)
 			return 0
 		}
+		fmt.Fprintln(stderr, "analyzerd validate:", err)
+		validateHelp(stderr)
 		return 2
 	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "analyzerd validate: --config FILE is required")
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "analyzerd validate: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s is not valid:\n", *path)
-		for _, e := range config.Errors(err) {
-			fmt.Fprintf(stderr, "  - %s\n", e)
-		}
+		printProblems(stderr, *path+" is not valid:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s is valid: %d analysis template(s)", *path, len(cfg.Templates))
@@ -195,6 +249,14 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	return 0
+}
+
+// printProblems writes header and then each problem of err on its own line.
+func printProblems(w io.Writer, header string, err error) {
+	fmt.Fprintln(w, header)
+	for _, e := range config.Errors(err) {
+		fmt.Fprintf(w, "  - %s\n", e)
+	}
 }
 
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {

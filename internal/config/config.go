@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -153,16 +154,11 @@ func TemplateDefaults(t *rollout.Template) {
 	}
 }
 
-// Load reads, decodes and validates the file at path.
+// Load reads, decodes and validates the file at path: ReadFile, then Validate.
 func Load(path string) (Config, error) {
-	f, err := os.Open(path)
+	cfg, err := ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	defer f.Close()
-	cfg, err := Decode(f)
-	if err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
+		return Config{}, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -170,29 +166,180 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
-// Decode decodes YAML strictly over the defaults. It does not validate.
+// ReadFile reads the file at path and decodes it strictly over the defaults, then applies
+// the overrides (for example the daemon's flags) in order. It does not validate, so that an
+// override can still fix a bad value; the caller validates the result.
+//
+// When the file has unknown keys, the error lists each of them and, with them, what Validate
+// finds in the rest of the file with the overrides applied (see Decode).
+func ReadFile(path string, overrides ...func(*Config)) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := decode(data, overrides)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode decodes YAML strictly over the defaults. It does not validate a file it can decode.
+//
+// It reports every problem at once. A value of the wrong type, or a key given twice, is one
+// error per problem, each naming its line. An unknown key is one error per key, naming its
+// line and where it is; and as an unknown key alone would hide the file's other problems, the
+// file is then decoded again ignoring unknown keys and validated, and the error lists what
+// Validate finds too. (With values of the wrong type as well, it is not validated: what a
+// half-decoded file lacks would be reported twice, once wrongly.) A file that is not YAML is
+// one error. Errors splits the error into its problems.
 func Decode(r io.Reader) (Config, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return Config{}, fmt.Errorf("read: %w", err)
 	}
+	return decode(data, nil)
+}
+
+var (
+	errEmpty       = errors.New("the file is empty")
+	errMultiDoc    = errors.New("decode: the file holds more than one YAML document")
+	unknownKeyLine = regexp.MustCompile(`^line (\d+): field (.*) not found in type \S+$`)
+)
+
+func decode(data []byte, overrides []func(*Config)) (Config, error) {
+	cfg, err := decodeOnce(data, true)
+	if err == nil {
+		for _, o := range overrides {
+			o(&cfg)
+		}
+		return cfg, nil
+	}
+	var typeErr *yaml.TypeError
+	if !errors.As(err, &typeErr) {
+		return Config{}, err
+	}
+
+	var errs []error
+	unknown := false
+	for _, msg := range typeErr.Errors {
+		if m := unknownKeyLine.FindStringSubmatch(msg); m != nil {
+			unknown = true
+			line, _ := strconv.Atoi(m[1])
+			errs = append(errs, unknownKey(data, line, m[2]))
+			continue
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	if !unknown {
+		return Config{}, errors.Join(errs...)
+	}
+	// The unknown keys alone would hide the file's other problems: decode it again
+	// ignoring them, and validate what it says.
+	lenient, err := decodeOnce(data, false)
+	switch {
+	case err == nil:
+		for _, o := range overrides {
+			o(&lenient)
+		}
+		errs = append(errs, Errors(lenient.Validate())...)
+	case errors.As(err, &typeErr):
+		// Values of the wrong type: already listed, and the file is not validated.
+	default:
+		errs = append(errs, err) // more than one document
+	}
+	return Config{}, errors.Join(errs...)
+}
+
+// decodeOnce decodes one YAML document over the defaults, failing on unknown keys when
+// strict; an error of the wrong types is the *yaml.TypeError that lists them.
+func decodeOnce(data []byte, strict bool) (Config, error) {
 	cfg := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
+	dec.KnownFields(strict)
 	if err := dec.Decode(&cfg); err != nil {
 		if errors.Is(err, io.EOF) {
-			return Config{}, errors.New("the file is empty")
+			return Config{}, errEmpty
+		}
+		var typeErr *yaml.TypeError
+		if errors.As(err, &typeErr) {
+			return Config{}, err
 		}
 		return Config{}, fmt.Errorf("decode: %w", err)
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return Config{}, errors.New("decode: the file holds more than one YAML document")
+		return Config{}, errMultiDoc
 	}
 	for i := range cfg.Templates {
 		TemplateDefaults(&cfg.Templates[i])
 	}
 	return cfg, nil
+}
+
+// unknownKey describes the unknown key at line: `line 3: unknown key "tiemout" in prometheus`,
+// with the path written as Validate writes field paths.
+func unknownKey(data []byte, line int, key string) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err == nil {
+		if path, ok := keyPath(&root, "", line, key); ok {
+			if path == "" {
+				return fmt.Errorf("line %d: unknown key %q at the top level", line, key)
+			}
+			return fmt.Errorf("line %d: unknown key %q in %s", line, key, path)
+		}
+	}
+	return fmt.Errorf("line %d: unknown key %q", line, key)
+}
+
+// keyPath finds the mapping that holds key at line under n, and returns its path.
+func keyPath(n *yaml.Node, path string, line int, key string) (string, bool) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if p, ok := keyPath(c, path, line, key); ok {
+				return p, true
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Line == line && k.Value == key {
+				return path, true
+			}
+			sub := k.Value
+			if path != "" {
+				sub = path + "." + k.Value
+			}
+			if p, ok := keyPath(v, sub, line, key); ok {
+				return p, true
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			if name := nameOf(c); name != "" {
+				sub = fmt.Sprintf("%s (%s)", sub, name)
+			}
+			if p, ok := keyPath(c, sub, line, key); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
+
+// nameOf returns the name of a list item that has one, as Validate names templates and checks.
+func nameOf(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "name" && n.Content[i+1].Kind == yaml.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
 }
 
 var subjectToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -350,8 +497,8 @@ func redact(raw string) string {
 	return raw
 }
 
-// Errors splits an error from Load or Validate into its separate problems, for listing; nil
-// for nil.
+// Errors splits an error from Load, ReadFile, Decode or Validate into its separate problems,
+// for listing; nil for nil.
 func Errors(err error) []error {
 	if err == nil {
 		return nil

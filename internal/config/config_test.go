@@ -473,3 +473,99 @@ func TestErrors(t *testing.T) {
 	require.Len(t, Errors(c.Validate()), 2)
 	require.Equal(t, []error{err}, Errors(err))
 }
+
+func errorLines(err error) []string {
+	var lines []string
+	for _, e := range Errors(err) {
+		lines = append(lines, e.Error())
+	}
+	return lines
+}
+
+// TestUnknownKeysDoNotHideOtherProblems: a file with unknown keys is still validated, and
+// every problem is listed at once, each on its own line.
+func TestUnknownKeysDoNotHideOtherProblems(t *testing.T) {
+	_, err := Load("testdata/unknown-and-invalid.yaml")
+	require.ErrorContains(t, err, "testdata/unknown-and-invalid.yaml")
+	require.Equal(t, []string{
+		`line 6: unknown key "tiemout" in prometheus`,
+		`line 8: unknown key "colour" at the top level`,
+		`http.addr: "nope" is not host:port (e.g. :8080)`,
+		"templates: at least one analysis template is needed",
+	}, errorLines(err))
+
+	// Deep in a template, the path names the template, the check and the guard as Validate
+	// does; and the guard that lost its only bound to the typo is reported too.
+	_, err = Load("testdata/unknown-in-guard.yaml")
+	lines := errorLines(err)
+	require.Len(t, lines, 2, strings.Join(lines, "\n"))
+	require.Equal(t, `line 8: unknown key "maximum" in templates[0] (t).checks[0] (cpu).guards[0]`, lines[0])
+	require.True(t, strings.HasPrefix(lines[1], "templates[0] (t).checks[0] (cpu).guards[0].max: "), lines[1])
+
+	// Several unknown keys on one line, in a flow mapping.
+	_, err = Decode(strings.NewReader("prometheus: {url: http://p:9090, tiemout: 5s, concurency: 2}\ntemplates: []\n"))
+	require.Equal(t, []string{
+		`line 1: unknown key "tiemout" in prometheus`,
+		`line 1: unknown key "concurency" in prometheus`,
+		"templates: at least one analysis template is needed",
+	}, errorLines(err))
+}
+
+func TestDecodeErrorsOnePerProblem(t *testing.T) {
+	// Values of the wrong type are listed with the unknown keys, one a line; the file is not
+	// validated then (templates would be reported missing).
+	_, err := Decode(strings.NewReader("nats:\n  replicas: three\nprometheus:\n  tiemout: 5s\n  timeout: soon\n"))
+	lines := errorLines(err)
+	require.Len(t, lines, 3, strings.Join(lines, "\n"))
+	require.Contains(t, lines[0], "line 2: cannot unmarshal")
+	require.Equal(t, `line 4: unknown key "tiemout" in prometheus`, lines[1])
+	require.Contains(t, lines[2], "line 5: cannot unmarshal")
+
+	_, err = Decode(strings.NewReader("http:\n  addr: \":8080\"\n  addr: \":9090\"\nlog: {level: info, level: debug}\n"))
+	require.Len(t, errorLines(err), 2, "%v", err)
+
+	// A file that is not YAML stays one error.
+	_, err = Decode(strings.NewReader("prometheus: [\ntemplates: {\n"))
+	require.Len(t, Errors(err), 1)
+	require.ErrorContains(t, err, "decode: yaml: ")
+
+	// Unknown keys and a second document: both reported.
+	_, err = Decode(strings.NewReader("colour: blue\n---\nhttp: {}\n"))
+	require.Equal(t, []string{
+		`line 1: unknown key "colour" at the top level`,
+		"decode: the file holds more than one YAML document",
+	}, errorLines(err))
+}
+
+func TestReadFileDoesNotValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("prometheus:\n  url: ftp://nope\n"), 0o600))
+
+	cfg, err := ReadFile(bad)
+	require.NoError(t, err)
+	require.Equal(t, "ftp://nope", cfg.Prometheus.URL)
+	_, err = Load(bad)
+	require.ErrorContains(t, err, "config "+bad+": ")
+	require.ErrorContains(t, err, "prometheus.url: ")
+
+	// The overrides apply in order after decoding.
+	cfg, err = ReadFile(bad,
+		func(c *Config) { c.Prometheus.URL = "http://first:9090" },
+		func(c *Config) { c.Prometheus.URL += "/x" })
+	require.NoError(t, err)
+	require.Equal(t, "http://first:9090/x", cfg.Prometheus.URL)
+
+	// With an unknown key, the validation that comes with it sees the overrides.
+	typo := filepath.Join(dir, "typo.yaml")
+	require.NoError(t, os.WriteFile(typo, []byte("prometheus:\n  url: ftp://nope\n  tiemout: 5s\n"), 0o600))
+	_, err = ReadFile(typo, func(c *Config) { c.Prometheus.URL = "http://ok:9090" })
+	require.Equal(t, []string{
+		`line 3: unknown key "tiemout" in prometheus`,
+		"templates: at least one analysis template is needed",
+	}, errorLines(err))
+	require.ErrorContains(t, err, "config "+typo+": ")
+
+	_, err = ReadFile(filepath.Join(dir, "missing.yaml"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
