@@ -148,6 +148,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 			MaxEventBytes: cfg.Ingest.MaxEventBytes,
 			MaxDeliver:    cfg.Ingest.MaxDeliver,
 			AckWait:       cfg.Ingest.AckWait,
+			MaxClockSkew:  cfg.Ingest.MaxClockSkew,
 			Logger:        log.Named("ingest"),
 			Registerer:    reg,
 		})

@@ -97,6 +97,9 @@ type Ingest struct {
 	MaxDeliver int `yaml:"maxDeliver"`
 	// AckWait is how long a delivered event may stay unacknowledged before redelivery.
 	AckWait time.Duration `yaml:"ackWait"`
+	// MaxClockSkew is how far an event's time may lie from the time the stream stored it;
+	// beyond it the stream's time is used.
+	MaxClockSkew time.Duration `yaml:"maxClockSkew"`
 }
 
 // Log configures logging.
@@ -127,7 +130,7 @@ func Default() Config {
 		},
 		Prometheus:      Prometheus{URL: DefaultPrometheusURL, Timeout: 10 * time.Second, Concurrency: 8},
 		HTTP:            HTTP{Addr: DefaultHTTPAddr},
-		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second},
+		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 5 * time.Minute},
 		Log:             Log{Level: "info", Format: "json"},
 		ShutdownTimeout: 15 * time.Second,
 	}
@@ -433,6 +436,9 @@ func (c Config) Validate() error {
 	}
 	if c.Ingest.AckWait < time.Second {
 		add("ingest.ackWait", "must be at least 1s, got %s", c.Ingest.AckWait)
+	}
+	if c.Ingest.MaxClockSkew < time.Second {
+		add("ingest.maxClockSkew", "must be at least 1s, got %s", c.Ingest.MaxClockSkew)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
