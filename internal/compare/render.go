@@ -21,6 +21,14 @@ import (
 // a query selects beyond the label value it names. The literal is plain ASCII, so that no byte
 // of a value trips Prometheus's lexer (it rejects U+FFFD in a literal). A placeholder renders
 // its own quotes; writing one inside a string literal, or quotes around one, is an error.
+//
+// A value placeholder only stands as the value of a label matcher: right after =, != (arg,
+// var) or =~, !~ (argRegex, varRegex) inside a {...} selector. Anywhere else a value would
+// still be a literal but could change what the query selects: an arg after =~ is a regex
+// (".*" matches every series), and a literal alone in braces is a metric name. window is
+// computed by the daemon, never from events, and may stand anywhere outside a string literal.
+// A placeholder in a # comment stays in the comment (a literal holds no newline), which
+// Prometheus ignores.
 
 // Query is a compiled query template.
 type Query struct {
@@ -90,6 +98,11 @@ func Compile(text string, args, vars []string) (Query, error) {
 		if m == nil {
 			return Query{}, fmt.Errorf("unknown placeholder {{%s}} in query %q (want arg, var, argRegex, varRegex with a quoted name, or window)", inner, text)
 		}
+		if m[3] == "" && !lexed.comment {
+			if err := matcherValue(lexed, before, m[1], inner, text); err != nil {
+				return Query{}, err
+			}
+		}
 		q.parts = appendLiteral(q.parts, before)
 		switch {
 		case m[3] == "window":
@@ -118,18 +131,59 @@ func Compile(text string, args, vars []string) (Query, error) {
 	return q, nil
 }
 
+// matcherValue checks that a value placeholder (kind is arg, var, argRegex or varRegex),
+// written in code right after before, stands as the value of a label matcher of the kind it
+// renders: after = or != for arg and var, after =~ or !~ for argRegex and varRegex, and inside
+// a {...} selector. lexed is the state at the end of before.
+func matcherValue(lexed lexState, before, kind, inner, text string) error {
+	const rule = "arg and var stand right after = or !=, argRegex and varRegex right after =~ or !~, inside a {...} selector"
+	op := trailingOperator(before)
+	switch op {
+	case "=", "!=", "=~", "!~":
+	case "":
+		return fmt.Errorf("placeholder {{%s}} is not the value of a label matcher in query %q: %s", inner, text, rule)
+	default:
+		return fmt.Errorf("placeholder {{%s}} follows %s in query %q, which is not a label matcher operator: %s", inner, op, text, rule)
+	}
+	if lexed.depth <= 0 {
+		return fmt.Errorf("placeholder {{%s}} follows %s outside a {...} selector in query %q: %s", inner, op, text, rule)
+	}
+	regexOp := op == "=~" || op == "!~"
+	regexKind := kind == "argRegex" || kind == "varRegex"
+	switch {
+	case regexOp && !regexKind:
+		return fmt.Errorf("placeholder {{%s}} follows %s in query %q: after =~ and !~ use argRegex or varRegex, which match the value exactly (%s would let a value such as \".*\" match every series)", inner, op, text, kind)
+	case !regexOp && regexKind:
+		return fmt.Errorf("placeholder {{%s}} follows %s in query %q: argRegex and varRegex are for =~ and !~; after = and != use arg or var", inner, op, text)
+	}
+	return nil
+}
+
+// trailingOperator is the run of PromQL operator characters that code ends with, ignoring
+// spaces and tabs: "=", "!=", "=~", "!~" for a label matcher, "==", ">=", "<=" or any other
+// run for something else, "" when code ends with no operator.
+func trailingOperator(code string) string {
+	code = strings.TrimRight(code, " \t")
+	i := len(code)
+	for i > 0 && strings.IndexByte("=!~<>+-*/%^", code[i-1]) >= 0 {
+		i--
+	}
+	return code[i:]
+}
+
 // lexState is where PromQL text leaves Prometheus's lexer: in a string literal opened with
-// quote, in a # line comment, or (both zero) in code. A rendered placeholder is one whole
-// token, so it leaves the state as it was.
+// quote, in a # line comment, or (both zero) in code, and how many {...} selectors the code
+// has open. A rendered placeholder is one whole token, so it leaves the state as it was.
 type lexState struct {
 	quote   byte
 	escaped bool
 	comment bool
+	depth   int // { minus } in code; at most 1 in valid PromQL, negative after a stray }
 }
 
 // scan moves the state over text. Inside "..." and '...' a backslash escapes the next byte;
 // `...` has no escapes. A newline does not close a quoted string here (Prometheus rejects it),
-// so that a placeholder after one is still refused.
+// so that a placeholder after one is still refused. Braces count only in code.
 func (s lexState) scan(text string) lexState {
 	for i := 0; i < len(text); i++ {
 		c := text[i]
@@ -148,6 +202,10 @@ func (s lexState) scan(text string) lexState {
 			s.comment = true
 		case c == '"' || c == '\'' || c == '`':
 			s.quote = c
+		case c == '{':
+			s.depth++
+		case c == '}':
+			s.depth--
 		}
 	}
 	return s

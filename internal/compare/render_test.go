@@ -256,10 +256,10 @@ func requireRegexExact(t *testing.T, value string) {
 	}
 }
 
-// hostileTemplate uses every placeholder, inside a selector, a regex matcher, a function
-// argument and a range.
+// hostileTemplate uses every placeholder: after each matcher operator, in two selectors (one
+// a function argument), in a comment and in a range.
 const hostileTemplate = `sum by (le) (increase(http_requests_total{service={{ arg "service" }}, version={{ var "version" }}, path=~{{ argRegex "service" }}, pod!~{{ varRegex "version" }}, code=~"5..", x="a\"b#c"}[{{ window }}])) # {{ arg "service" }}
-or label_replace(vector(0), "svc", {{ arg "service" }}, "", "")`
+or label_replace(up{svc != {{ arg "service" }}}, "svc", "x", "", "")`
 
 var hostileValues = map[string]string{
 	"plain":                 "checkout",
@@ -329,9 +329,9 @@ func TestRenderMissingValue(t *testing.T) {
 		want     string
 	}{
 		{`x{a={{ arg "a" }}}`, Values{}, `argument "a" is not set`},
-		{`x{a={{ argRegex "a" }}}`, Values{Args: map[string]string{"b": "1"}}, `argument "a" is not set`},
+		{`x{a=~{{ argRegex "a" }}}`, Values{Args: map[string]string{"b": "1"}}, `argument "a" is not set`},
 		{`x{v={{ var "v" }}}`, Values{Args: map[string]string{"v": "1"}}, `variable "v" is not set`},
-		{`x{v={{ varRegex "v" }}}`, Values{Vars: map[string]string{}}, `variable "v" is not set`},
+		{`x{v=~{{ varRegex "v" }}}`, Values{Vars: map[string]string{}}, `variable "v" is not set`},
 	} {
 		t.Run(tc.template, func(t *testing.T) {
 			q, err := Compile(tc.template, []string{"a"}, []string{"v"})
@@ -386,6 +386,40 @@ func TestCompileErrors(t *testing.T) {
 		{"unclosed braces at the end", `x{a={{ arg "service" }}}[{{ window`, "unclosed {{"},
 		{"unmatched closing braces", `x{a="b"}}`, "unmatched }}"},
 		{"unmatched closing braces before a placeholder", `x}} {{ window }}`, "unmatched }}"},
+
+		// A value placeholder stands only as a label matcher's value, of its own kind.
+		{"arg after =~", `x{a=~{{ arg "service" }}}`, "after =~ and !~ use argRegex or varRegex, which match the value exactly"},
+		{"var after !~", `x{a !~ {{ var "version" }}}`, "after =~ and !~ use argRegex or varRegex"},
+		{"argRegex after =", `x{a={{ argRegex "service" }}}`, "argRegex and varRegex are for =~ and !~"},
+		{"varRegex after !=", `x{a!=	{{ varRegex "version" }}}`, "argRegex and varRegex are for =~ and !~"},
+		{"outside braces", `x + a={{ arg "service" }}`, "outside a {...} selector"},
+		{"after a closed selector", `x{a="b"}, c={{ arg "service" }}`, "outside a {...} selector"},
+		{"brace in a string opens no selector", `x{a="{"}, c={{ arg "service" }}`, "outside a {...} selector"},
+		{"brace in a comment opens no selector", "x # {\n, c={{ arg \"service\" }}", "outside a {...} selector"},
+		{"regex placeholder outside braces", `x, c=~{{ argRegex "service" }}`, "outside a {...} selector"},
+		{"after ==", `x == {{ arg "service" }}`, "not a label matcher operator"},
+		{"after == in braces", `x{a=={{ arg "service" }}}`, "not a label matcher operator"},
+		{"after >=", `x >= {{ var "version" }}`, "not a label matcher operator"},
+		{"after <= in braces", `x{a<={{ var "version" }}}`, "not a label matcher operator"},
+		{"after ==~", `x{a==~{{ argRegex "service" }}}`, "not a label matcher operator"},
+		{"after !=~", `x{a!=~{{ argRegex "service" }}}`, "not a label matcher operator"},
+		{"after =-", `x{a=-{{ arg "service" }}}`, "not a label matcher operator"},
+		{"after a lone ~", `x{a~{{ argRegex "service" }}}`, "not a label matcher operator"},
+		{"first in braces", `x{ {{ arg "service" }} }`, "not the value of a label matcher"},
+		{"alone in braces", `{{{ arg "service" }}}`, "unknown placeholder"},
+		{"alone in braces with spaces", `{ {{ arg "service" }} }`, "not the value of a label matcher"},
+		{"after a comma in braces", `x{a="b", {{ var "version" }}}`, "not the value of a label matcher"},
+		{"as a label name", `x{{{ arg "service" }}="b"}`, "unknown placeholder"},
+		{"as a label name after a comma", `x{a="b",{{ arg "service" }}="c"}`, "not the value of a label matcher"},
+		{"function argument", `sum({{ arg "service" }})`, "not the value of a label matcher"},
+		{"function argument after a comma", `label_replace(vector(0), "svc", {{ arg "service" }}, "", "")`, "not the value of a label matcher"},
+		{"regex function argument", `label_replace(x, "a", "$1", "b", {{ argRegex "service" }})`, "not the value of a label matcher"},
+		{"in a range", `x[{{ arg "service" }}]`, "not the value of a label matcher"},
+		{"at the start", `{{ arg "service" }}`, "not the value of a label matcher"},
+		// Only spaces and tabs may stand between the operator and the placeholder: a newline
+		// could hide the operator in a comment, leaving the literal a metric name.
+		{"operator in a comment", "x{ # a=\n{{ arg \"service\" }} }", "not the value of a label matcher"},
+		{"operator in a comment, then spaces", "x{ # a=\n  {{ arg \"service\" }} }", "not the value of a label matcher"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Compile(tc.template, args, vars)
@@ -393,6 +427,13 @@ func TestCompileErrors(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestCompilePositionErrorNamesPlaceholderAndQuery(t *testing.T) {
+	_, err := Compile(`x{a=~{{ arg "service" }}}`, []string{"service"}, nil)
+	require.EqualError(t, err, `placeholder {{ arg "service" }} follows =~ in query "x{a=~{{ arg \"service\" }}}": after =~ and !~ use argRegex or varRegex, which match the value exactly (arg would let a value such as ".*" match every series)`)
+	_, err = Compile(`sum({{ var "version" }})`, nil, []string{"version"})
+	require.EqualError(t, err, `placeholder {{ var "version" }} is not the value of a label matcher in query "sum({{ var \"version\" }})": arg and var stand right after = or !=, argRegex and varRegex right after =~ or !~, inside a {...} selector`)
 }
 
 func TestCompileAccepts(t *testing.T) {
@@ -406,6 +447,29 @@ func TestCompileAccepts(t *testing.T) {
 		"x{a=`raw\\` , b={{ arg \"service\" }}}",
 		// A placeholder in a comment stays in the comment: its literal has no newline.
 		"x # {{ arg \"service\" }}\n+ y{a={{ var \"version\" }}}",
+		// ... wherever it stands in the comment.
+		"x # sum({{ arg \"service\" }}) =~ {{ var \"version\" }}\n+ y",
+
+		// Each matcher operator with its kind of placeholder, with or without spaces and tabs.
+		`x{a={{ arg "service" }}}`,
+		`x{a != {{ var "version" }}}`,
+		`x{a=~{{ argRegex "service" }}}`,
+		`x{a!~ {{ varRegex "version" }}}`,
+		"x{a\t=~\t{{ argRegex \"service\" }}\t}",
+		"x{\n\ta!= {{ var \"version\" }}\n}",
+		// Matchers after commas, and a trailing comma.
+		`x{a="b", c={{ arg "service" }}, d!~{{ varRegex "version" }}, e=~"f"}`,
+		`x{a={{ arg "service" }},b=~{{ argRegex "service" }},}`,
+		// Several selectors in one query, one inside a function call.
+		`sum(rate(x{a={{ arg "service" }}}[5m])) / sum(rate(y{b=~{{ argRegex "service" }}, c!={{ var "version" }}}[5m]))`,
+		`label_replace(x{a={{ arg "service" }}}, "b", "$1", "c", "(.*)") or y{d={{ var "version" }}}`,
+		// Prometheus 3 quoted metric and label names.
+		`{"http.requests", "service.name"={{ arg "service" }}}`,
+		// window anywhere outside a string: a range, a subquery, an offset.
+		`rate(x{a={{ arg "service" }}}[{{ window }}])`,
+		`max_over_time(rate(x{a!={{ var "version" }}}[1m])[{{ window }}:])`,
+		`x{a={{ arg "service" }}} offset {{ window }}`,
+		`{{ window }}`,
 	} {
 		t.Run(template, func(t *testing.T) {
 			_, err := Compile(template, []string{"service"}, []string{"version"})
@@ -444,8 +508,32 @@ func TestFormatDuration(t *testing.T) {
 	require.Equal(t, `rate(x[1s])`, out)
 }
 
+// matcherOperator is what the PromQL text prefix ends with, found with the test lexer: the
+// label-matcher operator (=, !=, =~ or !~) when prefix ends with one in code inside a
+// {...} selector, only spaces and tabs after it; "" otherwise.
+func matcherOperator(prefix string) string {
+	toks, state := lex(prefix)
+	if state != inCode || len(toks) == 0 || toks[len(toks)-1].str {
+		return ""
+	}
+	depth := 0
+	for _, t := range toks {
+		if !t.str {
+			depth += strings.Count(t.raw, "{") - strings.Count(t.raw, "}")
+		}
+	}
+	m := trailingMatcher.FindStringSubmatch(toks[len(toks)-1].raw)
+	if depth <= 0 || m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+var trailingMatcher = regexp.MustCompile(`(?:^|[^=!~<>+\-*/%^])(=|!=|=~|!~)[ \t]*$`)
+
 // FuzzRender renders hostile values, and hostile template text around a placeholder, and
-// checks that no value changes the query's structure. Under plain `go test` it runs its seeds.
+// checks that no value changes the query's structure and that a value placeholder compiles
+// only as a label matcher's value. Under plain `go test` it runs its seeds.
 func FuzzRender(f *testing.F) {
 	for _, v := range hostileValues {
 		if len(v) < 1000 {
@@ -456,12 +544,25 @@ func FuzzRender(f *testing.F) {
 	f.Add(`,b!=`, `x{a='pre`, `post'}`)
 	f.Add(`,b!=`, "x{a=`pre", "post`}")
 	f.Add(`"} or vector(1) #`, `x{a="\"`, `"}`)
-	f.Add(`x`, `x{a="\\"}, b=`, `}`)
+	f.Add(`x`, `x{a="\\", b=`, `}`)
 	f.Add("a\nb", `# comment `, "\nup")
 	f.Add("a", `x{a="it's`, `"}`)
 	f.Add("a", "x{a=\"line\n", `"}`)
 	f.Add("a", `x{a=`, `"}`)
 	f.Add("\uFFFD", `x{a=`, `}`)
+	// Positions a value placeholder must not take, and matchers it may follow.
+	f.Add(`.*`, `x{a=~`, `}`)
+	f.Add(`.*`, `x{a!~ `, `}`)
+	f.Add(`x`, `x{a != `, `, b="c"}`)
+	f.Add(`x`, `x{a="b"} / y{c=`, `}`)
+	f.Add(`x`, `x{a="{"}, b=`, `}`)
+	f.Add(`x`, "x{ # a=\n", ` }`)
+	f.Add(`x`, `x{ `, ` }`)
+	f.Add(`x`, `x{a="b", `, `}`)
+	f.Add(`x`, `x == `, ``)
+	f.Add(`x`, `x{a>=`, `}`)
+	f.Add(`x`, `sum(`, `)`)
+	f.Add(`x`, `label_replace(vector(0), "a", `, `, "", "")`)
 	f.Fuzz(func(t *testing.T, value, prefix, suffix string) {
 		v := Values{
 			Args:   map[string]string{"service": value},
@@ -476,6 +577,31 @@ func FuzzRender(f *testing.F) {
 		prefixToks, prefixState := lex(prefix)
 		if prefixState == inOpenString {
 			require.Error(t, err, "a placeholder inside a string literal must not compile: %s", short(template))
+		}
+		// Placeholders in the fuzzed text itself render too: the checks below read the
+		// template as one placeholder between literal text.
+		if strings.Contains(prefix, "{{") || strings.Contains(prefix, "}}") ||
+			strings.Contains(suffix, "{{") || strings.Contains(suffix, "}}") {
+			return
+		}
+		if prefixState == inCode {
+			// In code, a value placeholder compiles exactly where it is a label matcher's
+			// value of its kind (and is not quoted).
+			op := matcherOperator(prefix)
+			regexTemplate := prefix + `{{ argRegex "service" }}` + suffix
+			_, regexErr := Compile(regexTemplate, []string{"service"}, []string{"version"})
+			after := strings.TrimLeft(suffix, " \t")
+			quoted := after != "" && strings.IndexByte("\"'`", after[0]) >= 0
+			if err == nil {
+				require.Contains(t, []string{"=", "!="}, op, "arg must follow = or != in a selector: %s", short(template))
+			} else if (op == "=" || op == "!=") && !quoted {
+				require.NoError(t, err, "arg after %s in a selector must compile: %s", op, short(template))
+			}
+			if regexErr == nil {
+				require.Contains(t, []string{"=~", "!~"}, op, "argRegex must follow =~ or !~ in a selector: %s", short(regexTemplate))
+			} else if (op == "=~" || op == "!~") && !quoted {
+				require.NoError(t, regexErr, "argRegex after %s in a selector must compile: %s", op, short(regexTemplate))
+			}
 		}
 		if err != nil {
 			return
