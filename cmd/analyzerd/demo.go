@@ -144,8 +144,8 @@ func (d *demoRun) run(ctx context.Context, o demoOptions) error {
 	if err := prom.WaitTargetsUp(ctx); err != nil {
 		return err
 	}
-	d.say("waiting for 10 s of stable history, so that the baseline has something to measure")
-	if err := waitForHistory(ctx, prom.URL(), `count_over_time(http_requests_total{service="checkout", version="v1", code="200"}[1m])`, 10); err != nil {
+	d.say("waiting for 20 s of stable history, so that the baseline holds the 1,000 requests the checks need")
+	if err := waitForHistory(ctx, prom.URL(), `count_over_time(http_requests_total{service="checkout", version="v1", code="200"}[1m])`, 20); err != nil {
 		return err
 	}
 

@@ -145,6 +145,25 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	return d
 }
 
+// waitFor polls cond until it holds, failing at once if the daemon exits meanwhile.
+func (d *daemon) waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(250 * time.Millisecond)
+	defer poll.Stop()
+	for !cond() {
+		select {
+		case err := <-d.done:
+			d.done <- err // for the cleanup
+			t.Fatalf("analyzerd exited (%v) while waiting for %s", err, what)
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-poll.C:
+		}
+	}
+}
+
 // verdictLog collects every verdict by rollout.
 type verdictLog struct {
 	mu  sync.Mutex
@@ -219,12 +238,13 @@ func TestRollouts(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = prom.Close() })
 	require.NoError(t, prom.WaitTargetsUp(ctx))
-	// The baseline is the stable side before the canary: give it some history.
+	// The baseline is the stable side before the canary: give it enough history that it
+	// holds the template's minSamples (1,000 requests): 20 s at 100 req/s.
 	source, err := compare.NewPrometheus(compare.PrometheusOptions{URL: prom.URL()})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		r := source.Query(ctx, []compare.Request{{Expr: `min(count_over_time(http_requests_total{version="v1", code="200"}[1m]))`, Time: time.Now()}})[0]
-		return r.Err == nil && len(r.Series) == 1 && r.Series[0].Value >= 10
+		return r.Err == nil && len(r.Series) == 1 && r.Series[0].Value >= 20
 	}, 2*time.Minute, 200*time.Millisecond)
 
 	d := startDaemon(t, "--nats-url", ns.ClientURL(), "--prometheus-url", prom.URL())
@@ -274,9 +294,9 @@ func TestRollouts(t *testing.T) {
 
 	// Wait until the healthy canary may proceed (the shipped template needs a one-minute step)
 	// and the faulty one was rolled back.
-	require.Eventually(t, func() bool {
+	d.waitFor(t, 4*time.Minute, "healthy to proceed and faulty to roll back", func() bool {
 		return has(log.of("healthy"), rollout.Proceed) && has(log.of("faulty"), rollout.Rollback)
-	}, 4*time.Minute, 250*time.Millisecond, "healthy never proceeded or faulty never rolled back")
+	})
 
 	t.Run("healthy canary proceeds and never rolls back", func(t *testing.T) {
 		rs := log.of("healthy")
@@ -403,5 +423,9 @@ func TestRollouts(t *testing.T) {
 			t.Fatal("analyzerd did not stop within 30s of SIGTERM")
 		}
 		require.Contains(t, d.logs.String(), "analyzerd stopped")
+	})
+
+	t.Run("the healthy canary never rolled back, to the end", func(t *testing.T) {
+		require.False(t, has(log.of("healthy"), rollout.Rollback))
 	})
 }
