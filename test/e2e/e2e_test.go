@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -143,6 +144,15 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		return resp.StatusCode == http.StatusOK
 	}, 60*time.Second, 100*time.Millisecond, "analyzerd never became ready")
 	return d
+}
+
+// requireRate asserts that an error rate measured over n requests is the expected one, within
+// 5 standard deviations of a binomial share (and at least one request's worth).
+func requireRate(t *testing.T, want, got float64, n int64) {
+	t.Helper()
+	require.Positive(t, n)
+	tolerance := math.Max(5*math.Sqrt(want*(1-want)/float64(n)), 1/float64(n))
+	require.InDelta(t, want, got, tolerance, "error rate over %d requests", n)
 }
 
 // waitFor polls cond until it holds, failing at once if the daemon exits meanwhile.
@@ -324,12 +334,15 @@ func TestRollouts(t *testing.T) {
 		require.Contains(t, final.Reason, "error-rate")
 		c := check(final, "error-rate")
 		require.Equal(t, rollout.Fail, c.Outcome)
+		// The measured rates are the workloads' configured ones within 5 standard deviations
+		// of a binomial share over the samples behind them. The baseline served the critical
+		// guard, so it held at least the check's minSamples (1,000) requests.
 		require.NotNil(t, c.Canary)
-		require.InDelta(t, 0.10, *c.Canary, 0.04)
+		requireRate(t, 0.10, *c.Canary, c.Samples.Canary)
 		require.NotNil(t, c.Stable)
-		require.InDelta(t, 0.005, *c.Stable, 0.005)
+		requireRate(t, 0.005, *c.Stable, c.Samples.Stable)
 		require.NotNil(t, c.Baseline)
-		require.InDelta(t, 0.005, *c.Baseline, 0.006)
+		requireRate(t, 0.005, *c.Baseline, 1000)
 		require.NotNil(t, c.Delta)
 		require.InDelta(t, *c.Canary-*c.Stable, *c.Delta, 1e-12)
 		require.NotEmpty(t, c.Threshold)
