@@ -231,8 +231,11 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 
 	// A baseline that was captured but holds no data, or too few samples to compare with (a
 	// service with little or no history before the canary), cannot be compared with: its
-	// guards do not apply, and the check says so. When no other guard applies, nothing
-	// was compared and the check is inconclusive: a skipped guard never makes a pass.
+	// guards do not apply, and the check says so. A skipped guard never makes a pass: when a
+	// skipped guard was a condition for proceeding (not critical) and no other guard
+	// compared anything, the check is inconclusive. Critical guards are emergency brakes
+	// (roll back at once), not conditions for proceeding: when only they were skipped, the
+	// check stands on its other guards, or passes as one with no guard at this step.
 	thinBaseline := ""
 	if b := m.Baseline; b != nil {
 		switch {
@@ -243,13 +246,14 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 		}
 	}
 	var active []rollout.Guard
-	skipped := false
+	skipped, skippedCondition := false, false
 	for _, g := range c.Guards {
 		if !g.Active(step, weight) {
 			continue
 		}
 		if g.Against == rollout.AgainstBaseline && thinBaseline != "" {
 			skipped = true
+			skippedCondition = skippedCondition || !g.Critical
 			continue
 		}
 		active = append(active, g)
@@ -273,7 +277,7 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 		return set(rollout.NoData, "no canary data: "+m.Canary.Message)
 	case c.Kind != rollout.KindValue && m.Canary.Samples < c.MinSamples:
 		return set(rollout.Inconclusive, fmt.Sprintf("%d of the %d canary samples it needs", m.Canary.Samples, c.MinSamples))
-	case len(active) == 0 && skipped:
+	case len(active) == 0 && skippedCondition:
 		return set(rollout.Inconclusive, "nothing to compare with: "+thinBaseline+" and no other guard applies at this step")
 	case len(active) == 0:
 		return set(rollout.Pass, "no guard applies at this step")

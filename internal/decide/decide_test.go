@@ -268,12 +268,23 @@ func TestCheckOutcomes(t *testing.T) {
 			// compared with: its guards are skipped. When nothing else is compared, the
 			// check cannot pass: a canary at 50% errors must not proceed on nothing.
 			name:          "inconclusive: baseline without data and no other guard compares nothing",
-			check:         ratioCheck(name, 0, critical(vsBaseline(rollout.MeasureDelta, 0.05))),
+			check:         ratioCheck(name, 0, vsBaseline(rollout.MeasureDelta, 0.05)),
 			m:             meas(name, okR(0.5, 200), okR(0.01, 2000), baseline(noDataR("no requests in the window"))),
 			want:          rollout.Inconclusive,
 			wantMessage:   "nothing to compare with: the baseline has no data and no other guard applies at this step",
 			wantThreshold: "",
 			wantDecision:  rollout.Pause,
+		},
+		{
+			// The shipped latency-p99 below 50%: only its critical baseline guard applies. A
+			// brake that cannot run is said, but does not hold a healthy rollout for ever.
+			name:          "pass: only a critical (rollback-only) guard was skipped",
+			check:         ratioCheck(name, 0, critical(vsBaseline(rollout.MeasureDelta, 0.05)), fromWeight(vsStable(rollout.MeasureDelta, 0.01), 50)),
+			m:             meas(name, okR(0.01, 200), okR(0.01, 2000), baseline(noDataR("no requests in the window"))),
+			want:          rollout.Pass,
+			wantMessage:   "no guard applies at this step; the baseline has no data, so its guards were skipped",
+			wantThreshold: "",
+			wantDecision:  rollout.Proceed,
 		},
 		{
 			name:          "pass: a baseline with too few samples is skipped like an empty one",
@@ -1004,10 +1015,12 @@ func missingData(in Input, c rollout.Check) bool {
 	if m == nil || !has(m.Canary) {
 		return true
 	}
-	// Stated independently of how Decide skips guards: a check with active guards has data
-	// only when at least one of them compares the canary with a reference that has data
-	// and enough samples; a stable reference that lacks either, or a baseline not (yet)
-	// captured, is missing data outright.
+	// Stated independently of how Decide skips guards: a check whose active conditions for
+	// proceeding (non-critical guards) include one against a baseline has data only when at
+	// least one guard compares the canary with a reference that has data and enough
+	// samples; a stable reference that lacks either, or a baseline not (yet) captured, is
+	// missing data outright. Critical guards are brakes, not conditions: a thin baseline
+	// only mutes them.
 	active, compared := 0, 0
 	for _, g := range c.Guards {
 		if !g.Active(in.Step, in.Weight) {
@@ -1026,6 +1039,8 @@ func missingData(in Input, c rollout.Check) bool {
 			}
 			if has(*m.Baseline) && enough(*m.Baseline) {
 				compared++
+			} else if g.Critical {
+				active-- // a muted brake is no condition
 			}
 		default:
 			compared++
