@@ -86,8 +86,8 @@ type Analyzer struct {
 
 	// Owned by the loop.
 	live  map[rollout.Ref]*analysis
-	seen  *recentSet // ids of applied events
-	ended *recentSet // analyses retired by completion, abortion or a newer revision
+	seen  *recent[struct{}] // ids of applied events
+	ended *recent[ended]    // analyses retired by completion, abortion or a newer revision
 	gen   uint64
 
 	// latest is what the read API serves; written by the loop, read by HTTP handlers.
@@ -112,8 +112,8 @@ func New(opts Options) (*Analyzer, error) {
 		done:    make(chan struct{}),
 		metrics: m,
 		live:    map[rollout.Ref]*analysis{},
-		seen:    newRecentSet(1 << 16),
-		ended:   newRecentSet(1 << 16),
+		seen:    newRecent[struct{}](1 << 16),
+		ended:   newRecent[ended](1 << 16),
 		latest:  map[rollout.Ref]rollout.Verdict{},
 	}, nil
 }
@@ -345,8 +345,10 @@ func (a *Analyzer) complete(res result) {
 	}
 }
 
-func (a *Analyzer) retire(an *analysis) {
-	a.ended.add(endedKey(an.key))
+// retire ends an analysis: it is no longer evaluated nor served, and what a later start of
+// the same revision needs of it is remembered.
+func (a *Analyzer) retire(an *analysis, at time.Time) {
+	a.ended.put(endedKey(an.key), ended{at: at, sequence: an.sequence, evidence: an.evidence})
 	delete(a.live, an.key.Ref)
 	a.mu.Lock()
 	delete(a.latest, an.key.Ref)

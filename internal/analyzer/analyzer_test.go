@@ -395,34 +395,73 @@ func TestFailuresCarryOverToTheNextStep(t *testing.T) {
 	require.Contains(t, vs[1].Reason, "failed 2 times, limit 1")
 }
 
-func TestEndedRevisionIsNotAnalysedAgain(t *testing.T) {
+func TestRevisionStartedAgainAfterItsEndResumesItsSequence(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	h.waitVerdicts(t, 1)
+	require.NoError(t, h.a.Handle(context.Background(), rollout.Event{ID: "e2", Type: rollout.EventCompleted, Time: t0.Add(time.Minute), Rollout: ref, Revision: "v2"}))
+	_, found := h.a.Latest(ref)
+	require.False(t, found)
+
+	// A copy of the start from before the end (a new id, the old time) is a duplicate, and a
+	// step of the ended revision is ignored rather than dead-lettered.
+	require.NoError(t, h.a.Handle(context.Background(), started("e1-copy", "v2")))
+	step := rollout.Event{ID: "e3", Type: rollout.EventStep, Time: t0.Add(90 * time.Second), Rollout: ref, Revision: "v2", Step: 1, Weight: 50}
+	require.NoError(t, h.a.Handle(context.Background(), step))
+	h.clock.Advance(time.Minute)
+	require.Never(t, func() bool { return len(h.sink.of(ref)) > 1 }, 50*time.Millisecond, 5*time.Millisecond)
+
+	// Started again after the end (a retry): analysed again, its sequence going on.
+	again := started("e4", "v2")
+	again.Time = t0.Add(2 * time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), again))
+	vs := h.waitVerdicts(t, 2)
+	require.Equal(t, uint64(2), vs[1].Sequence, "no sequence number is published twice for a revision")
+	require.Equal(t, "e4", vs[1].Cause)
+}
+
+func TestRevertToASupersededRevision(t *testing.T) {
 	h := start(t)
 	h.m.set("v2", ok(0.004, 5000))
 	h.m.set("v3", ok(0.004, 5000))
 	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
 	h.waitVerdicts(t, 1)
-	require.NoError(t, h.a.Handle(context.Background(), rollout.Event{ID: "e2", Type: rollout.EventCompleted, Time: t0, Rollout: ref, Revision: "v2"}))
+	v3 := started("e2", "v3")
+	v3.Time = t0.Add(time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), v3))
+	require.Eventually(t, func() bool { l, ok := h.a.Latest(ref); return ok && l.Revision == "v3" }, 5*time.Second, time.Millisecond)
 
-	// The same revision started again, under a new event id: a duplicate, not sequence 1 again.
+	// Back to v2 (an undo), later than v3's start: v2 supersedes v3 and goes on at 2.
+	back := started("e3", "v2")
+	back.Time = t0.Add(2 * time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), back))
+	require.Eventually(t, func() bool { l, ok := h.a.Latest(ref); return ok && l.Revision == "v2" }, 5*time.Second, time.Millisecond)
+	latest, _ := h.a.Latest(ref)
+	require.Equal(t, uint64(2), latest.Sequence)
+
+	// A late copy of v2's first start changes nothing.
+	require.NoError(t, h.a.Handle(context.Background(), started("e1-copy", "v2")))
+	latest, _ = h.a.Latest(ref)
+	require.Equal(t, "v2", latest.Revision)
+}
+
+func TestRolledBackRevisionStartedAgainIsRolledBackAtOnce(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.10, 5000))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	vs := h.waitVerdicts(t, 1)
+	require.Equal(t, rollout.Rollback, vs[0].Verdict)
+	require.NoError(t, h.a.Handle(context.Background(), rollout.Event{ID: "e2", Type: rollout.EventAborted, Time: t0.Add(time.Minute), Rollout: ref, Revision: "v2"}))
+
+	h.m.set("v2", ok(0.004, 5000)) // even if it looks healthy now: rollback is final for a revision
 	again := started("e3", "v2")
-	again.Time = t0.Add(time.Minute)
+	again.Time = t0.Add(2 * time.Minute)
 	require.NoError(t, h.a.Handle(context.Background(), again))
-	step := rollout.Event{ID: "e4", Type: rollout.EventStep, Time: t0.Add(2 * time.Minute), Rollout: ref, Revision: "v2", Step: 1, Weight: 50}
-	require.NoError(t, h.a.Handle(context.Background(), step), "a step of an ended revision is ignored, not dead-lettered")
-	h.clock.Advance(time.Minute)
-	require.Never(t, func() bool { return len(h.sink.of(ref)) > 1 }, 50*time.Millisecond, 5*time.Millisecond)
-	_, found := h.a.Latest(ref)
-	require.False(t, found)
-
-	// A superseded revision is ended too.
-	next := started("e5", "v3")
-	next.Time = t0.Add(3 * time.Minute)
-	require.NoError(t, h.a.Handle(context.Background(), next))
-	h.waitVerdicts(t, 2)
-	require.NoError(t, h.a.Handle(context.Background(), started("e6", "v2")))
-	latest, found := h.a.Latest(ref)
-	require.True(t, found)
-	require.Equal(t, "v3", latest.Revision)
+	vs = h.waitVerdicts(t, 2)
+	require.Equal(t, rollout.Rollback, vs[1].Verdict)
+	require.Equal(t, uint64(2), vs[1].Sequence)
+	require.Equal(t, vs[0].Reason, vs[1].Reason, "the original reason")
 }
 
 // TestStopFinishesEvaluationsInFlight: a stop waits for the evaluation that is querying,

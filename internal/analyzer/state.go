@@ -45,7 +45,14 @@ type analysis struct {
 	firstVerdict bool
 }
 
-// endedKey names an analysis in the set of ended ones. NUL cannot occur in event strings.
+// ended is what is remembered of an analysis after it ended.
+type ended struct {
+	at       time.Time // the time of the event that ended it
+	sequence uint64
+	evidence decide.Evidence
+}
+
+// endedKey names an analysis among the ended ones. NUL cannot occur in event strings.
 func endedKey(k rollout.Key) string { return k.Namespace + "\x00" + k.Name + "\x00" + k.Revision }
 
 // job is one evaluation: a snapshot of what the worker needs.
@@ -106,7 +113,7 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 
 // apply changes the state as one event says. It runs on the loop.
 func (a *Analyzer) apply(ev rollout.Event) error {
-	if a.seen.has(ev.ID) {
+	if _, dup := a.seen.get(ev.ID); dup {
 		a.metrics.applied.WithLabelValues(string(ev.Type), "duplicate").Inc()
 		return nil
 	}
@@ -115,7 +122,7 @@ func (a *Analyzer) apply(ev rollout.Event) error {
 		a.metrics.applied.WithLabelValues(string(ev.Type), "rejected").Inc()
 		return err
 	}
-	a.seen.add(ev.ID)
+	a.seen.put(ev.ID, struct{}{})
 	a.metrics.applied.WithLabelValues(string(ev.Type), outcome).Inc()
 	a.metrics.live.Set(float64(len(a.live)))
 	return nil
@@ -126,15 +133,15 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 		zap.String("event", string(ev.Type)), zap.String("eventId", ev.ID))
 	an := a.live[ev.Rollout]
 	sameRevision := an != nil && an.key.Revision == ev.Revision
-	ended := a.ended.has(endedKey(ev.Key()))
+	previous, wasEnded := a.ended.get(endedKey(ev.Key()))
 
 	switch ev.Type {
 	case rollout.EventStarted:
-		if sameRevision || ended {
-			// The same (rollout, revision) again is a duplicate (CONTRACT.md section 3), also
-			// after its analysis ended: a revision is analysed once, and its sequence
-			// numbers are never reused.
-			return "duplicate", nil
+		if sameRevision {
+			return "duplicate", nil // the same (rollout, revision) again (CONTRACT.md section 3)
+		}
+		if wasEnded && !ev.Time.After(previous.at) {
+			return "duplicate", nil // a start from before that analysis ended, delivered again
 		}
 		t, ok := a.opts.Templates[ev.Analysis]
 		if !ok {
@@ -158,7 +165,7 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 				return "stale", nil // an older revision's start, delivered late
 			}
 			log.Info("new revision supersedes the analysis of the previous one", zap.String("previous", an.key.Revision))
-			a.retire(an)
+			a.retire(an, ev.Time)
 		}
 		a.gen++
 		now := a.opts.Now()
@@ -180,11 +187,19 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 			next:         now,
 			firstVerdict: true,
 		}
+		if wasEnded {
+			// The revision started again after its analysis ended (a retry, a revert): its
+			// sequence goes on, so that no number is published twice, and its evidence
+			// carries over. A rolled-back revision is answered rollback again at once.
+			a.live[ev.Rollout].sequence, a.live[ev.Rollout].evidence = previous.sequence, previous.evidence
+			log.Info("revision started again after its analysis ended", zap.Uint64("sequence", previous.sequence),
+				zap.Bool("rolledBack", previous.evidence.RolledBack))
+		}
 		log.Info("analysis started", zap.String("template", t.Name), zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
 		return "applied", nil
 
 	case rollout.EventStep:
-		if ended {
+		if !sameRevision && wasEnded {
 			return "ignored", nil // the analysis of that revision has ended
 		}
 		if !sameRevision {
@@ -207,33 +222,35 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 		if !sameRevision {
 			return "ignored", nil // already retired, or about a revision no longer analysed
 		}
-		a.retire(an)
+		a.retire(an, ev.Time)
 		log.Info("analysis ended", zap.String("reason", ev.Reason))
 		return "applied", nil
 	}
 	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
 }
 
-// recentSet remembers the most recent strings added to it, up to a capacity: the ids of
-// applied events, so that a redelivered or republished event (with or without Nats-Msg-Id)
-// is applied once; and the analyses that ended, so that a revision is analysed once.
-type recentSet struct {
-	ids   map[string]struct{}
-	order []string
-	next  int
+// recent remembers the most recent entries put into it, up to a capacity, forgetting the
+// oldest: the ids of applied events, so that a redelivered or republished event (with or
+// without Nats-Msg-Id) is applied once; and what is left of analyses that ended.
+type recent[V any] struct {
+	entries map[string]V
+	order   []string
+	next    int
 }
 
-func newRecentSet(capacity int) *recentSet {
-	return &recentSet{ids: make(map[string]struct{}, capacity), order: make([]string, capacity)}
+func newRecent[V any](capacity int) *recent[V] {
+	return &recent[V]{entries: make(map[string]V, capacity), order: make([]string, capacity)}
 }
 
-func (s *recentSet) has(id string) bool { _, ok := s.ids[id]; return ok }
+func (r *recent[V]) get(key string) (V, bool) { v, ok := r.entries[key]; return v, ok }
 
-func (s *recentSet) add(id string) {
-	if old := s.order[s.next]; old != "" {
-		delete(s.ids, old)
+func (r *recent[V]) put(key string, v V) {
+	if _, ok := r.entries[key]; !ok {
+		if old := r.order[r.next]; old != "" {
+			delete(r.entries, old)
+		}
+		r.order[r.next] = key
+		r.next = (r.next + 1) % len(r.order)
 	}
-	s.order[s.next] = id
-	s.ids[id] = struct{}{}
-	s.next = (s.next + 1) % len(s.order)
+	r.entries[key] = v
 }
