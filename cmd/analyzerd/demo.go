@@ -102,6 +102,7 @@ func (d *demoRun) run(ctx context.Context, o demoOptions) error {
 		return fmt.Errorf("%s has no http-golden-signals template", o.configPath)
 	}
 	tmpl.Interval, tmpl.MinStepDuration = o.interval, o.minStep
+	cfg.Ingest.MaxClockSkew = min(cfg.Ingest.MaxClockSkew, o.minStep/2) // must stay below the minimum step
 	dir, err := os.MkdirTemp("", "analyzerd-demo-")
 	if err != nil {
 		return err

@@ -130,7 +130,7 @@ func Default() Config {
 		},
 		Prometheus:      Prometheus{URL: DefaultPrometheusURL, Timeout: 10 * time.Second, Concurrency: 8},
 		HTTP:            HTTP{Addr: DefaultHTTPAddr},
-		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 5 * time.Minute},
+		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 30 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
 		ShutdownTimeout: 15 * time.Second,
 	}
@@ -439,6 +439,14 @@ func (c Config) Validate() error {
 	}
 	if c.Ingest.MaxClockSkew < time.Second {
 		add("ingest.maxClockSkew", "must be at least 1s, got %s", c.Ingest.MaxClockSkew)
+	}
+	for i, t := range c.Templates {
+		// An event time off by up to the skew is believed: below minStepDuration, or a
+		// step could look old enough to proceed the moment it starts.
+		if t.MinStepDuration > 0 && c.Ingest.MaxClockSkew >= t.MinStepDuration {
+			add("ingest.maxClockSkew", "must be below templates[%d] (%s).minStepDuration (%s), got %s",
+				i, t.Name, t.MinStepDuration, c.Ingest.MaxClockSkew)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

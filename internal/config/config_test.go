@@ -329,6 +329,7 @@ func TestValidateRules(t *testing.T) {
 		{"max deliver 0", func(c *Config) { c.Ingest.MaxDeliver = 0 }, "ingest.maxDeliver", 0},
 		{"ack wait under a second", func(c *Config) { c.Ingest.AckWait = 999 * time.Millisecond }, "ingest.ackWait", 0},
 		{"clock skew under a second", func(c *Config) { c.Ingest.MaxClockSkew = 0 }, "ingest.maxClockSkew", 0},
+		{"clock skew not below a template's minimum step", func(c *Config) { c.Ingest.MaxClockSkew = 5 * time.Minute }, "ingest.maxClockSkew: must be below templates[0]", 0},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level", 0},
 		{"log format", func(c *Config) { c.Log.Format = "text" }, "log.format", 0},
 		{"shutdown timeout 0", func(c *Config) { c.ShutdownTimeout = 0 }, "shutdownTimeout", 0},

@@ -38,7 +38,7 @@ const (
 	DefaultRetryDelay    = time.Second
 	DefaultMaxRetryDelay = time.Minute
 	DefaultStopGrace     = 10 * time.Second
-	DefaultMaxClockSkew  = 5 * time.Minute
+	DefaultMaxClockSkew  = 30 * time.Second
 )
 
 const (

@@ -467,12 +467,18 @@ func hasBinaryModeHeaders(h nats.Header) bool {
 // ClampTime bounds an event's time to within maxSkew of storedAt, the time the stream stored
 // it. analyzerd places baselines and step windows by the event's time; a controller's clock
 // that is wrong by hours would otherwise make a step look hours old (meeting its minimum
-// duration at once, over a window mostly before the step) or not yet begun. Beyond the skew
-// the stream's time is used, which is conservative either way. It reports whether it did.
+// duration at once, over a window mostly before the step) or not yet begun. A time beyond
+// the skew is moved to the nearest edge (storedAt - maxSkew or storedAt + maxSkew), not to
+// storedAt itself, so that events from one clock keep their order: a clamped start must not
+// land after a step that was not clamped. It reports whether it moved the time.
 func ClampTime(ev rollout.Event, storedAt time.Time, maxSkew time.Duration) (rollout.Event, bool) {
-	if d := ev.Time.Sub(storedAt); d > maxSkew || d < -maxSkew {
-		ev.Time = storedAt.UTC()
-		return ev, true
+	switch lo, hi := storedAt.Add(-maxSkew), storedAt.Add(maxSkew); {
+	case ev.Time.Before(lo):
+		ev.Time = lo.UTC()
+	case ev.Time.After(hi):
+		ev.Time = hi.UTC()
+	default:
+		return ev, false
 	}
-	return ev, false
+	return ev, true
 }

@@ -387,8 +387,8 @@ func TestClampTime(t *testing.T) {
 		{"on time", stored.Add(-2 * time.Second), stored.Add(-2 * time.Second), false},
 		{"within the skew, before", stored.Add(-5 * time.Minute), stored.Add(-5 * time.Minute), false},
 		{"within the skew, after", stored.Add(5 * time.Minute), stored.Add(5 * time.Minute), false},
-		{"hours old", stored.Add(-14 * time.Hour), stored, true},
-		{"in the future", stored.Add(6 * time.Minute), stored, true},
+		{"hours old: to the earliest time allowed", stored.Add(-14 * time.Hour), stored.Add(-5 * time.Minute), true},
+		{"in the future: to the latest time allowed", stored.Add(6 * time.Minute), stored.Add(5 * time.Minute), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev, clamped := ClampTime(rollout.Event{ID: "e", Time: tc.time}, stored, 5*time.Minute)
@@ -397,4 +397,14 @@ func TestClampTime(t *testing.T) {
 			require.Equal(t, "e", ev.ID)
 		})
 	}
+}
+
+// TestClampTimeKeepsOrder: a start clamped for an old time stays before a step that was
+// within the skew (a controller whose clock drifted across the edge, or two controllers).
+func TestClampTimeKeepsOrder(t *testing.T) {
+	stored := time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC)
+	start, _ := ClampTime(rollout.Event{Time: stored.Add(-6 * time.Minute)}, stored, 5*time.Minute)
+	step, clamped := ClampTime(rollout.Event{Time: stored.Add(30*time.Second - 5*time.Minute + time.Second)}, stored.Add(30*time.Second), 5*time.Minute)
+	require.False(t, clamped)
+	require.True(t, start.Time.Before(step.Time), "start %s, step %s", start.Time, step.Time)
 }

@@ -332,6 +332,9 @@ func TestRollouts(t *testing.T) {
 		final := rs[len(rs)-1].Verdict
 		require.Equal(t, rollout.Rollback, final.Verdict)
 		require.Contains(t, final.Reason, "error-rate")
+		// Rolled back by the critical guard against the baseline, which therefore held at
+		// least minSamples requests: the premise of the baseline's bound below.
+		require.Contains(t, final.Reason, "critical: canary - baseline")
 		c := check(final, "error-rate")
 		require.Equal(t, rollout.Fail, c.Outcome)
 		// The measured rates are the workloads' configured ones within 5 standard deviations
