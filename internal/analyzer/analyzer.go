@@ -7,7 +7,6 @@ package analyzer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -199,8 +198,9 @@ func (a *Analyzer) Run(ctx context.Context) error {
 func (a *Analyzer) drain(workers *sync.WaitGroup, cancelWork context.CancelFunc) error {
 	finished := make(chan struct{})
 	go func() { workers.Wait(); close(finished) }()
-	deadline := time.NewTimer(a.opts.DrainTimeout)
-	defer deadline.Stop()
+	timer := time.NewTimer(a.opts.DrainTimeout)
+	defer timer.Stop()
+	deadline := timer.C // nil once the workers were cancelled: they finish promptly then
 	for {
 		select {
 		case res := <-a.results:
@@ -214,11 +214,11 @@ func (a *Analyzer) drain(workers *sync.WaitGroup, cancelWork context.CancelFunc)
 					return nil
 				}
 			}
-		case <-deadline.C:
+		case <-deadline:
 			a.opts.Logger.Warn("evaluations still in flight at the end of the drain timeout; cancelling them",
 				zap.Duration("drainTimeout", a.opts.DrainTimeout))
 			cancelWork()
-			deadline.Reset(time.Hour) // the cancelled workers finish promptly
+			deadline = nil
 		}
 	}
 }
@@ -355,5 +355,3 @@ func (a *Analyzer) retire(an *analysis, at time.Time) {
 	a.mu.Unlock()
 	a.metrics.live.Set(float64(len(a.live)))
 }
-
-func fmtKey(k rollout.Key) string { return fmt.Sprintf("%s revision %q", k.Ref, k.Revision) }

@@ -203,7 +203,7 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 			return "ignored", nil // the analysis of that revision has ended
 		}
 		if !sameRevision {
-			return "", rollout.Invalidf("no live analysis of rollout %s", fmtKey(ev.Key()))
+			return "", rollout.Invalidf("no live analysis of rollout %s revision %q", ev.Rollout, ev.Revision)
 		}
 		if ev.Time.Before(an.stepStarted) {
 			return "stale", nil

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -229,7 +228,7 @@ func connect(cfg config.Config, log *zap.Logger) (*nats.Conn, Info, func(), erro
 			stop()
 			return nil, Info{}, nil, fmt.Errorf("connect to the embedded nats server: %w", err)
 		}
-		return nc, Info{NATSURL: clientURL(ns)}, func() { drain(nc, log); stop() }, nil
+		return nc, Info{NATSURL: ns.ClientURL()}, func() { drain(nc, log); stop() }, nil
 	}
 	nc, err := nats.Connect(cfg.NATS.URL, append(common,
 		nats.MaxReconnects(-1),
@@ -241,8 +240,6 @@ func connect(cfg config.Config, log *zap.Logger) (*nats.Conn, Info, func(), erro
 	}
 	return nc, Info{NATSURL: nc.ConnectedUrlRedacted()}, func() { drain(nc, log) }, nil
 }
-
-func clientURL(ns *server.Server) string { return ns.ClientURL() }
 
 func drain(nc *nats.Conn, log *zap.Logger) {
 	if err := nc.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

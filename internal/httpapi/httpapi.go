@@ -31,9 +31,8 @@ type Check struct {
 	Check func(ctx context.Context) error
 }
 
-// Options configure the server.
+// Options configure the server. The caller owns the listener (see Serve).
 type Options struct {
-	Addr     string
 	Verdicts Verdicts
 	Gatherer prometheus.Gatherer
 	// Ready are the conditions /readyz checks.
@@ -54,7 +53,6 @@ func New(opts Options) *Server {
 	}
 	s := &Server{opts: opts}
 	s.srv = &http.Server{
-		Addr:              opts.Addr,
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -137,16 +135,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = enc.Encode(body)
 }
 
-// Run listens and serves until ctx is done, then shuts down within 5 s.
-func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.opts.Addr)
-	if err != nil {
-		return fmt.Errorf("http: listen on %s: %w", s.opts.Addr, err)
-	}
-	return s.Serve(ctx, ln)
-}
-
-// Serve serves on ln until ctx is done.
+// Serve serves on ln until ctx is done, then shuts down within 5 s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(ln) }()
