@@ -75,7 +75,9 @@ type result struct {
 }
 
 func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
-	window := now.Sub(an.stepStarted)
+	// Value checks measure the step so far; ratio and histogram checks count since the
+	// analysis started, and decide takes the step's share (see compare.Side).
+	window, counted := now.Sub(an.stepStarted), now.Sub(an.started)
 	var opts []trace.SpanStartOption
 	if an.traceParent != "" {
 		producer := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{
@@ -103,8 +105,8 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 		target: compare.Target{
 			Template: an.template,
 			Args:     an.args,
-			Canary:   compare.Side{Vars: an.canary, Window: window, At: now},
-			Stable:   compare.Side{Vars: an.stable, Window: window, At: now},
+			Canary:   compare.Side{Vars: an.canary, Window: window, CountsWindow: counted, At: now},
+			Stable:   compare.Side{Vars: an.stable, Window: window, CountsWindow: counted, At: now},
 		},
 		needBaseline: an.baseline == nil,
 		span:         span,

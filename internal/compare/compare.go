@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"time"
 
@@ -56,9 +55,22 @@ func CompileTemplate(t rollout.Template) (*Template, error) {
 
 // Side is what selects one side's series at one evaluation.
 type Side struct {
-	Vars   map[string]string
+	Vars map[string]string
+	// Window is the range a value check's {{ window }} spans: the step so far.
 	Window time.Duration
-	At     time.Time
+	// CountsWindow is the range a ratio or histogram check's {{ window }} spans: the counts
+	// since the analysis started, which decide's sequential tests accumulate and whose
+	// step share its guards judge. Zero means Window.
+	CountsWindow time.Duration
+	At           time.Time
+}
+
+// window is the range a check's queries span on this side.
+func (s Side) window(kind rollout.CheckKind) time.Duration {
+	if kind != rollout.KindValue && s.CountsWindow > 0 {
+		return s.CountsWindow
+	}
+	return s.Window
 }
 
 // Target is one rollout's measurement: its template, its arguments and both sides.
@@ -139,7 +151,7 @@ func (b *batch) add(cc compiledCheck, args map[string]string, side Side) []int {
 	var slots []int
 	for _, q := range cc.queries {
 		slot := len(b.slots)
-		expr, err := q.Render(Values{Args: args, Vars: side.Vars, Window: side.Window})
+		expr, err := q.Render(Values{Args: args, Vars: side.Vars, Window: side.window(cc.check.Kind)})
 		if err != nil {
 			b.errs[slot] = err
 			b.slots = append(b.slots, -1)
@@ -253,7 +265,8 @@ func ratioReading(errorsResp, totalResp Response) rollout.Reading {
 	if !ok || errCount < 0 {
 		errCount = 0
 	}
-	return rollout.Reading{Status: rollout.StatusOK, Value: errCount / total, Samples: int64(math.Round(total))}
+	return rollout.Reading{Status: rollout.StatusOK, Value: errCount / total, Samples: int64(math.Round(total)),
+		Events: errCount, Total: total}
 }
 
 func valueReading(r Response) rollout.Reading {
@@ -270,12 +283,6 @@ func valueReading(r Response) rollout.Reading {
 	return rollout.Reading{Status: rollout.StatusOK, Value: v}
 }
 
-// Bucket is one cumulative histogram bucket: Count observations were <= UpperBound.
-type Bucket struct {
-	UpperBound float64
-	Count      float64
-}
-
 func histogramReading(r Response, q float64) rollout.Reading {
 	if r.Err != nil {
 		return errorReading(r.Err)
@@ -283,7 +290,7 @@ func histogramReading(r Response, q float64) rollout.Reading {
 	if len(r.Series) == 0 {
 		return noData("no histogram series")
 	}
-	buckets := make([]Bucket, 0, len(r.Series))
+	buckets := make([]rollout.Bucket, 0, len(r.Series))
 	seen := make(map[float64]bool, len(r.Series))
 	for _, s := range r.Series {
 		le, ok := s.Labels["le"]
@@ -303,11 +310,11 @@ func histogramReading(r Response, q float64) rollout.Reading {
 		if math.IsNaN(s.Value) {
 			continue
 		}
-		buckets = append(buckets, Bucket{UpperBound: ub, Count: s.Value})
+		buckets = append(buckets, rollout.Bucket{UpperBound: ub, Count: s.Value})
 	}
-	value, count, err := Quantile(q, buckets)
+	value, count, err := rollout.Quantile(q, buckets)
 	if err != nil {
-		return errorReading(err)
+		return errorReading(fmt.Errorf("%w: %w", ErrBadQuery, err))
 	}
 	if count <= 0 {
 		return noData("no observations in the window")
@@ -316,46 +323,6 @@ func histogramReading(r Response, q float64) rollout.Reading {
 		// Only the +Inf bucket: observations, but no bound to estimate a quantile from.
 		return errorReading(fmt.Errorf("%w: histogram has no finite bucket to estimate a quantile from", ErrBadQuery))
 	}
-	return rollout.Reading{Status: rollout.StatusOK, Value: value, Samples: int64(math.Round(count))}
-}
-
-// Quantile estimates the q-quantile from cumulative buckets as Prometheus's
-// histogram_quantile does: linear interpolation within the bucket that holds the rank, the
-// lowest bucket starting at 0, and the highest finite bound when the rank falls in +Inf. It
-// returns the estimate and the number of observations (the +Inf bucket's count).
-func Quantile(q float64, buckets []Bucket) (value, count float64, err error) {
-	bs := append([]Bucket(nil), buckets...)
-	sort.Slice(bs, func(i, j int) bool { return bs[i].UpperBound < bs[j].UpperBound })
-	if len(bs) == 0 || !math.IsInf(bs[len(bs)-1].UpperBound, 1) {
-		return 0, 0, fmt.Errorf("%w: histogram has no +Inf bucket", ErrBadQuery)
-	}
-	// Counts of cumulative buckets can be slightly non-monotonic when computed with
-	// increase() over series scraped at different times; enforce monotonicity.
-	for i := 1; i < len(bs); i++ {
-		if bs[i].Count < bs[i-1].Count {
-			bs[i].Count = bs[i-1].Count
-		}
-	}
-	count = bs[len(bs)-1].Count
-	if count <= 0 || len(bs) < 2 {
-		return math.NaN(), count, nil
-	}
-	rank := q * count
-	i := sort.Search(len(bs)-1, func(i int) bool { return bs[i].Count >= rank })
-	if i == len(bs)-1 {
-		return bs[len(bs)-2].UpperBound, count, nil
-	}
-	if i == 0 && bs[0].UpperBound <= 0 {
-		return bs[0].UpperBound, count, nil
-	}
-	lower, prevCount := 0.0, 0.0
-	if i > 0 {
-		lower, prevCount = bs[i-1].UpperBound, bs[i-1].Count
-	}
-	upper := bs[i].UpperBound
-	inBucket := bs[i].Count - prevCount
-	if inBucket <= 0 {
-		return upper, count, nil
-	}
-	return lower + (upper-lower)*((rank-prevCount)/inBucket), count, nil
+	return rollout.Reading{Status: rollout.StatusOK, Value: value, Samples: int64(math.Round(count)),
+		Buckets: rollout.SortBuckets(buckets)}
 }

@@ -84,6 +84,38 @@ func target(tm *Template) Target {
 	}
 }
 
+// TestMeasureCountsWindow: ratio and histogram checks count over CountsWindow (since the
+// analysis started), value checks over Window (the step so far).
+func TestMeasureCountsWindow(t *testing.T) {
+	tm, err := CompileTemplate(rollout.Template{
+		Name: "t", Args: []string{"service"}, Variables: []string{"version"},
+		Checks: []rollout.Check{
+			{Name: "error-rate", Kind: rollout.KindRatio, Errors: errorsQ, Total: totalQ},
+			{Name: "p95", Kind: rollout.KindHistogram, Quantile: 0.95, Buckets: bucketsQ},
+			{Name: "cpu", Kind: rollout.KindValue, Query: `avg(avg_over_time(cpu{service={{ arg "service" }}, version={{ var "version" }}}[{{ window }}]))`},
+		},
+	})
+	require.NoError(t, err)
+	src := &fakeSource{}
+	tg := target(tm)
+	tg.Canary.CountsWindow, tg.Stable.CountsWindow = 5*time.Minute, 5*time.Minute
+	New(src).Measure(context.Background(), tg)
+	require.Len(t, src.batches, 1)
+	var counted, valued int
+	for _, r := range src.batches[0] {
+		switch {
+		case strings.HasPrefix(r.Expr, "avg(avg_over_time(cpu"):
+			require.Regexp(t, `\[(30|90)s\]`, r.Expr, "a value check spans the step")
+			valued++
+		default:
+			require.Contains(t, r.Expr, "[300s]", "a count spans the analysis")
+			counted++
+		}
+	}
+	require.Equal(t, 6, counted, "errors, total and buckets on each side")
+	require.Equal(t, 2, valued)
+}
+
 func TestMeasure(t *testing.T) {
 	src := &fakeSource{answers: map[string]Response{
 		`sum(increase(req{service="checkout", version="v2.3.0", code=~"5.."}[30s]))`: one(12),
@@ -120,14 +152,16 @@ func TestMeasure(t *testing.T) {
 
 	require.Len(t, got, 4)
 	require.Equal(t, "error-rate", got[0].Check)
-	require.Equal(t, rollout.Reading{Status: rollout.StatusOK, Value: 0.012, Samples: 1000}, got[0].Canary)
-	require.Equal(t, rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 9000}, got[0].Stable)
+	require.Equal(t, rollout.Reading{Status: rollout.StatusOK, Value: 0.012, Samples: 1000, Events: 12, Total: 1000}, got[0].Canary)
+	require.Equal(t, rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 9000, Total: 9000.4}, got[0].Stable)
 
 	require.Equal(t, "p95", got[1].Check)
 	// rank 950 in (0.25, 0.5] holding 80: 0.25 + 0.25*(50/80)
 	require.Equal(t, rollout.StatusOK, got[1].Canary.Status)
 	require.InDelta(t, 0.25+0.25*50/80, got[1].Canary.Value, 1e-12)
 	require.Equal(t, int64(1000), got[1].Canary.Samples)
+	require.Equal(t, []rollout.Bucket{{UpperBound: 0.1, Count: 500}, {UpperBound: 0.25, Count: 900}, {UpperBound: 0.5, Count: 980},
+		{UpperBound: 1, Count: 1000}, {UpperBound: math.Inf(1), Count: 1000}}, got[1].Canary.Buckets, "the counts behind the quantile, sorted")
 	require.Equal(t, rollout.Reading{Status: rollout.StatusNoData, Message: "no observations in the window"}, got[1].Stable)
 
 	require.Equal(t, "p99", got[2].Check)
@@ -183,7 +217,7 @@ func TestMeasureRenderError(t *testing.T) {
 		require.Equal(t, rollout.StatusError, m.Canary.Status, m.Check)
 		require.Equal(t, `variable "version" is not set`, m.Canary.Message)
 	}
-	require.Equal(t, rollout.Reading{Status: rollout.StatusOK, Value: 0.01, Samples: 100}, got[0].Stable)
+	require.Equal(t, rollout.Reading{Status: rollout.StatusOK, Value: 0.01, Samples: 100, Events: 1, Total: 100}, got[0].Stable)
 }
 
 func TestMeasureShortAnswerIsUnavailable(t *testing.T) {
@@ -227,12 +261,12 @@ func TestRatioReadings(t *testing.T) {
 		want         rollout.Reading
 		wantContains []string // for error readings
 	}{
-		{"errors over total", one(5), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0.05, Samples: 100}, nil},
-		{"no error series with requests is no errors", none(), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100}, nil},
-		{"nil error series with requests is no errors", Response{}, one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100}, nil},
-		{"negative errors count as none", one(-1), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100}, nil},
-		{"NaN errors count as none", one(math.NaN()), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100}, nil},
-		{"samples are the rounded total", one(1), one(1830.6), rollout.Reading{Status: rollout.StatusOK, Value: 1 / 1830.6, Samples: 1831}, nil},
+		{"errors over total", one(5), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0.05, Samples: 100, Events: 5, Total: 100}, nil},
+		{"no error series with requests is no errors", none(), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100, Total: 100}, nil},
+		{"nil error series with requests is no errors", Response{}, one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100, Total: 100}, nil},
+		{"negative errors count as none", one(-1), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100, Total: 100}, nil},
+		{"NaN errors count as none", one(math.NaN()), one(100), rollout.Reading{Status: rollout.StatusOK, Value: 0, Samples: 100, Total: 100}, nil},
+		{"samples are the rounded total", one(1), one(1830.6), rollout.Reading{Status: rollout.StatusOK, Value: 1 / 1830.6, Samples: 1831, Events: 1, Total: 1830.6}, nil},
 		{"total zero is no data", one(0), one(0), rollout.Reading{Status: rollout.StatusNoData, Message: "no requests in the window"}, nil},
 		{"total zero with errors is no data", one(3), one(0), rollout.Reading{Status: rollout.StatusNoData, Message: "no requests in the window"}, nil},
 		{"no total series is no data", none(), none(), rollout.Reading{Status: rollout.StatusNoData, Message: "no requests in the window"}, nil},
@@ -255,6 +289,8 @@ func TestRatioReadings(t *testing.T) {
 				require.InDelta(t, tc.want.Value, got.Value, 1e-15)
 				require.Equal(t, tc.want.Samples, got.Samples)
 				require.Equal(t, tc.want.Message, got.Message)
+				require.Equal(t, tc.want.Events, got.Events, "the error count behind the value")
+				require.Equal(t, tc.want.Total, got.Total, "the request count behind the value")
 				return
 			}
 			require.Equal(t, rollout.StatusError, got.Status)
@@ -365,60 +401,6 @@ func TestValueReadings(t *testing.T) {
 	}
 }
 
-func TestQuantile(t *testing.T) {
-	inf := math.Inf(1)
-	latency := []Bucket{{0.1, 50}, {0.25, 80}, {0.5, 95}, {1, 100}, {inf, 100}}
-	for _, tc := range []struct {
-		name      string
-		q         float64
-		buckets   []Bucket
-		want      float64
-		wantCount float64
-		wantNaN   bool
-	}{
-		{"median at a bucket's upper bound", 0.5, latency, 0.1, 100, false},
-		{"interpolated in the first bucket, from 0", 0.2, latency, 0.04, 100, false},
-		{"interpolated in a middle bucket", 0.9, latency, 0.25 + 0.25*(10.0/15), 100, false},
-		{"interpolated in the last finite bucket", 0.99, latency, 0.5 + 0.5*(4.0/5), 100, false},
-		{"q = 1 is the top of the highest populated bucket", 1, latency, 1, 100, false},
-		{"rank in +Inf gives the highest finite bound", 0.5, []Bucket{{0.1, 10}, {0.2, 20}, {inf, 100}}, 0.2, 100, false},
-		{"rank in +Inf, p99", 0.99, []Bucket{{0.1, 10}, {1, 98}, {inf, 100}}, 1, 100, false},
-		{"unsorted input", 0.9, []Bucket{{inf, 100}, {0.5, 95}, {0.1, 50}, {1, 100}, {0.25, 80}}, 0.25 + 0.25*(10.0/15), 100, false},
-		{"non-monotonic buckets are made monotonic", 0.5, []Bucket{{0.1, 60}, {0.2, 50}, {inf, 100}}, 0.1 * 50 / 60, 100, false},
-		{"non-monotonic, rank above the dip", 0.7, []Bucket{{0.1, 60}, {0.2, 50}, {inf, 100}}, 0.2, 100, false},
-		{"non-monotonic +Inf is raised to the largest count", 0.5, []Bucket{{0.1, 60}, {0.2, 80}, {inf, 70}}, 0.1 * 40 / 60, 80, false},
-		{"tiny counts, rank in +Inf", 0.5, []Bucket{{0.1, 0}, {0.2, 0}, {inf, 0.0001}}, 0.2, 0.0001, false},
-		{"a first bucket at or below 0 gives its bound", 0.25, []Bucket{{0, 10}, {1, 20}, {inf, 20}}, 0, 20, false},
-		{"negative first bucket", 0.1, []Bucket{{-1, 5}, {1, 20}, {inf, 20}}, -1, 20, false},
-		{"no observations is NaN with count 0", 0.5, []Bucket{{0.1, 0}, {inf, 0}}, 0, 0, true},
-		{"only +Inf is NaN", 0.5, []Bucket{{inf, 7}}, 0, 7, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			in := append([]Bucket(nil), tc.buckets...)
-			got, count, err := Quantile(tc.q, tc.buckets)
-			require.NoError(t, err)
-			require.Equal(t, in, tc.buckets, "Quantile must not reorder or change its input")
-			require.Equal(t, tc.wantCount, count)
-			if tc.wantNaN {
-				require.True(t, math.IsNaN(got), "got %v", got)
-				return
-			}
-			require.InDelta(t, tc.want, got, 1e-12)
-		})
-	}
-
-	for name, bs := range map[string][]Bucket{
-		"empty":              nil,
-		"missing +Inf":       {{0.1, 5}, {1, 10}},
-		"only finite, large": {{math.MaxFloat64, 10}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, _, err := Quantile(0.5, bs)
-			require.ErrorIs(t, err, ErrBadQuery)
-		})
-	}
-}
-
 func TestCaptureBaseline(t *testing.T) {
 	tm := goldenTemplate(t)
 	stable := map[string]string{"version": "v2.2.9"}
@@ -439,7 +421,7 @@ func TestCaptureBaseline(t *testing.T) {
 		require.True(t, strings.Contains(r.Expr, `"v2.2.9"`) || strings.Contains(r.Expr, `"v2\\.2\\.9"`), r.Expr)
 	}
 	require.Equal(t, map[string]rollout.Reading{
-		"error-rate": {Status: rollout.StatusOK, Value: 0.003, Samples: 1000},
+		"error-rate": {Status: rollout.StatusOK, Value: 0.003, Samples: 1000, Events: 3, Total: 1000},
 		"p95":        {Status: rollout.StatusNoData, Message: "no observations in the window"},
 		"p99":        {Status: rollout.StatusNoData, Message: "no observations in the window"},
 		"cpu":        {Status: rollout.StatusOK, Value: 0.3},

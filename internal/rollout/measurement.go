@@ -22,6 +22,13 @@ type Reading struct {
 	Samples int64 `json:"samples"`
 	// Message says what went wrong when Status is not ok. It never holds a secret.
 	Message string `json:"message,omitempty"`
+	// Events and Total are the counts a ratio reading rests on (errors and requests, as
+	// increases of counters), so that Value is Events / Total; Buckets are the cumulative
+	// bucket counts a histogram reading rests on. A reading without counts is judged by its
+	// Value alone: the sequential tests need the counts.
+	Events  float64  `json:"events,omitempty"`
+	Total   float64  `json:"total,omitempty"`
+	Buckets []Bucket `json:"buckets,omitempty"`
 }
 
 // OK reports whether the reading holds a number.

@@ -61,6 +61,10 @@ type CheckResult struct {
 	BaselineRelativeDelta *float64 `json:"baselineRelativeDelta"`
 	Threshold             string   `json:"threshold"`
 	Samples               Samples  `json:"samples"`
+	// EValue is the evidence the check's sequential tests have gathered that the canary is
+	// worse than its margin (the largest of its tests; 1 is none, rollback at 1/alpha).
+	// Optional (added to v1): absent when the check runs no sequential test.
+	EValue *float64 `json:"eValue,omitempty"`
 	// Message says why a check is not pass when the numbers alone do not: no data, a query
 	// error, too few samples. Optional.
 	Message string `json:"message,omitempty"`
