@@ -13,26 +13,6 @@ import (
 	"github.com/analyzerd/analyzerd/internal/rollout"
 )
 
-// Evidence is what decisions carry from one evaluation to the next, across steps.
-type Evidence struct {
-	// Failures counts the failed evaluations of each check, by check name. Failures carry
-	// over from step to step: evidence that the canary is worse is never forgotten.
-	Failures map[string]int `json:"failures,omitempty"`
-	// RolledBack is set by the first rollback; rollback is final for a revision.
-	RolledBack bool `json:"rolledBack,omitempty"`
-	// RollbackReason is the reason of that first rollback.
-	RollbackReason string `json:"rollbackReason,omitempty"`
-}
-
-func (e Evidence) clone() Evidence {
-	out := e
-	out.Failures = make(map[string]int, len(e.Failures))
-	for k, v := range e.Failures {
-		out.Failures[k] = v
-	}
-	return out
-}
-
 // Input is everything one decision depends on.
 type Input struct {
 	Template rollout.Template
@@ -60,16 +40,20 @@ type Result struct {
 
 // Decide judges one evaluation. Aggregation, in order:
 //   - rollback when the revision was already rolled back (rollback is final), when a
-//     critical guard fails, or when a check's failed evaluations exceed its failureLimit;
+//     sequential test rejects "the canary is no worse than its margin", when a critical
+//     guard fails, when a check's failed evaluations exceed its failureLimit, or when a limit
+//     whose escalation is rollback is exceeded (consecutiveErrorLimit, inconclusiveLimit);
 //   - proceed when every check passes and the step has lasted minStepDuration;
-//   - pause otherwise: an error, no data, too few samples, a failure still within its
-//     limit, or a step too young. No data and errors never give proceed.
+//   - pause otherwise: an error, no data, too few samples, evidence not yet sufficient, a
+//     failure still within its limit, or a step too young. No data and errors never give
+//     proceed.
 func Decide(in Input) Result {
 	ev := in.Evidence.clone()
 	byName := make(map[string]rollout.Measurement, len(in.Measurements))
 	for _, m := range in.Measurements {
 		byName[m.Check] = m
 	}
+	alpha := testAlpha(in.Template)
 
 	judged := make([]judgement, 0, len(in.Template.Checks))
 	for _, c := range in.Template.Checks {
@@ -81,10 +65,28 @@ func Decide(in Input) Result {
 				Stable: rollout.Reading{Status: rollout.StatusError, Message: "not measured"},
 			}
 		}
-		j := judge(c, m, in.Step, in.Weight)
-		if j.result.Outcome == rollout.Fail {
-			ev.Failures[c.Name]++
+		ce := ev.Checks[c.Name]
+		if !ce.StepStarted.Equal(in.StepStarted) {
+			// A new step: its counts start where the last evaluation left them.
+			ce.StepStarted = in.StepStarted
+			ce.StepCanary, ce.StepStable = ce.Canary.clone(), ce.Stable.clone()
+			ce.Inconclusive = 0
+			ce.Points = Points{}
 		}
+		j := judge(c, m, in.Step, in.Weight, &ce, alpha)
+		switch j.result.Outcome {
+		case rollout.Fail:
+			ce.Failures++
+		case rollout.Inconclusive:
+			ce.Inconclusive++
+		}
+		if j.result.Outcome == rollout.Error {
+			ce.ConsecutiveErrors++
+		} else {
+			ce.ConsecutiveErrors = 0
+		}
+		j.evidence = ce
+		ev.Checks[c.Name] = ce
 		judged = append(judged, j)
 	}
 
@@ -99,30 +101,75 @@ func Decide(in Input) Result {
 		return res
 	}
 	for _, j := range judged {
-		if j.result.Outcome != rollout.Fail {
+		reason, ok := j.rollback()
+		if !ok {
 			continue
 		}
-		failures := ev.Failures[j.check.Name]
-		switch {
-		case j.critical:
-			res.Decision, res.Reason = rollout.Rollback, j.describe("critical: "+j.failedGuard.Expression()+" failed")
-		case failures > j.check.FailureLimit:
-			res.Decision, res.Reason = rollout.Rollback, j.describe(fmt.Sprintf("%s failed %s, limit %d",
-				j.result.Threshold, times(failures), j.check.FailureLimit))
-		default:
-			continue
-		}
-		ev.RolledBack, ev.RollbackReason = true, res.Reason
+		res.Decision, res.Reason = rollout.Rollback, reason
+		ev.RolledBack, ev.RollbackReason = true, reason
 		res.Evidence = ev
 		return res
 	}
 
-	res.Decision, res.Reason = pauseOrProceed(in, judged, ev)
+	res.Decision, res.Reason = pauseOrProceed(in, judged)
 	res.Evidence = ev
 	return res
 }
 
-func pauseOrProceed(in Input, judged []judgement, ev Evidence) (rollout.Decision, string) {
+// testAlpha is each sequential test's share of the template's alpha.
+func testAlpha(t rollout.Template) float64 {
+	alpha := t.Alpha
+	if !(alpha > 0 && alpha < 1) {
+		alpha = rollout.DefaultAlpha
+	}
+	n := 0
+	for _, c := range t.Checks {
+		if c.Kind != rollout.KindValue && c.Sequential.On() {
+			n += len(against(c.Sequential))
+		}
+	}
+	if n == 0 {
+		return alpha
+	}
+	return alpha / float64(n)
+}
+
+// rollback says whether the check rolls the canary back, and why.
+func (j judgement) rollback() (string, bool) {
+	c, ce := j.check, j.evidence
+	switch o := j.result.Outcome; {
+	case o == rollout.Fail && j.rejected != "":
+		return j.describe(j.rejected), true
+	case o == rollout.Fail && j.critical:
+		return j.describe(j.criticalWhy), true
+	case o == rollout.Fail && ce.Failures > c.FailureLimit:
+		return j.failed(), true
+	case o == rollout.Error && c.OnErrorLimit == rollout.EscalateRollback && ce.ConsecutiveErrors > errorLimit(c):
+		return fmt.Sprintf("%s: %s in a row, limit %d: %s", c.Name, plural(ce.ConsecutiveErrors, "error"), errorLimit(c), j.result.Message), true
+	case o == rollout.Inconclusive && c.OnInconclusiveLimit == rollout.EscalateRollback && c.InconclusiveLimit > 0 && ce.Inconclusive > c.InconclusiveLimit:
+		return fmt.Sprintf("%s: inconclusive %s in step, limit %d: %s", c.Name, times(ce.Inconclusive), c.InconclusiveLimit, j.result.Message), true
+	}
+	return "", false
+}
+
+// failed explains a failed check against its failure limit: by its guard's numbers when a
+// guard failed, else by its message (no data counted as a failure, a Mann-Whitney effect).
+func (j judgement) failed() string {
+	c, ce := j.check, j.evidence
+	if j.failedGuard == nil {
+		return fmt.Sprintf("%s: %s (failed %s, limit %d)", c.Name, j.result.Message, times(ce.Failures), c.FailureLimit)
+	}
+	return j.describe(fmt.Sprintf("%s failed %s, limit %d", j.result.Threshold, times(ce.Failures), c.FailureLimit))
+}
+
+func errorLimit(c rollout.Check) int {
+	if c.ConsecutiveErrorLimit == nil {
+		return rollout.DefaultConsecutiveErrorLimit
+	}
+	return *c.ConsecutiveErrorLimit
+}
+
+func pauseOrProceed(in Input, judged []judgement) (rollout.Decision, string) {
 	// The most pressing reason to wait comes first: the source failing, then missing data,
 	// then failures within their limits, then thin evidence.
 	for _, outcome := range []rollout.Outcome{rollout.Error, rollout.NoData, rollout.Fail, rollout.Inconclusive} {
@@ -130,13 +177,22 @@ func pauseOrProceed(in Input, judged []judgement, ev Evidence) (rollout.Decision
 			if j.result.Outcome != outcome {
 				continue
 			}
+			c, ce := j.check, j.evidence
 			switch outcome {
 			case rollout.Fail:
-				return rollout.Pause, j.describe(fmt.Sprintf("%s failed %s, limit %d",
-					j.result.Threshold, times(ev.Failures[j.check.Name]), j.check.FailureLimit))
-			default:
-				return rollout.Pause, j.check.Name + ": " + j.result.Message
+				return rollout.Pause, j.failed()
+			case rollout.Error:
+				if ce.ConsecutiveErrors > errorLimit(c) {
+					return rollout.Pause, fmt.Sprintf("%s: %s in a row, over the limit of %d: paused until a person decides (onErrorLimit: pause): %s",
+						c.Name, plural(ce.ConsecutiveErrors, "error"), errorLimit(c), j.result.Message)
+				}
+			case rollout.Inconclusive:
+				if c.InconclusiveLimit > 0 && ce.Inconclusive > c.InconclusiveLimit {
+					return rollout.Pause, fmt.Sprintf("%s: inconclusive %s in step, over the limit of %d: paused until a person decides (onInconclusiveLimit: pause): %s",
+						c.Name, times(ce.Inconclusive), c.InconclusiveLimit, j.result.Message)
+				}
 			}
+			return rollout.Pause, c.Name + ": " + j.result.Message
 		}
 	}
 	age := in.Now.Sub(in.StepStarted)
@@ -155,15 +211,28 @@ func times(n int) string {
 	return fmt.Sprintf("%d times", n)
 }
 
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
 // judgement is one check's outcome with what is needed to explain it.
 type judgement struct {
 	check    rollout.Check
 	result   rollout.CheckResult
-	critical bool
+	evidence CheckEvidence
+	// critical is set when a critical guard, or a critical Mann-Whitney effect, failed;
+	// criticalWhy says which.
+	critical    bool
+	criticalWhy string
+	// rejected says why a sequential test rejected "the canary is no worse", when one did.
+	rejected string
 	// failedGuard is the guard the reason text explains: the first critical guard that
-	// failed, or else the first guard that failed; failedAgainst, canary and reference are
-	// its numbers.
-	failedGuard   rollout.Guard
+	// failed, or else the first guard that failed (nil when no guard failed); failedAgainst,
+	// canary and reference are the numbers the reason shows.
+	failedGuard   *rollout.Guard
 	failedAgainst rollout.Reference
 	canary        float64
 	reference     float64
@@ -206,13 +275,10 @@ func trimFloat(v float64, prec int) string {
 	return s
 }
 
-// judge decides one check's outcome from its measurement.
-func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
-	m.Canary, m.Stable = usable(m.Canary), usable(m.Stable)
-	if m.Baseline != nil {
-		b := usable(*m.Baseline)
-		m.Baseline = &b
-	}
+// judgeGuards decides a check's outcome by its threshold guards, from the step's readings.
+// needStable is set when something other than a guard (a sequential test) needs the stable
+// side, so that its error is the check's error.
+func judgeGuards(c rollout.Check, m rollout.Measurement, step, weight int, needStable bool) judgement {
 	r := rollout.CheckResult{
 		Metric:  c.Name,
 		Samples: rollout.Samples{Canary: m.Canary.Samples, Stable: m.Stable.Samples},
@@ -236,15 +302,7 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	// compared anything, the check is inconclusive. Critical guards are emergency brakes
 	// (roll back at once), not conditions for proceeding: when only they were skipped, the
 	// check stands on its other guards, or passes as one with no guard at this step.
-	thinBaseline := ""
-	if b := m.Baseline; b != nil {
-		switch {
-		case b.Status == rollout.StatusNoData:
-			thinBaseline = "the baseline has no data"
-		case b.OK() && c.Kind != rollout.KindValue && b.Samples < c.MinSamples:
-			thinBaseline = fmt.Sprintf("the baseline has %d of the %d samples it needs", b.Samples, c.MinSamples)
-		}
-	}
+	thinBaseline := thin(c, m.Baseline)
 	var active []rollout.Guard
 	skipped, skippedCondition := false, false
 	for _, g := range c.Guards {
@@ -271,7 +329,7 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 	switch {
 	case m.Canary.Status == rollout.StatusError:
 		return set(rollout.Error, "canary: "+m.Canary.Message)
-	case needs(active, rollout.AgainstStable) && m.Stable.Status == rollout.StatusError:
+	case (needStable || needs(active, rollout.AgainstStable)) && m.Stable.Status == rollout.StatusError:
 		return set(rollout.Error, "stable: "+m.Stable.Message)
 	case !m.Canary.OK():
 		return set(rollout.NoData, "no canary data: "+m.Canary.Message)
@@ -294,7 +352,10 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 		}
 		if !holds(g, canary, ref) {
 			if len(failed) == 0 || (g.Critical && !j.critical) {
-				j.failedGuard, j.failedAgainst, j.canary, j.reference = g, g.Against, canary, ref
+				j.failedGuard, j.failedAgainst, j.canary, j.reference = &g, g.Against, canary, ref
+				if g.Critical {
+					j.criticalWhy = "critical: " + g.Expression() + " failed"
+				}
 			}
 			failed = append(failed, g)
 			j.critical = j.critical || g.Critical
@@ -308,6 +369,20 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int) judgement {
 		return set(rollout.Inconclusive, strings.Join(waiting, "; "))
 	}
 	return set(rollout.Pass, "")
+}
+
+// thin says why a captured baseline cannot be compared with (no data, or too few samples),
+// or "" when it can be or is not captured yet.
+func thin(c rollout.Check, b *rollout.Reading) string {
+	switch {
+	case b == nil:
+		return ""
+	case b.Status == rollout.StatusNoData:
+		return "the baseline has no data"
+	case b.OK() && c.Kind != rollout.KindValue && b.Samples < c.MinSamples:
+		return fmt.Sprintf("the baseline has %d of the %d samples it needs", b.Samples, c.MinSamples)
+	}
+	return ""
 }
 
 // reference is the value a guard compares the canary with, or why there is none yet. The

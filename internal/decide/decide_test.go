@@ -31,6 +31,15 @@ func errR(msg string) rollout.Reading {
 
 func baseline(r rollout.Reading) *rollout.Reading { return &r }
 
+// failures is evidence of the given failed evaluations by check.
+func failures(byCheck map[string]int) map[string]CheckEvidence {
+	out := make(map[string]CheckEvidence, len(byCheck))
+	for name, n := range byCheck {
+		out[name] = CheckEvidence{Failures: n}
+	}
+	return out
+}
+
 // Guards used by the tables.
 func vsStable(m rollout.Measure, max float64) rollout.Guard {
 	return rollout.Guard{Against: rollout.AgainstStable, Measure: m, Max: num(max)}
@@ -524,7 +533,7 @@ func TestCheckOutcomes(t *testing.T) {
 			if tc.want == rollout.Fail {
 				wantFailures = 1
 			}
-			require.Equal(t, wantFailures, res.Evidence.Failures[name])
+			require.Equal(t, wantFailures, res.Evidence.Checks[name].Failures)
 		})
 	}
 }
@@ -680,7 +689,7 @@ func TestCriticalRollsBackAtOnce(t *testing.T) {
 	require.Equal(t, "error-rate: canary 7.5% vs baseline 0.3% (critical: canary - baseline < 0.05 failed)", res.Reason)
 	require.True(t, res.Evidence.RolledBack)
 	require.Equal(t, res.Reason, res.Evidence.RollbackReason)
-	require.Equal(t, 1, res.Evidence.Failures["error-rate"])
+	require.Equal(t, 1, res.Evidence.Checks["error-rate"].Failures)
 
 	res = Decide(in(tmpl(ratioCheck("error-rate", 100, vsStable(rollout.MeasureDelta, 0.01), vsBaseline(rollout.MeasureDelta, 0.05))), m))
 	require.Equal(t, rollout.Pause, res.Decision)
@@ -717,7 +726,7 @@ func TestFailureLimit(t *testing.T) {
 		input.Step, input.Evidence = e.step, ev
 		res := Decide(input)
 		require.Equal(t, e.decision, res.Decision, "evaluation %d: %s", i, res.Reason)
-		require.Equal(t, e.failures, res.Evidence.Failures["latency-p95"], "evaluation %d", i)
+		require.Equal(t, e.failures, res.Evidence.Checks["latency-p95"].Failures, "evaluation %d", i)
 		require.Equal(t, e.reason, res.Reason, "evaluation %d", i)
 		ev = res.Evidence
 	}
@@ -736,7 +745,7 @@ func TestRolledBackIsFinal(t *testing.T) {
 	template := tmpl(ratioCheck("error-rate", 0, vsStable(rollout.MeasureDelta, 0.01)))
 	input := in(template, meas("error-rate", okR(0.001, 5000), okR(0.001, 50000), nil))
 	input.Now = input.StepStarted.Add(time.Hour)
-	input.Evidence = Evidence{RolledBack: true, RollbackReason: "the original reason", Failures: map[string]int{"error-rate": 1}}
+	input.Evidence = Evidence{RolledBack: true, RollbackReason: "the original reason", Checks: failures(map[string]int{"error-rate": 1})}
 	res := Decide(input)
 	require.Equal(t, rollout.Rollback, res.Decision)
 	require.Equal(t, "the original reason", res.Reason)
@@ -864,7 +873,7 @@ func TestRollbackReasons(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			input := in(tmpl(tc.check), tc.m)
 			if tc.failures > 0 {
-				input.Evidence.Failures = map[string]int{tc.check.Name: tc.failures}
+				input.Evidence.Checks = failures(map[string]int{tc.check.Name: tc.failures})
 			}
 			res := Decide(input)
 			require.Equal(t, rollout.Rollback, res.Decision)
@@ -878,7 +887,7 @@ func TestRollbackReasons(t *testing.T) {
 func TestZeroEvidence(t *testing.T) {
 	res := Decide(in(tmpl(valueCheck("v", 0, valueGuard(nil, num(1)))), meas("v", okR(0.5, 0), okR(0.5, 0), nil)))
 	require.Equal(t, rollout.Proceed, res.Decision)
-	require.Zero(t, res.Evidence.Failures["v"])
+	require.Zero(t, res.Evidence.Checks["v"].Failures)
 	require.False(t, res.Evidence.RolledBack)
 }
 
@@ -942,10 +951,10 @@ func randomInput(r *rand.Rand) Input {
 		in.Measurements = append(in.Measurements, m)
 	}
 	if r.IntN(2) == 0 {
-		in.Evidence.Failures = map[string]int{}
+		in.Evidence.Checks = map[string]CheckEvidence{}
 		for _, c := range tm.Checks {
 			if r.IntN(2) == 0 {
-				in.Evidence.Failures[c.Name] = r.IntN(4)
+				in.Evidence.Checks[c.Name] = CheckEvidence{Failures: r.IntN(4), ConsecutiveErrors: r.IntN(6)}
 			}
 		}
 	}
@@ -966,12 +975,7 @@ func copyInput(in Input) Input {
 		}
 		out.Measurements = append(out.Measurements, m)
 	}
-	if in.Evidence.Failures != nil {
-		out.Evidence.Failures = map[string]int{}
-		for k, v := range in.Evidence.Failures {
-			out.Evidence.Failures[k] = v
-		}
-	}
+	out.Evidence = in.Evidence.clone()
 	return out
 }
 
@@ -1091,10 +1095,11 @@ func TestPropertyDoesNotMutateInput(t *testing.T) {
 		res := Decide(input)
 		require.Equal(t, before, snapshot(input), "run %d", i)
 		// The returned evidence is a fresh map: changing it does not reach the input.
-		for k := range res.Evidence.Failures {
-			res.Evidence.Failures[k] += 100
+		for k, ce := range res.Evidence.Checks {
+			ce.Failures += 100
+			res.Evidence.Checks[k] = ce
 		}
-		res.Evidence.Failures["new"] = 1
+		res.Evidence.Checks["new"] = CheckEvidence{Failures: 1}
 		require.Equal(t, before, snapshot(input), "run %d", i)
 	}
 }
@@ -1107,11 +1112,11 @@ func TestPropertyFailuresCountFailedChecks(t *testing.T) {
 		require.Len(t, res.Checks, len(input.Template.Checks))
 		for j, c := range input.Template.Checks {
 			require.Equal(t, c.Name, res.Checks[j].Metric)
-			want := input.Evidence.Failures[c.Name]
+			want := input.Evidence.Checks[c.Name].Failures
 			if res.Checks[j].Outcome == rollout.Fail {
 				want++
 			}
-			require.Equal(t, want, res.Evidence.Failures[c.Name], "run %d", i)
+			require.Equal(t, want, res.Evidence.Checks[c.Name].Failures, "run %d", i)
 		}
 		if input.Evidence.RolledBack {
 			require.Equal(t, rollout.Rollback, res.Decision)

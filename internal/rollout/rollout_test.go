@@ -45,11 +45,11 @@ func TestTemplateValidateZero(t *testing.T) {
 	for _, err := range (Template{}).Validate() {
 		fields = append(fields, strings.SplitN(err.Error(), ":", 2)[0])
 	}
-	require.Equal(t, []string{"name", "interval", "baselineWindow", "checks"}, fields)
+	require.Equal(t, []string{"name", "interval", "baselineWindow", "alpha", "checks"}, fields)
 }
 
 func TestGuardValidateNaN(t *testing.T) {
-	tm := Template{Name: "t", Interval: time.Second, BaselineWindow: time.Minute, Checks: []Check{{
+	tm := Template{Name: "t", Interval: time.Second, BaselineWindow: time.Minute, Alpha: 0.01, Checks: []Check{{
 		Name: "c", Kind: KindValue, Query: "up",
 		Guards: []Guard{{Measure: MeasureValue, Min: num(math.NaN()), Max: num(math.NaN())}},
 	}}}
@@ -100,4 +100,55 @@ func TestInvalidf(t *testing.T) {
 	err := Invalidf("template %q is unknown", "x")
 	require.True(t, errors.Is(err, ErrInvalid))
 	require.EqualError(t, err, `invalid: template "x" is unknown`)
+}
+
+// TestCheckPolicyValidate pins the rules of the limits, the sequential test and the
+// Mann-Whitney judge: each problem names its field.
+func TestCheckPolicyValidate(t *testing.T) {
+	neg, on, off := -1, true, false
+	f := func(v float64) *float64 { return &v }
+	ratio := func(mod func(*Check)) Check {
+		c := Check{Name: "c", Kind: KindRatio, Errors: "e", Total: "t", Guards: []Guard{{Measure: MeasureValue, Max: f(1)}}}
+		mod(&c)
+		return c
+	}
+	for _, tc := range []struct {
+		name  string
+		check Check
+		want  []string // field paths with a problem; nil: valid
+	}{
+		{"defaults are valid", ratio(func(c *Check) {}), nil},
+		{"limits", ratio(func(c *Check) {
+			c.ConsecutiveErrorLimit, c.InconclusiveLimit = &neg, -2
+			c.OnErrorLimit, c.OnInconclusiveLimit, c.NoData = "abort", "skip", "pass"
+		}), []string{"consecutiveErrorLimit", "inconclusiveLimit", "onErrorLimit", "onInconclusiveLimit", "noData"}},
+		{"sequential fields", ratio(func(c *Check) {
+			c.Sequential = &Sequential{Against: []Reference{"stable", "stable", "prod"}, Margin: f(-1), Tolerance: f(2), PriorScale: 50}
+		}), []string{"sequential.against[1]", "sequential.against[2]", "sequential.margin", "sequential.tolerance", "sequential.priorScale"}},
+		{"tolerance is for ratio checks", Check{Name: "c", Kind: KindHistogram, Buckets: "b", Quantile: 0.9,
+			Sequential: &Sequential{Tolerance: f(0.01)}}, []string{"sequential.tolerance"}},
+		{"no sequential test on a value check", Check{Name: "c", Kind: KindValue, Query: "q", Sequential: &Sequential{Enabled: &on},
+			Guards: []Guard{{Measure: MeasureValue, Max: f(1)}}}, []string{"sequential"}},
+		{"a disabled one is fine there", Check{Name: "c", Kind: KindValue, Query: "q", Sequential: &Sequential{Enabled: &off},
+			Guards: []Guard{{Measure: MeasureValue, Max: f(1)}}}, nil},
+		{"a sequential test alone is enough", Check{Name: "c", Kind: KindRatio, Errors: "e", Total: "t", Sequential: &Sequential{}}, nil},
+		{"a disabled test is not", Check{Name: "c", Kind: KindRatio, Errors: "e", Total: "t", Sequential: &Sequential{Enabled: &off}},
+			[]string{"guards"}},
+		{"Mann-Whitney fields", ratio(func(c *Check) {
+			c.MannWhitney = &MannWhitney{Direction: "up", Confidence: 1, AllowedIncrease: 0.5, AllowedDecrease: 2,
+				CriticalIncrease: math.Inf(1), CriticalDecrease: 3, MinPoints: 2}
+		}), []string{"mannWhitney.direction", "mannWhitney.confidence", "mannWhitney.allowedIncrease", "mannWhitney.allowedDecrease",
+			"mannWhitney.criticalIncrease", "mannWhitney.criticalDecrease", "mannWhitney.minPoints"}},
+		{"critical below allowed", ratio(func(c *Check) {
+			c.MannWhitney = &MannWhitney{AllowedIncrease: 1.5, CriticalIncrease: 1.2}
+		}), []string{"mannWhitney.criticalIncrease"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, err := range tc.check.validate() {
+				got = append(got, strings.SplitN(err.Error(), ":", 2)[0])
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
 }

@@ -25,7 +25,11 @@ type Template struct {
 	Variables []string `yaml:"variables"`
 	// MinStepDuration is how long a step must have lasted before it can proceed.
 	MinStepDuration time.Duration `yaml:"minStepDuration"`
-	Checks          []Check       `yaml:"checks"`
+	// Alpha bounds the chance that the template's sequential tests roll back a canary that
+	// is no worse than their margins, however often it is evaluated. It is split equally
+	// across the tests (one per check and reference).
+	Alpha  float64 `yaml:"alpha"`
+	Checks []Check `yaml:"checks"`
 }
 
 // CheckKind says how a check's queries are read.
@@ -60,8 +64,98 @@ type Check struct {
 	// FailureLimit is how many failed evaluations of the check are tolerated: the verdict is
 	// rollback when its failures exceed it (0, the default, rolls back on the first failure).
 	// A critical guard that fails rolls back at once whatever the limit.
-	FailureLimit int     `yaml:"failureLimit"`
-	Guards       []Guard `yaml:"guards"`
+	FailureLimit int `yaml:"failureLimit"`
+	// ConsecutiveErrorLimit is how many evaluations in a row may end in error (the metrics
+	// source failing) before OnErrorLimit applies. Nil means the default.
+	ConsecutiveErrorLimit *int `yaml:"consecutiveErrorLimit,omitempty"`
+	// OnErrorLimit is what happens once the errors in a row exceed ConsecutiveErrorLimit.
+	OnErrorLimit Escalation `yaml:"onErrorLimit,omitempty"`
+	// InconclusiveLimit is how many inconclusive evaluations a step may have before
+	// OnInconclusiveLimit applies; 0 sets no limit.
+	InconclusiveLimit int `yaml:"inconclusiveLimit,omitempty"`
+	// OnInconclusiveLimit is what happens once the step's inconclusive evaluations exceed
+	// InconclusiveLimit.
+	OnInconclusiveLimit Escalation `yaml:"onInconclusiveLimit,omitempty"`
+	// NoData is what an evaluation without canary data counts as.
+	NoData NoDataPolicy `yaml:"noData,omitempty"`
+	// Sequential configures the anytime-valid sequential test of ratio and histogram checks.
+	// Nil runs none (configuration loading sets the default: on).
+	Sequential *Sequential `yaml:"sequential,omitempty"`
+	// MannWhitney adds a Kayenta-compatible Mann-Whitney U judgement of the canary's
+	// per-evaluation values against the stable side's. Nil runs none.
+	MannWhitney *MannWhitney `yaml:"mannWhitney,omitempty"`
+	Guards      []Guard      `yaml:"guards"`
+}
+
+// Escalation is what a limit that was exceeded leads to.
+type Escalation string
+
+// The escalations.
+const (
+	// EscalatePause keeps the canary paused, the verdict's reason saying the limit was
+	// exceeded: a person decides.
+	EscalatePause Escalation = "pause"
+	// EscalateRollback rolls the canary back.
+	EscalateRollback Escalation = "rollback"
+)
+
+// NoDataPolicy is what an evaluation without canary data counts as.
+type NoDataPolicy string
+
+// The no-data policies. Neither ever lets a canary proceed.
+const (
+	// NoDataPause: the check's outcome is nodata and the verdict pauses.
+	NoDataPause NoDataPolicy = "pause"
+	// NoDataFail: the check fails (counted against failureLimit), as Flagger treats a
+	// query that found no values.
+	NoDataFail NoDataPolicy = "fail"
+)
+
+// Sequential configures a check's anytime-valid sequential test: from counts (errors and
+// requests; requests slower than a bucket's bound and all requests), it tests "the canary's
+// rate is at most (1 + margin) times the reference's" and rolls back when the evidence against
+// it reaches 1/alpha. It stays valid however often it is evaluated.
+type Sequential struct {
+	// Enabled turns the test on or off (on when the section is present or defaulted).
+	Enabled *bool `yaml:"enabled,omitempty"`
+	// Against lists what the canary is tested against: stable (the same window), baseline
+	// (the stable side before the canary, for stable sides with little traffic), or both.
+	Against []Reference `yaml:"against,omitempty"`
+	// Margin is the relative worsening tolerated: the canary's rate may be up to
+	// (1 + margin) times the reference's before the test rejects.
+	Margin *float64 `yaml:"margin,omitempty"`
+	// Tolerance is added to the margin for a ratio check to pass: it passes once a
+	// confidence sequence shows its rate below (1 + margin) x reference + tolerance. An
+	// absolute rate (0.01 is one percentage point): rare events cannot be shown within a
+	// relative margin quickly.
+	Tolerance *float64 `yaml:"tolerance,omitempty"`
+	// PriorScale is the prior's spread over how much worse a bad canary is, as the standard
+	// deviation of the natural logarithm of the rate ratio (1: mostly within e times the
+	// margin). Smaller finds small regressions sooner and large ones a little later.
+	PriorScale float64 `yaml:"priorScale,omitempty"`
+}
+
+// On reports whether the test runs.
+func (s *Sequential) On() bool { return s != nil && (s.Enabled == nil || *s.Enabled) }
+
+// MannWhitney configures a Kayenta-compatible Mann-Whitney U judgement (Kayenta's
+// NetflixACAJudge with its MannWhitneyClassifier). Zero values mean the defaults.
+type MannWhitney struct {
+	// Direction is which way is worse: increase, decrease or either (default either).
+	Direction string `yaml:"direction,omitempty"`
+	// Confidence is the confidence level of the shift's interval (default 0.98, Kayenta's).
+	Confidence float64 `yaml:"confidence,omitempty"`
+	// AllowedIncrease and AllowedDecrease are the effect sizes (canary mean / stable mean)
+	// tolerated before a significant difference fails the check (default 1).
+	AllowedIncrease float64 `yaml:"allowedIncrease,omitempty"`
+	AllowedDecrease float64 `yaml:"allowedDecrease,omitempty"`
+	// CriticalIncrease and CriticalDecrease are the effect sizes at which a failure rolls
+	// back at once (0: none).
+	CriticalIncrease float64 `yaml:"criticalIncrease,omitempty"`
+	CriticalDecrease float64 `yaml:"criticalDecrease,omitempty"`
+	// MinPoints is how many evaluations each side needs in the step before judging
+	// (default 10).
+	MinPoints int `yaml:"minPoints,omitempty"`
 }
 
 // Reference is what a guard compares the canary with.
@@ -151,6 +245,9 @@ func (t Template) Validate() []error {
 	}
 	if t.MinStepDuration < 0 {
 		add("minStepDuration", "must not be negative, got %s", t.MinStepDuration)
+	}
+	if !(t.Alpha > 0 && t.Alpha < 1) {
+		add("alpha", "must be between 0 and 1 exclusive, got %g", t.Alpha)
 	}
 	checkNames(&errs, "args", t.Args)
 	checkNames(&errs, "variables", t.Variables)
@@ -250,8 +347,38 @@ func (c Check) validate() []error {
 	if c.FailureLimit < 0 {
 		add("failureLimit", "must not be negative, got %d", c.FailureLimit)
 	}
-	if len(c.Guards) == 0 {
-		add("guards", "at least one guard is needed")
+	if c.ConsecutiveErrorLimit != nil && *c.ConsecutiveErrorLimit < 0 {
+		add("consecutiveErrorLimit", "must not be negative, got %d", *c.ConsecutiveErrorLimit)
+	}
+	if c.InconclusiveLimit < 0 {
+		add("inconclusiveLimit", "must not be negative, got %d", c.InconclusiveLimit)
+	}
+	for _, e := range []struct {
+		field string
+		value Escalation
+	}{{"onErrorLimit", c.OnErrorLimit}, {"onInconclusiveLimit", c.OnInconclusiveLimit}} {
+		if e.value != "" && e.value != EscalatePause && e.value != EscalateRollback {
+			add(e.field, "must be pause or rollback, got %q", e.value)
+		}
+	}
+	if c.NoData != "" && c.NoData != NoDataPause && c.NoData != NoDataFail {
+		add("noData", "must be pause or fail, got %q", c.NoData)
+	}
+	if s := c.Sequential; s != nil {
+		if c.Kind == KindValue && s.On() {
+			add("sequential", "does not apply to a value check (it tests counts); set enabled: false or remove it")
+		}
+		for _, err := range s.validate(c.Kind) {
+			errs = append(errs, fmt.Errorf("sequential.%w", err))
+		}
+	}
+	if c.MannWhitney != nil {
+		for _, err := range c.MannWhitney.Validate() {
+			errs = append(errs, fmt.Errorf("mannWhitney.%w", err))
+		}
+	}
+	if len(c.Guards) == 0 && !c.Sequential.On() && c.MannWhitney == nil {
+		add("guards", "at least one guard is needed (or a sequential test, or mannWhitney)")
 	}
 	for i, g := range c.Guards {
 		for _, err := range g.validate() {
@@ -299,3 +426,85 @@ func (g Guard) validate() []error {
 	}
 	return errs
 }
+
+func (s Sequential) validate(kind CheckKind) []error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	seen := map[Reference]bool{}
+	for i, a := range s.Against {
+		if a != AgainstStable && a != AgainstBaseline {
+			add(fmt.Sprintf("against[%d]", i), "must be stable or baseline, got %q", a)
+		}
+		if seen[a] {
+			add(fmt.Sprintf("against[%d]", i), "duplicate %q", a)
+		}
+		seen[a] = true
+	}
+	if s.Margin != nil && !(*s.Margin >= 0 && *s.Margin <= 10) {
+		add("margin", "must be within 0..10, got %g", *s.Margin)
+	}
+	if s.Tolerance != nil {
+		if kind != KindRatio {
+			add("tolerance", "applies to ratio checks only")
+		} else if !(*s.Tolerance >= 0 && *s.Tolerance <= 1) {
+			add("tolerance", "must be within 0..1, got %g", *s.Tolerance)
+		}
+	}
+	if s.PriorScale != 0 && !(s.PriorScale >= 0.05 && s.PriorScale <= 10) {
+		add("priorScale", "must be within 0.05..10, got %g", s.PriorScale)
+	}
+	return errs
+}
+
+// Validate reports every problem with the judge's configuration, each naming its field.
+func (m MannWhitney) Validate() []error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	switch m.Direction {
+	case "", "increase", "decrease", "either":
+	default:
+		add("direction", "must be increase, decrease or either, got %q", m.Direction)
+	}
+	if m.Confidence != 0 && !(m.Confidence >= 0.5 && m.Confidence < 1) {
+		add("confidence", "must be within 0.5..1 (exclusive), got %g", m.Confidence)
+	}
+	if m.AllowedIncrease != 0 && !(m.AllowedIncrease >= 1 && !math.IsInf(m.AllowedIncrease, 1)) {
+		add("allowedIncrease", "must be a finite number of at least 1, got %g", m.AllowedIncrease)
+	}
+	if m.AllowedDecrease != 0 && !(m.AllowedDecrease > 0 && m.AllowedDecrease <= 1) {
+		add("allowedDecrease", "must be within 0..1 (0 exclusive), got %g", m.AllowedDecrease)
+	}
+	allowedUp, allowedDown := 1.0, 1.0
+	if m.AllowedIncrease >= 1 && !math.IsInf(m.AllowedIncrease, 1) {
+		allowedUp = m.AllowedIncrease
+	}
+	if m.AllowedDecrease > 0 && m.AllowedDecrease <= 1 {
+		allowedDown = m.AllowedDecrease
+	}
+	if m.CriticalIncrease != 0 && !(m.CriticalIncrease >= allowedUp && !math.IsInf(m.CriticalIncrease, 1)) {
+		add("criticalIncrease", "must be a finite number of at least allowedIncrease (%g), got %g", allowedUp, m.CriticalIncrease)
+	}
+	if m.CriticalDecrease != 0 && !(m.CriticalDecrease > 0 && m.CriticalDecrease <= allowedDown) {
+		add("criticalDecrease", "must be within 0..allowedDecrease (%g; 0 exclusive), got %g", allowedDown, m.CriticalDecrease)
+	}
+	if m.MinPoints < 0 {
+		add("minPoints", "must not be negative, got %d", m.MinPoints)
+	} else if m.MinPoints != 0 && m.MinPoints < 3 {
+		add("minPoints", "must be at least 3, got %d", m.MinPoints)
+	}
+	return errs
+}
+
+// The defaults of a template's statistical settings. Configuration loading writes them into
+// every template; decide falls back to them where a template built in code leaves them unset.
+const (
+	DefaultAlpha                 = 0.01
+	DefaultMargin                = 0.1
+	DefaultTolerance             = 0.01
+	DefaultPriorScale            = 1.0
+	DefaultConsecutiveErrorLimit = 4
+)

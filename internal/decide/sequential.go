@@ -1,0 +1,203 @@
+package decide
+
+import "math"
+
+// The sequential tests. Each is an e-process: a nonnegative process whose expected value is
+// at most 1 at every evaluation while the canary is no worse than its margin, so that by
+// Ville's inequality it reaches 1/alpha with probability at most alpha, however often it is
+// looked at. That is what lets analyzerd evaluate every few seconds without the false
+// rollbacks a repeated fixed-sample test gives.
+//
+// Against the stable side, the test conditions on each interval's errors: of the k errors
+// the two sides had in an interval, the canary's share is Binomial(k, p) with
+// p = theta*nc / (theta*nc + ns), where nc and ns are the sides' requests and theta is the
+// ratio of their error rates. Under "no worse", theta <= theta0 = 1 + margin. The likelihood
+// ratio of an alternative theta > theta0 against theta0, multiplied over intervals, is an
+// e-process for every theta <= theta0 (its expectation only falls as p falls); the test mixes
+// it over a grid of alternatives, so it needs no guess of how much worse a bad canary is.
+// Conditioning on the errors makes it immune to what both sides share: a downstream outage
+// that raises both sides' errors moves no evidence. Counts are treated as Poisson; for
+// binomial counts the test is conservative (the conditional law is then more concentrated).
+//
+// Against the baseline (a fixed sample captured before the canary), the null rate is
+// lambda0 = (1 + margin) x the baseline rate's upper confidence bound, and the canary's
+// errors are tested as Poisson(lambda0 x requests) with the same mixture.
+
+// gridSize alternatives, theta = theta0 * 2^(j/4) for j = 1..gridSize: from 19% worse than
+// the margin to 64 times it.
+const (
+	gridSize = 24
+	gridStep = math.Ln2 / 4
+)
+
+// gridLogRatio is ln(theta_j / theta0) of alternative j.
+func gridLogRatio(j int) float64 { return float64(j+1) * gridStep }
+
+// logPrior is the log weights of the alternatives: a half-normal over ln(theta/theta0) with
+// the given scale, normalised to sum to 1.
+func logPrior(scale float64) [gridSize]float64 {
+	var w [gridSize]float64
+	for j := range w {
+		x := gridLogRatio(j)
+		w[j] = -x * x / (2 * scale * scale)
+	}
+	norm := logSumExp(w[:])
+	for j := range w {
+		w[j] -= norm
+	}
+	return w
+}
+
+// counts is one side's events and total over an interval (errors and requests; requests
+// slower than a bound and all requests).
+type counts struct{ events, total float64 }
+
+// conditionalUpdate adds one interval's evidence to the log likelihood ratios of the
+// alternatives against theta0. An interval without errors, or without requests on a side,
+// carries none.
+func conditionalUpdate(logLR []float64, theta0 float64, canary, stable counts) {
+	k := canary.events + stable.events
+	if k <= 0 || canary.total <= 0 || stable.total <= 0 {
+		return
+	}
+	null := theta0*canary.total + stable.total
+	for j := range logLR {
+		lr := gridLogRatio(j)
+		theta := theta0 * math.Exp(lr)
+		// ln(p/p0) = ln(theta/theta0) + ln(null/alt); ln((1-p)/(1-p0)) = ln(null/alt).
+		logLR[j] += canary.events*lr + k*math.Log(null/(theta*canary.total+stable.total))
+	}
+}
+
+// poissonLogLR is the log likelihood ratios of the alternatives lambda0 * theta_j against
+// lambda0 for x events in n requests.
+func poissonLogLR(x, n, lambda0 float64) []float64 {
+	out := make([]float64, gridSize)
+	for j := range out {
+		lr := gridLogRatio(j)
+		out[j] = x*lr - (math.Exp(lr)-1)*lambda0*n
+	}
+	return out
+}
+
+// logMixture is the log of the e-value: the prior-weighted mean of the likelihood ratios.
+func logMixture(logLR []float64, prior [gridSize]float64) float64 {
+	if len(logLR) == 0 {
+		return 0
+	}
+	terms := make([]float64, len(logLR))
+	for j := range logLR {
+		terms[j] = prior[j] + logLR[j]
+	}
+	return logSumExp(terms)
+}
+
+func logSumExp(xs []float64) float64 {
+	max := math.Inf(-1)
+	for _, x := range xs {
+		max = math.Max(max, x)
+	}
+	if math.IsInf(max, 0) {
+		return max
+	}
+	sum := 0.0
+	for _, x := range xs {
+		sum += math.Exp(x - max)
+	}
+	return max + math.Log(sum)
+}
+
+// priorRequests is b of the gamma(1, b) prior on a rate that the confidence sequences mix
+// over: a prior mean rate of 1/b = 1%.
+const priorRequests = 100
+
+// rateCS is an anytime-valid (1 - alpha) confidence sequence for a Poisson rate from x events
+// in n requests: the rates whose gamma-Poisson mixture martingale is below 1/alpha. It holds
+// at every evaluation at once, so checking it every few seconds is safe.
+func rateCS(x, n, alpha float64) (lower, upper float64) {
+	if n <= 0 {
+		return 0, math.Inf(1)
+	}
+	const a, b = 1.0, priorRequests
+	lgA, _ := math.Lgamma(a)
+	lgAX, _ := math.Lgamma(a + x)
+	c := a*math.Log(b) + lgAX - lgA - (a+x)*math.Log(b+n)
+	g := func(l float64) float64 {
+		if l <= 0 {
+			if x > 0 {
+				return math.Inf(1)
+			}
+			return c
+		}
+		return c - x*math.Log(l) + l*n
+	}
+	target := math.Log(1 / alpha)
+	mle := x / n
+	return solveBelow(g, mle, target, x), solveAbove(g, mle, target, n)
+}
+
+// poissonBound is a fixed-sample (1 - alpha) bound on a Poisson rate from x events in n
+// requests, by the Chernoff bound: the rates l with n * KL(x/n, l) = ln(1/alpha). It serves
+// for a baseline, which is captured once and never looked at again with more data.
+func poissonBound(x, n, alpha float64, upper bool) float64 {
+	if n <= 0 {
+		if upper {
+			return math.Inf(1)
+		}
+		return 0
+	}
+	mle := x / n
+	g := func(l float64) float64 {
+		if l <= 0 {
+			if x > 0 {
+				return math.Inf(1)
+			}
+			return 0
+		}
+		kl := l - mle
+		if x > 0 {
+			kl += mle * math.Log(mle/l)
+		}
+		return n * kl
+	}
+	target := math.Log(1 / alpha)
+	if upper {
+		return solveAbove(g, mle, target, n)
+	}
+	return solveBelow(g, mle, target, x)
+}
+
+// solveAbove finds l > from with g(l) = target, g increasing there.
+func solveAbove(g func(float64) float64, from, target, n float64) float64 {
+	lo, hi := from, math.Max(2*from, 1/n)
+	for g(hi) < target {
+		lo, hi = hi, 2*hi
+		if hi > 1e12 {
+			return math.Inf(1)
+		}
+	}
+	return bisect(g, lo, hi, target)
+}
+
+// solveBelow finds l < from with g(l) = target, g decreasing there; 0 when there were no
+// events (nothing bounds the rate away from 0).
+func solveBelow(g func(float64) float64, from, target, x float64) float64 {
+	if x <= 0 || g(0) < target {
+		return 0
+	}
+	return bisect(g, 0, from, target)
+}
+
+func bisect(g func(float64) float64, a, b, target float64) float64 {
+	// g(a) and g(b) lie on either side of target; 100 halvings reach float64 precision.
+	up := g(b) >= target
+	for i := 0; i < 100; i++ {
+		m := (a + b) / 2
+		if (g(m) >= target) == up {
+			b = m
+		} else {
+			a = m
+		}
+	}
+	return (a + b) / 2
+}
