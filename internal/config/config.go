@@ -147,13 +147,56 @@ func TemplateDefaults(t *rollout.Template) {
 	if t.MinStepDuration == 0 {
 		t.MinStepDuration = DefaultMinStepDuration
 	}
+	if t.Alpha == 0 {
+		t.Alpha = rollout.DefaultAlpha
+	}
 	for i := range t.Checks {
 		c := &t.Checks[i]
+		if c.ConsecutiveErrorLimit == nil {
+			limit := rollout.DefaultConsecutiveErrorLimit
+			c.ConsecutiveErrorLimit = &limit
+		}
+		if c.OnErrorLimit == "" {
+			c.OnErrorLimit = rollout.EscalatePause
+		}
+		if c.OnInconclusiveLimit == "" {
+			c.OnInconclusiveLimit = rollout.EscalatePause
+		}
+		if c.NoData == "" {
+			c.NoData = rollout.NoDataPause
+		}
+		if c.Kind == rollout.KindRatio || c.Kind == rollout.KindHistogram {
+			if c.Sequential == nil {
+				c.Sequential = &rollout.Sequential{}
+			}
+			sequentialDefaults(c.Kind, c.Sequential)
+		}
 		for j := range c.Guards {
 			if c.Guards[j].Against == rollout.AgainstNone && c.Guards[j].Measure == "" {
 				c.Guards[j].Measure = rollout.MeasureValue
 			}
 		}
+	}
+}
+
+func sequentialDefaults(kind rollout.CheckKind, s *rollout.Sequential) {
+	if s.Enabled == nil {
+		on := true
+		s.Enabled = &on
+	}
+	if len(s.Against) == 0 {
+		s.Against = []rollout.Reference{rollout.AgainstStable}
+	}
+	if s.Margin == nil {
+		m := rollout.DefaultMargin
+		s.Margin = &m
+	}
+	if s.Tolerance == nil && kind == rollout.KindRatio {
+		tol := rollout.DefaultTolerance
+		s.Tolerance = &tol
+	}
+	if s.PriorScale == 0 {
+		s.PriorScale = rollout.DefaultPriorScale
 	}
 }
 

@@ -235,7 +235,7 @@ func TestCredentialsInURLs(t *testing.T) {
 func validTemplate() rollout.Template {
 	sel := `service={{ arg "service" }}, version={{ var "version" }}`
 	return rollout.Template{
-		Name: "x", Interval: 10 * time.Second, BaselineWindow: 10 * time.Minute, MinStepDuration: time.Minute,
+		Name: "x", Interval: 10 * time.Second, BaselineWindow: 10 * time.Minute, MinStepDuration: time.Minute, Alpha: 0.01,
 		Args: []string{"service"}, Variables: []string{"version"},
 		Checks: []rollout.Check{
 			{
@@ -570,4 +570,56 @@ func TestReadFileDoesNotValidate(t *testing.T) {
 
 	_, err = ReadFile(filepath.Join(dir, "missing.yaml"))
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestTemplateDefaultsStatistics: ratio and histogram checks get the sequential test with its
+// defaults, value checks none; limits get theirs; values set in the file, zero included, win.
+func TestTemplateDefaultsStatistics(t *testing.T) {
+	cfg, err := Decode(strings.NewReader(`
+templates:
+  - name: t
+    args: [service]
+    checks:
+      - name: errors
+        kind: ratio
+        errors: sum(increase(e{service={{ arg "service" }}}[{{ window }}]))
+        total: sum(increase(t{service={{ arg "service" }}}[{{ window }}]))
+      - name: p95
+        kind: histogram
+        quantile: 0.95
+        buckets: sum by (le) (increase(b_bucket{service={{ arg "service" }}}[{{ window }}]))
+        consecutiveErrorLimit: 0
+        onErrorLimit: rollback
+        sequential:
+          margin: 0
+          against: [stable, baseline]
+      - name: cpu
+        kind: value
+        query: avg(cpu{service={{ arg "service" }}})
+        guards: [{max: 0.7}]
+`))
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	tm := cfg.Templates[0]
+	require.Equal(t, rollout.DefaultAlpha, tm.Alpha)
+
+	ratio := tm.Checks[0]
+	require.True(t, ratio.Sequential.On())
+	require.Equal(t, []rollout.Reference{rollout.AgainstStable}, ratio.Sequential.Against)
+	require.Equal(t, rollout.DefaultMargin, *ratio.Sequential.Margin)
+	require.Equal(t, rollout.DefaultTolerance, *ratio.Sequential.Tolerance)
+	require.Equal(t, rollout.DefaultPriorScale, ratio.Sequential.PriorScale)
+	require.Equal(t, rollout.DefaultConsecutiveErrorLimit, *ratio.ConsecutiveErrorLimit)
+	require.Equal(t, rollout.EscalatePause, ratio.OnErrorLimit)
+	require.Equal(t, rollout.EscalatePause, ratio.OnInconclusiveLimit)
+	require.Equal(t, rollout.NoDataPause, ratio.NoData)
+
+	hist := tm.Checks[1]
+	require.Zero(t, *hist.Sequential.Margin, "an explicit margin of 0 is kept")
+	require.Nil(t, hist.Sequential.Tolerance, "tolerance is for ratio checks")
+	require.Equal(t, []rollout.Reference{rollout.AgainstStable, rollout.AgainstBaseline}, hist.Sequential.Against)
+	require.Zero(t, *hist.ConsecutiveErrorLimit, "an explicit limit of 0 is kept")
+	require.Equal(t, rollout.EscalateRollback, hist.OnErrorLimit)
+
+	require.Nil(t, tm.Checks[2].Sequential, "value checks run no sequential test")
 }
