@@ -4,6 +4,7 @@
 //	analyzerd --config FILE [--nats-url URL] [--prometheus-url URL] [--http-addr ADDR]
 //	analyzerd validate --config FILE
 //	analyzerd demo
+//	analyzerd watch [--nats-url URL] [--namespace NS]
 //	analyzerd version
 package main
 
@@ -16,12 +17,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/analyzerd/analyzerd/internal/app"
 	"github.com/analyzerd/analyzerd/internal/config"
+	"github.com/analyzerd/analyzerd/internal/tracing"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -38,6 +42,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return validate(args[1:], stdout, stderr)
 		case "demo":
 			return demo(args[1:], stdout, stderr)
+		case "watch":
+			return watch(args[1:], stdout, stderr)
+		case "simulate":
+			return simulateCmd(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, version)
 			return 0
@@ -58,6 +66,8 @@ Usage:
                                    run the daemon (no --nats-url: embedded NATS on 127.0.0.1:4222)
   analyzerd validate --config FILE check a configuration file; lists every error
   analyzerd demo [flags]           the whole loop on one machine (see analyzerd demo --help)
+  analyzerd watch [flags]          a live view of the rollouts and their latest verdicts
+  analyzerd simulate [flags]       benchmark a template on simulated traffic against threshold policies
   analyzerd version                print the version
 `)
 }
@@ -193,7 +203,10 @@ func daemon(args []string, stdout, stderr io.Writer) int {
 		cancel()
 	}()
 	defer func() { signal.Stop(signals); close(signals) }()
-	if err := app.Run(ctx, cfg, app.Options{Logger: logger}); err != nil {
+	// OpenTelemetry reports export failures to a process-wide handler: to the log, once per
+	// distinct error a minute.
+	otel.SetErrorHandler(tracing.ErrorHandler(logger.Named("tracing"), time.Minute, nil))
+	if err := app.Run(ctx, cfg, app.Options{Logger: logger, Version: version}); err != nil {
 		logger.Error("analyzerd failed", zap.Error(err))
 		return 1
 	}
@@ -268,7 +281,10 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
 	if c.Format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		if isTerminal(w) { // colors only where they are seen, not in a file or a pipe
+			encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)

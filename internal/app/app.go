@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/analyzerd/analyzerd/internal/natsembed"
 	"github.com/analyzerd/analyzerd/internal/publish"
 	"github.com/analyzerd/analyzerd/internal/streams"
+	"github.com/analyzerd/analyzerd/internal/tracing"
 )
 
 // Info tells a caller (a test, the demo) where a started daemon can be reached.
@@ -43,15 +43,21 @@ type Options struct {
 	Logger *zap.Logger
 	// Registry receives every metric of the daemon; a fresh one when nil.
 	Registry *prometheus.Registry
-	// TracerProvider records the evaluations' spans; one that samples everything and
-	// exports nothing when nil (so verdicts still carry trace ids).
+	// TracerProvider records the evaluations' spans. When nil, the daemon builds one from
+	// cfg.Tracing and the OTEL_* variables (see internal/tracing): it exports with OTLP when
+	// an endpoint is set, and otherwise only gives verdicts their trace ids.
 	TracerProvider trace.TracerProvider
+	// Version is the daemon's version, the service.version of exported spans.
+	Version string
 	// OnReady is called once the daemon consumes events and serves HTTP.
 	OnReady func(Info)
 	// Now is the clock of the scheduler (time.Now when nil).
 	Now func() time.Time
 	// Resolution is how often the scheduler looks for due evaluations (1s when zero).
 	Resolution time.Duration
+	// LookupEnv reads the environment variables that may hold secrets (config.EnvNATSPassword
+	// and the others); the process's environment when nil.
+	LookupEnv config.Env
 }
 
 // Run runs the daemon until ctx is cancelled, then stops it gracefully: it stops consuming,
@@ -73,10 +79,38 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return fmt.Errorf("register process collector: %w", err)
 	}
 	tp := opts.TracerProvider
+	stopTracing := func(context.Context) {}
 	if tp == nil {
-		sdk := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-		defer func() { _ = sdk.Shutdown(context.Background()) }()
+		sdk, export, err := tracing.New(ctx, tracing.Options{
+			Endpoint: cfg.Tracing.Endpoint, Protocol: cfg.Tracing.Protocol,
+			SampleRatio: cfg.Tracing.SampleRatio, ServiceVersion: opts.Version,
+		})
+		if err != nil {
+			return err
+		}
+		var once sync.Once
+		stopTracing = func(sctx context.Context) {
+			once.Do(func() {
+				if err := sdk.Shutdown(sctx); err != nil {
+					log.Warn("spans left unexported at shutdown", zap.Error(err))
+				}
+			})
+		}
+		// On the way out of a failed start; a graceful stop exports them earlier, after the
+		// last verdicts.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout/2)
+			defer cancel()
+			stopTracing(sctx)
+		}()
 		tp = sdk
+		if export.Enabled {
+			// Never the headers: they may hold credentials.
+			log.Info("exporting spans", zap.String("protocol", export.Protocol), zap.String("endpoint", export.Endpoint),
+				zap.Float64("sampleRatio", cfg.Tracing.SampleRatio))
+		} else {
+			log.Info("not exporting spans: no tracing.endpoint nor OTEL_EXPORTER_OTLP_ENDPOINT")
+		}
 	}
 
 	templates := make(map[string]*compare.Template, len(cfg.Templates))
@@ -93,18 +127,25 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		BearerTokenFile:       cfg.Prometheus.BearerTokenFile,
 		BasicAuthUsername:     cfg.Prometheus.BasicAuth.Username,
 		BasicAuthPasswordFile: cfg.Prometheus.BasicAuth.PasswordFile,
+		BearerToken:           opts.LookupEnv.Value(config.EnvPrometheusBearerToken),
+		BasicAuthPassword:     opts.LookupEnv.Value(config.EnvPrometheusPassword),
 		TLS: compare.TLSOptions{
 			CAFile: cfg.Prometheus.TLS.CAFile, CertFile: cfg.Prometheus.TLS.CertFile, KeyFile: cfg.Prometheus.TLS.KeyFile,
 			ServerName: cfg.Prometheus.TLS.ServerName, InsecureSkipVerify: cfg.Prometheus.TLS.InsecureSkipVerify,
 		},
-		Concurrency: cfg.Prometheus.Concurrency,
-		Registerer:  reg,
+		Concurrency:    cfg.Prometheus.Concurrency,
+		Registerer:     reg,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return err
 	}
 
-	nc, info, shutdownNATS, err := connect(cfg, log)
+	// connCtx ends when nats.go closes the connection for good (the server refused the
+	// credentials twice): retrying then stops, and the daemon fails, saying why.
+	connCtx, connClosed := context.WithCancelCause(ctx)
+	defer connClosed(nil)
+	nc, info, shutdownNATS, err := connect(cfg, opts.LookupEnv, log, connClosed)
 	if err != nil {
 		return err
 	}
@@ -118,12 +159,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		Prefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
 		MaxAge: cfg.NATS.StreamMaxAge, VerdictsMaxAge: cfg.NATS.StreamMaxAge,
 	}
-	if err := retry(ctx, log, "create streams", func() error { return streams.Ensure(ctx, js, streamOpts) }); err != nil {
+	if err := retry(connCtx, log, "create streams", func() error { return streams.Ensure(connCtx, js, streamOpts) }); err != nil {
 		return err
 	}
 
 	publisher := publish.New(js, publish.Options{
 		Prefix: cfg.NATS.SubjectPrefix, Source: "analyzerd", Logger: log.Named("publish"), Registerer: reg,
+		TracerProvider: tp,
 	})
 	an, err := analyzer.New(analyzer.Options{
 		Templates:    templates,
@@ -140,7 +182,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return err
 	}
 	var consumer *ingest.Consumer
-	if err := retry(ctx, log, "create consumer", func() error {
+	if err := retry(connCtx, log, "create consumer", func() error {
 		var err error
 		consumer, err = ingest.New(js, an, ingest.Options{
 			Prefix:        cfg.NATS.SubjectPrefix,
@@ -172,12 +214,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 				}
 				return nil
 			}},
+			{Name: "streams", Check: func(ctx context.Context) error { return streams.Check(ctx, js) }},
 			{Name: "prometheus", Check: source.Ping},
 		},
 	})
 
 	// The group: everything runs until ctx is done or one part fails; then all stop.
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(connCtx)
 	defer cancel()
 	g := group{cancel: cancel}
 	g.spawn("analyzer", func() error { return an.Run(runCtx) })
@@ -190,6 +233,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		opts.OnReady(info)
 	}
 	runErr := g.wait()
+	if cause := context.Cause(connCtx); errors.Is(cause, errNATSClosed) {
+		runErr = errors.Join(cause, runErr)
+	}
 
 	// The analyzer has drained its evaluations into the publisher; publish what is left.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), cfg.ShutdownTimeout/2)
@@ -197,21 +243,53 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 	if err := publisher.Flush(flushCtx); err != nil {
 		log.Error("verdicts left unpublished at shutdown", zap.Error(err))
 	}
+	// Every span has ended: export what is left, within what remains of the same bound.
+	stopTracing(flushCtx)
 	log.Info("analyzerd stopped")
 	return runErr
 }
 
 // connect connects to the configured NATS server, or starts the embedded one. The returned
 // function closes the connection and stops the embedded server.
-func connect(cfg config.Config, log *zap.Logger) (*nats.Conn, Info, func(), error) {
+//
+// An external server gets the credentials and TLS of cfg, with secrets from files or env.
+// closed is called with the reason when nats.go closes the connection for good.
+func connect(cfg config.Config, env config.Env, log *zap.Logger, closed func(error)) (*nats.Conn, Info, func(), error) {
+	var security []nats.Option
+	method := "no credentials"
+	if cfg.NATS.URL != "" {
+		var err error
+		if security, method, err = natsSecurity(cfg.NATS, env); err != nil {
+			return nil, Info{}, nil, err
+		}
+	}
+	// Failed connection attempts are logged when their error changes, not at each attempt.
+	var mu sync.Mutex
+	lastAttempt := ""
+	attempt := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != lastAttempt && msg != "" {
+			log.Warn("nats connection attempt failed; retrying", zap.Error(err))
+		}
+		lastAttempt = msg
+	}
 	common := []nats.Option{
 		nats.Name("analyzerd"),
+		nats.ConnectHandler(func(*nats.Conn) { attempt(nil) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { attempt(err) }),
+		nats.ClosedHandler(func(c *nats.Conn) { closed(closedError(c, method)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed the connection ourselves
 				log.Warn("nats disconnected", zap.Error(err))
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
+			attempt(nil)
 			log.Info("nats reconnected", zap.String("server", c.ConnectedUrlRedacted()))
 		}),
 	}
@@ -230,7 +308,7 @@ func connect(cfg config.Config, log *zap.Logger) (*nats.Conn, Info, func(), erro
 		}
 		return nc, Info{NATSURL: ns.ClientURL()}, func() { drain(nc, log); stop() }, nil
 	}
-	nc, err := nats.Connect(cfg.NATS.URL, append(common,
+	nc, err := nats.Connect(cfg.NATS.URL, append(append(common, security...),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.NATS.ReconnectWait),
 		nats.RetryOnFailedConnect(true),
@@ -262,6 +340,9 @@ func retry(ctx context.Context, log *zap.Logger, what string, op func() error) e
 		return err
 	}, b)
 	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx) // why ctx ended: a cancelled daemon, a connection closed for good
+		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil

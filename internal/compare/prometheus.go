@@ -22,6 +22,11 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
@@ -36,10 +41,17 @@ type PrometheusOptions struct {
 	// BasicAuthUsername and BasicAuthPasswordFile configure HTTP basic auth.
 	BasicAuthUsername     string
 	BasicAuthPasswordFile string
-	TLS                   TLSOptions
+	// BearerToken and BasicAuthPassword are secrets given as such (from the environment),
+	// for when there is no file; a file wins.
+	BearerToken       string
+	BasicAuthPassword string
+	TLS               TLSOptions
 	// Concurrency bounds the queries of one batch that run at once.
 	Concurrency int
 	Registerer  prometheus.Registerer
+	// TracerProvider makes a span of every query, a child of the evaluation's span in the
+	// query's context; nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // TLSOptions configure TLS to the metrics source.
@@ -61,6 +73,8 @@ type Prometheus struct {
 	duration    *prometheus.HistogramVec
 	errors      *prometheus.CounterVec
 	lastOK      atomic.Int64 // unix nanoseconds of the last successful query
+	tracer      trace.Tracer
+	host        string
 }
 
 // NewPrometheus builds the source. It does not contact Prometheus.
@@ -92,16 +106,22 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 	}
 	var rt http.RoundTripper = transport
 	var auth *authRoundTripper
-	if opts.BearerTokenFile != "" || opts.BasicAuthUsername != "" {
-		auth = &authRoundTripper{next: transport, tokenFile: opts.BearerTokenFile,
-			username: opts.BasicAuthUsername, passwordFile: opts.BasicAuthPasswordFile}
+	if opts.BearerTokenFile != "" || opts.BearerToken != "" || opts.BasicAuthUsername != "" {
+		auth = &authRoundTripper{next: transport, tokenFile: opts.BearerTokenFile, token: opts.BearerToken,
+			username: opts.BasicAuthUsername, passwordFile: opts.BasicAuthPasswordFile, password: opts.BasicAuthPassword}
 		rt = auth
 	}
 	client, err := api.NewClient(api.Config{Address: opts.URL, RoundTripper: rt})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	p := &Prometheus{
+		tracer:      tp.Tracer("github.com/analyzerd/analyzerd/internal/compare"),
+		host:        u.Hostname(),
 		api:         v1.NewAPI(client),
 		auth:        auth,
 		timeout:     opts.Timeout,
@@ -157,8 +177,10 @@ func (o TLSOptions) config() (*tls.Config, error) {
 type authRoundTripper struct {
 	next         http.RoundTripper
 	tokenFile    string
+	token        string // when there is no tokenFile
 	username     string
 	passwordFile string
+	password     string // when there is no passwordFile
 
 	mu     sync.Mutex
 	recent []string
@@ -221,16 +243,20 @@ func (e *redactedError) Unwrap() []error { return e.kinds }
 
 func (a *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
+	token := a.token
 	if a.tokenFile != "" {
-		token, err := readSecret(a.tokenFile)
+		t, err := readSecret(a.tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("%w: bearer token file: %w", ErrUnavailable, err)
 		}
+		token = t
+	}
+	if token != "" {
 		a.remember(token)
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if a.username != "" {
-		password := ""
+		password := a.password
 		if a.passwordFile != "" {
 			p, err := readSecret(a.passwordFile)
 			if err != nil {
@@ -275,7 +301,28 @@ func (p *Prometheus) Query(ctx context.Context, reqs []Request) []Response {
 	return out
 }
 
+// query runs one instant query, in a span of its own: the rendered PromQL (which holds
+// template text and escaped event values, never a credential), the evaluation time, the
+// number of series or the (redacted) error. The span's duration is the query's.
 func (p *Prometheus) query(ctx context.Context, r Request) Response {
+	ctx, span := p.tracer.Start(ctx, "query", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		semconv.DBSystemNameKey.String("prometheus"),
+		semconv.DBQueryTextKey.String(r.Expr),
+		semconv.ServerAddressKey.String(p.host),
+		attribute.String("analyzerd.query.time", r.Time.UTC().Format(time.RFC3339Nano)),
+	))
+	defer span.End()
+	resp, reason := p.run(ctx, r)
+	if resp.Err != nil {
+		span.SetStatus(codes.Error, resp.Err.Error())
+		span.SetAttributes(attribute.String("error.type", reason))
+		return resp
+	}
+	span.SetAttributes(semconv.DBResponseReturnedRowsKey.Int(len(resp.Series)))
+	return resp
+}
+
+func (p *Prometheus) run(ctx context.Context, r Request) (Response, string) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	start := time.Now()
@@ -285,17 +332,17 @@ func (p *Prometheus) query(ctx context.Context, r Request) Response {
 		p.errors.WithLabelValues(reason).Inc()
 		p.duration.WithLabelValues("error").Observe(time.Since(start).Seconds())
 		// A server may echo the credentials it rejects; they must not reach a reading,
-		// a verdict or a log.
-		return Response{Err: p.auth.redact(err)}
+		// a verdict, a span or a log.
+		return Response{Err: p.auth.redact(err)}, reason
 	}
 	p.duration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 	p.lastOK.Store(time.Now().UnixNano())
 	series, err := toSeries(val)
 	if err != nil {
 		p.errors.WithLabelValues("bad_result").Inc()
-		return Response{Err: err}
+		return Response{Err: err}, "bad_result"
 	}
-	return Response{Series: series}
+	return Response{Series: series}, ""
 }
 
 // pingFresh is how recent a successful query must be for Ping not to ask again.
@@ -307,7 +354,8 @@ func (p *Prometheus) Ping(ctx context.Context) error {
 	if time.Since(time.Unix(0, p.lastOK.Load())) < pingFresh {
 		return nil
 	}
-	return p.query(ctx, Request{Expr: "vector(1)", Time: time.Now()}).Err
+	resp, _ := p.run(ctx, Request{Expr: "vector(1)", Time: time.Now()})
+	return resp.Err
 }
 
 // classify wraps a client error in the matching sentinel and names a bounded reason.

@@ -28,6 +28,7 @@ type Config struct {
 	HTTP       HTTP       `yaml:"http"`
 	Ingest     Ingest     `yaml:"ingest"`
 	Log        Log        `yaml:"log"`
+	Tracing    Tracing    `yaml:"tracing"`
 	// ShutdownTimeout bounds a graceful stop: finishing evaluations in flight and flushing
 	// verdicts not yet published.
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
@@ -48,6 +49,33 @@ type NATS struct {
 	StreamMaxAge time.Duration `yaml:"streamMaxAge"`
 	// ReconnectWait is the pause between reconnection attempts to an external server.
 	ReconnectWait time.Duration `yaml:"reconnectWait"`
+	// Auth and TLS apply to an external server only: the embedded one has neither.
+	Auth NATSAuth `yaml:"auth"`
+	TLS  NATSTLS  `yaml:"tls"`
+}
+
+// NATSAuth authenticates analyzerd to an external server, by one method at most. Secrets
+// come only from files or the environment, never from this file.
+type NATSAuth struct {
+	// User goes with a password from PasswordFile or ANALYZERD_NATS_PASSWORD.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"passwordFile"`
+	// TokenFile holds a token; or ANALYZERD_NATS_TOKEN.
+	TokenFile string `yaml:"tokenFile"`
+	// NKeySeedFile holds a user NKey seed.
+	NKeySeedFile string `yaml:"nkeySeedFile"`
+	// CredentialsFile is a .creds file: a user JWT and its NKey seed.
+	CredentialsFile string `yaml:"credentialsFile"`
+}
+
+// NATSTLS secures the connection to an external server.
+type NATSTLS struct {
+	CAFile string `yaml:"caFile"`
+	// CertFile and KeyFile are a client certificate and its key, for servers that verify
+	// clients.
+	CertFile   string `yaml:"certFile"`
+	KeyFile    string `yaml:"keyFile"`
+	ServerName string `yaml:"serverName"`
 }
 
 // Embedded configures the embedded NATS server.
@@ -61,14 +89,16 @@ type Embedded struct {
 type Prometheus struct {
 	URL     string        `yaml:"url"`
 	Timeout time.Duration `yaml:"timeout"`
-	// BearerTokenFile holds a bearer token; the file is read at each request.
+	// BearerTokenFile holds a bearer token; the file is read at each request. Or
+	// ANALYZERD_PROMETHEUS_BEARER_TOKEN.
 	BearerTokenFile string    `yaml:"bearerTokenFile"`
 	BasicAuth       BasicAuth `yaml:"basicAuth"`
 	TLS             TLS       `yaml:"tls"`
 	Concurrency     int       `yaml:"concurrency"`
 }
 
-// BasicAuth configures HTTP basic auth; the password only ever comes from a file.
+// BasicAuth configures HTTP basic auth; the password only ever comes from a file or from
+// ANALYZERD_PROMETHEUS_PASSWORD.
 type BasicAuth struct {
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"passwordFile"`
@@ -102,10 +132,47 @@ type Ingest struct {
 	MaxClockSkew time.Duration `yaml:"maxClockSkew"`
 }
 
+// Tracing configures the export of the evaluations' spans with OTLP. Headers (which may
+// hold credentials) come only from OTEL_EXPORTER_OTLP_HEADERS or
+// OTEL_EXPORTER_OTLP_TRACES_HEADERS, never from this file.
+type Tracing struct {
+	// Endpoint is the OTLP receiver's URL: http:// for plaintext, https:// for TLS. Empty:
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, and no export
+	// when neither is set.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is grpc or http/protobuf. Empty: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
+	// OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
+	Protocol string `yaml:"protocol"`
+	// SampleRatio is the share of evaluations whose spans are exported, in [0, 1].
+	SampleRatio float64 `yaml:"sampleRatio"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+}
+
+// The environment variables that may hold a secret instead of a file.
+const (
+	EnvNATSPassword          = "ANALYZERD_NATS_PASSWORD"
+	EnvNATSToken             = "ANALYZERD_NATS_TOKEN"
+	EnvPrometheusBearerToken = "ANALYZERD_PROMETHEUS_BEARER_TOKEN"
+	EnvPrometheusPassword    = "ANALYZERD_PROMETHEUS_PASSWORD"
+)
+
+// Env looks an environment variable up as os.LookupEnv does, which a nil Env stands for.
+// Tests pass their own rather than change the process's environment.
+type Env func(key string) (string, bool)
+
+// Value returns the variable's value trimmed of surrounding white space, as a secret read
+// from a file is; "" when it is not set. A variable set to "" counts as not set.
+func (e Env) Value(key string) string {
+	if e == nil {
+		e = os.LookupEnv
+	}
+	v, _ := e(key)
+	return strings.TrimSpace(v)
 }
 
 // The defaults, in one place.
@@ -132,6 +199,7 @@ func Default() Config {
 		HTTP:            HTTP{Addr: DefaultHTTPAddr},
 		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 30 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
+		Tracing:         Tracing{SampleRatio: 1},
 		ShutdownTimeout: 15 * time.Second,
 	}
 }
@@ -332,10 +400,29 @@ func unknownKey(data []byte, line int, key string) error {
 			if path == "" {
 				return fmt.Errorf("line %d: unknown key %q at the top level", line, key)
 			}
-			return fmt.Errorf("line %d: unknown key %q in %s", line, key, path)
+			return fmt.Errorf("line %d: unknown key %q in %s%s", line, key, path, secretHint(path+"."+key))
 		}
 	}
 	return fmt.Errorf("line %d: unknown key %q", line, key)
+}
+
+// secretKeys are the keys one might expect for secrets given in clear, with where such a
+// secret goes instead.
+var secretKeys = map[string]string{
+	"nats.auth.password":            "nats.auth.passwordFile or the environment variable " + EnvNATSPassword,
+	"nats.auth.token":               "nats.auth.tokenFile or the environment variable " + EnvNATSToken,
+	"nats.auth.nkeySeed":            "nats.auth.nkeySeedFile",
+	"nats.auth.credentials":         "nats.auth.credentialsFile",
+	"prometheus.bearerToken":        "prometheus.bearerTokenFile or the environment variable " + EnvPrometheusBearerToken,
+	"prometheus.basicAuth.password": "prometheus.basicAuth.passwordFile or the environment variable " + EnvPrometheusPassword,
+}
+
+// secretHint says where the secret goes when path is a key for a secret in clear.
+func secretHint(path string) string {
+	if instead, ok := secretKeys[path]; ok {
+		return "; secrets are never written in the configuration: use " + instead
+	}
+	return ""
 }
 
 // keyPath finds the mapping that holds key at line under n, and returns its path.
@@ -390,8 +477,13 @@ func nameOf(n *yaml.Node) string {
 
 var subjectToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+
 // Validate reports every problem, each naming its field; nil when the configuration is good.
-func (c Config) Validate() error {
+// It reads the process's environment for the secrets that may come from it (ValidateEnv).
+func (c Config) Validate() error { return c.ValidateEnv(nil) }
+
+// ValidateEnv is Validate with the environment looked up in env (nil: the process's).
+func (c Config) ValidateEnv(env Env) error {
 	var errs []error
 	add := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
@@ -432,6 +524,7 @@ func (c Config) Validate() error {
 	if c.NATS.ReconnectWait <= 0 {
 		add("nats.reconnectWait", "must be positive, got %s", c.NATS.ReconnectWait)
 	}
+	c.NATS.validateSecurity(env, add)
 
 	if u, err := url.Parse(c.Prometheus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("prometheus.url", "%q is not an http(s) URL", redact(c.Prometheus.URL))
@@ -453,6 +546,19 @@ func (c Config) Validate() error {
 	if (c.Prometheus.TLS.CertFile == "") != (c.Prometheus.TLS.KeyFile == "") {
 		add("prometheus.tls.certFile", "certFile and keyFile go together")
 	}
+	bearerEnv, passwordEnv := env.Value(EnvPrometheusBearerToken) != "", env.Value(EnvPrometheusPassword) != ""
+	if bearerEnv && c.Prometheus.BearerTokenFile != "" {
+		add("prometheus.bearerTokenFile", "cannot be used together with %s: give the token one way", EnvPrometheusBearerToken)
+	}
+	if bearerEnv && c.Prometheus.BasicAuth.Username != "" {
+		add("prometheus.basicAuth", "cannot be used together with a bearer token (%s)", EnvPrometheusBearerToken)
+	}
+	if passwordEnv && c.Prometheus.BasicAuth.PasswordFile != "" {
+		add("prometheus.basicAuth.passwordFile", "cannot be used together with %s: give the password one way", EnvPrometheusPassword)
+	}
+	if passwordEnv && c.Prometheus.BasicAuth.Username == "" {
+		add("prometheus.basicAuth.username", "is required with %s", EnvPrometheusPassword)
+	}
 	for field, path := range map[string]string{
 		"prometheus.bearerTokenFile":        c.Prometheus.BearerTokenFile,
 		"prometheus.basicAuth.passwordFile": c.Prometheus.BasicAuth.PasswordFile,
@@ -463,7 +569,7 @@ func (c Config) Validate() error {
 		if path == "" {
 			continue
 		}
-		if _, err := os.Stat(path); err != nil {
+		if err := readable(path); err != nil {
 			add(field, "%v", err)
 		}
 	}
@@ -501,6 +607,21 @@ func (c Config) Validate() error {
 	default:
 		add("log.format", "must be json or console, got %q", c.Log.Format)
 	}
+	if c.Tracing.Endpoint != "" {
+		if u, err := url.Parse(c.Tracing.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("tracing.endpoint", "%q is not an http(s) URL such as http://otel-collector:4318", redact(c.Tracing.Endpoint))
+		} else if u.User != nil {
+			add("tracing.endpoint", "credentials in the URL are not allowed; set OTEL_EXPORTER_OTLP_HEADERS")
+		}
+	}
+	switch c.Tracing.Protocol {
+	case "", "grpc", "http/protobuf":
+	default:
+		add("tracing.protocol", "must be grpc or http/protobuf, got %q", c.Tracing.Protocol)
+	}
+	if !(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1) {
+		add("tracing.sampleRatio", "must be within 0..1, got %v", c.Tracing.SampleRatio)
+	}
 	if c.ShutdownTimeout <= 0 {
 		add("shutdownTimeout", "must be positive, got %s", c.ShutdownTimeout)
 	}
@@ -528,6 +649,96 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateSecurity checks nats.auth and nats.tls, with the secrets that may come from env.
+func (n NATS) validateSecurity(env Env, add func(field, format string, args ...any)) {
+	a := n.Auth
+	password, token := env.Value(EnvNATSPassword) != "", env.Value(EnvNATSToken) != ""
+	// The methods given, each named by the first key or variable that selects it.
+	var methods []string
+	switch {
+	case a.User != "":
+		methods = append(methods, "nats.auth.user")
+	case a.PasswordFile != "":
+		methods = append(methods, "nats.auth.passwordFile")
+	case password:
+		methods = append(methods, EnvNATSPassword)
+	}
+	switch {
+	case a.TokenFile != "":
+		methods = append(methods, "nats.auth.tokenFile")
+	case token:
+		methods = append(methods, EnvNATSToken)
+	}
+	if a.NKeySeedFile != "" {
+		methods = append(methods, "nats.auth.nkeySeedFile")
+	}
+	if a.CredentialsFile != "" {
+		methods = append(methods, "nats.auth.credentialsFile")
+	}
+
+	if n.URL == "" && len(methods) > 0 {
+		add("nats.auth", "needs an external server (nats.url): the embedded server has no authentication, got %s",
+			strings.Join(methods, " and "))
+	}
+	if n.URL == "" && n.TLS != (NATSTLS{}) {
+		add("nats.tls", "needs an external server (nats.url): the embedded server has no TLS")
+	}
+	if len(methods) > 1 {
+		add("nats.auth", "at most one authentication method, got %s", strings.Join(methods, " and "))
+	}
+	switch {
+	case a.User != "" && a.PasswordFile == "" && !password:
+		add("nats.auth.user", "needs a password: nats.auth.passwordFile or %s", EnvNATSPassword)
+	case a.User == "" && a.PasswordFile != "":
+		add("nats.auth.user", "is required with nats.auth.passwordFile")
+	case a.User == "" && password:
+		add("nats.auth.user", "is required with %s", EnvNATSPassword)
+	}
+	if a.PasswordFile != "" && password {
+		add("nats.auth.passwordFile", "cannot be used together with %s: give the password one way", EnvNATSPassword)
+	}
+	if a.TokenFile != "" && token {
+		add("nats.auth.tokenFile", "cannot be used together with %s: give the token one way", EnvNATSToken)
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		add("nats.tls.certFile", "certFile and keyFile go together")
+	}
+	for _, f := range []struct{ field, path string }{
+		{"nats.auth.passwordFile", a.PasswordFile},
+		{"nats.auth.tokenFile", a.TokenFile},
+		{"nats.auth.nkeySeedFile", a.NKeySeedFile},
+		{"nats.auth.credentialsFile", a.CredentialsFile},
+		{"nats.tls.caFile", n.TLS.CAFile},
+		{"nats.tls.certFile", n.TLS.CertFile},
+		{"nats.tls.keyFile", n.TLS.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := readable(f.path); err != nil {
+			add(f.field, "%v", err)
+		}
+	}
+}
+
+// readable reports why the file at path cannot be read, without reading it: the error names
+// the path, never what the file holds.
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if info.IsDir() {
+		return fmt.Errorf("%s is a directory, not a file", path)
+	}
+	return nil
 }
 
 // Template returns the named template.

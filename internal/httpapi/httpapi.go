@@ -1,5 +1,7 @@
-// Package httpapi serves analyzerd's HTTP endpoints: /metrics, /healthz, /readyz, and the
-// read API for pull-based controllers, GET /v1/rollouts and GET /v1/rollouts/{namespace}/{name}.
+// Package httpapi serves analyzerd's HTTP endpoints: /metrics, /healthz, /readyz, the read
+// API for pull-based controllers, GET /v1/rollouts and GET /v1/rollouts/{namespace}/{name}
+// (an Argo Rollouts web metric reads the latter), and Flagger's webhooks,
+// POST /v1/flagger/gate and POST /v1/flagger/rollback.
 package httpapi
 
 import (
@@ -9,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +75,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/rollouts", s.list)
 	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}", s.get)
+	mux.HandleFunc("POST /v1/flagger/gate", s.flaggerGate)
+	mux.HandleFunc("POST /v1/flagger/rollback", s.flaggerRollback)
 	return mux
 }
 
@@ -111,20 +116,31 @@ func (s *Server) internalError(w http.ResponseWriter, err error) {
 	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "cannot encode the verdict"})
 }
 
+// readyz runs every readiness check at once, each for at most 2 s, and answers 200 when all
+// pass, else 503. The body names each condition, "ok" or what is wrong with it:
+// {"status": "not ready", "checks": {"nats": "ok", "prometheus": "..."}, "problems": {"prometheus": "..."}}.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	problems := map[string]string{}
-	for _, c := range s.opts.Ready {
-		if err := c.Check(ctx); err != nil {
-			problems[c.Name] = err.Error()
+	errs := make([]error, len(s.opts.Ready))
+	var wg sync.WaitGroup
+	for i, c := range s.opts.Ready {
+		wg.Go(func() { errs[i] = c.Check(ctx) })
+	}
+	wg.Wait()
+	checks, problems := map[string]string{}, map[string]string{}
+	for i, c := range s.opts.Ready {
+		checks[c.Name] = "ok"
+		if errs[i] != nil {
+			checks[c.Name] = errs[i].Error()
+			problems[c.Name] = errs[i].Error()
 		}
 	}
 	if len(problems) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "checks": checks, "problems": problems})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": checks})
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {

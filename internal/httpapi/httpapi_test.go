@@ -86,15 +86,19 @@ func TestHealthAndReadiness(t *testing.T) {
 		{Name: "nats", Check: func(context.Context) error { return state["nats"] }},
 		{Name: "prometheus", Check: func(context.Context) error { return state["prometheus"] }},
 	}})
-	code, _ := get(t, s.Handler(), "/healthz")
+	code, body := get(t, s.Handler(), "/healthz")
 	require.Equal(t, http.StatusOK, code)
-	code, _ = get(t, s.Handler(), "/readyz")
+	require.JSONEq(t, `{"status":"ok"}`, body)
+	code, body = get(t, s.Handler(), "/readyz")
 	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"status":"ready","checks":{"nats":"ok","prometheus":"ok"}}`, body, "every condition is named")
 
 	state["nats"] = broken
-	code, body := get(t, s.Handler(), "/readyz")
+	code, body = get(t, s.Handler(), "/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code)
-	require.JSONEq(t, `{"status":"not ready","problems":{"nats":"connection is RECONNECTING"}}`, body)
+	require.JSONEq(t, `{"status":"not ready",
+		"checks":{"nats":"connection is RECONNECTING","prometheus":"ok"},
+		"problems":{"nats":"connection is RECONNECTING"}}`, body)
 	code, _ = get(t, s.Handler(), "/healthz")
 	require.Equal(t, http.StatusOK, code, "alive even when not ready")
 }
@@ -129,4 +133,23 @@ func TestServeStopsWhenTheContextEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after its context ended")
 	}
+}
+
+// TestReadinessChecksRunAtOnce: one slow condition does not hold the others up; here the first
+// check can only pass when the second runs while it waits.
+func TestReadinessChecksRunAtOnce(t *testing.T) {
+	second := make(chan struct{})
+	s := New(Options{Verdicts: verdicts{}, Gatherer: prometheus.NewRegistry(), Ready: []Check{
+		{Name: "first", Check: func(ctx context.Context) error {
+			select {
+			case <-second:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}},
+		{Name: "second", Check: func(context.Context) error { close(second); return nil }},
+	}})
+	code, body := get(t, s.Handler(), "/readyz")
+	require.Equal(t, http.StatusOK, code, body)
 }

@@ -39,6 +39,7 @@ const (
 	DefaultMaxRetryDelay = time.Minute
 	DefaultStopGrace     = 10 * time.Second
 	DefaultMaxClockSkew  = 30 * time.Second
+	DefaultLagInterval   = 5 * time.Second
 )
 
 const (
@@ -95,6 +96,8 @@ type Options struct {
 	// MaxClockSkew is how far an event's time may lie from the time the stream stored it;
 	// beyond that the stream's time is used instead (see ClampTime).
 	MaxClockSkew time.Duration
+	// LagInterval is how often Run reads the durable consumer's backlog into the lag gauges.
+	LagInterval time.Duration
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
 	// Registerer receives the consumer's metrics; nil registers them nowhere.
@@ -127,6 +130,9 @@ func (o Options) WithDefaults() Options {
 	if o.StopGrace == 0 {
 		o.StopGrace = DefaultStopGrace
 	}
+	if o.LagInterval == 0 {
+		o.LagInterval = DefaultLagInterval
+	}
 	if o.MaxClockSkew == 0 {
 		o.MaxClockSkew = DefaultMaxClockSkew
 	}
@@ -158,6 +164,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxRetryDelay < o.RetryDelay {
 		return fmt.Errorf("maxRetryDelay: must be at least retryDelay (%s), got %s", o.RetryDelay, o.MaxRetryDelay)
+	}
+	if o.LagInterval <= 0 {
+		return fmt.Errorf("lagInterval: must be positive, got %s", o.LagInterval)
 	}
 	if o.StopGrace <= 0 {
 		return fmt.Errorf("stopGrace: must be positive, got %s", o.StopGrace)
@@ -226,6 +235,10 @@ func New(js jetstream.JetStream, h Handler, opts Options) (*Consumer, error) {
 // must not be called concurrently.
 func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Info("consuming events", zap.String("stream", streams.EventsStream))
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); c.watchLag(lagCtx) }()
+	defer func() { stopLag(); <-lagDone }()
 	var lastErr string
 	pause := time.NewTimer(0)
 	defer pause.Stop()
@@ -492,6 +505,8 @@ func oneLine(s string, max int) string {
 type metrics struct {
 	receivedTotal    *prometheus.CounterVec
 	deadLettersTotal *prometheus.CounterVec
+	pending          prometheus.Gauge
+	ackPending       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -510,6 +525,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.deadLettersTotal, err = telemetry.Register(reg, m.deadLettersTotal); err != nil {
+		return nil, err
+	}
+	if m.pending, err = telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "analyzerd_consumer_pending_events",
+		Help: "Events in the stream not yet delivered to the durable consumer (its NumPending), read every ingest lag interval.",
+	})); err != nil {
+		return nil, err
+	}
+	if m.ackPending, err = telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "analyzerd_consumer_ack_pending_events",
+		Help: "Events delivered to the durable consumer and not yet acknowledged (its NumAckPending), read every ingest lag interval.",
+	})); err != nil {
 		return nil, err
 	}
 	for _, t := range []string{string(rollout.EventStarted), string(rollout.EventStep), string(rollout.EventCompleted), string(rollout.EventAborted), typeUnknown} {
@@ -531,3 +558,34 @@ func (m *metrics) received(typ, outcome string) {
 }
 
 func (m *metrics) deadLetter(reason string) { m.deadLettersTotal.WithLabelValues(reason).Inc() }
+
+// watchLag reads the durable consumer's backlog into the lag gauges at once and then every
+// LagInterval until ctx is done. A failed read keeps the last values and is logged when the
+// error changes.
+func (c *Consumer) watchLag(ctx context.Context) {
+	ticker := time.NewTicker(c.opts.LagInterval)
+	defer ticker.Stop()
+	var lastErr string
+	for {
+		rctx, cancel := context.WithTimeout(ctx, max(c.opts.LagInterval, time.Second))
+		info, err := c.cons.Info(rctx)
+		cancel()
+		switch {
+		case err == nil:
+			c.metrics.pending.Set(float64(info.NumPending))
+			c.metrics.ackPending.Set(float64(info.NumAckPending))
+			if lastErr != "" {
+				c.log.Info("reading the consumer's backlog again")
+				lastErr = ""
+			}
+		case ctx.Err() == nil && err.Error() != lastErr:
+			lastErr = err.Error()
+			c.log.Warn("reading the consumer's backlog failed; the lag gauges keep their last values", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}

@@ -176,7 +176,10 @@ func TestConsumeInOrder(t *testing.T) {
 	for _, f := range families {
 		series[f.GetName()] = len(f.GetMetric())
 	}
-	require.Equal(t, map[string]int{"analyzerd_events_received_total": 15, "analyzerd_dead_letters_total": 7}, series,
+	require.Equal(t, map[string]int{
+		"analyzerd_events_received_total": 15, "analyzerd_dead_letters_total": 7,
+		"analyzerd_consumer_pending_events": 1, "analyzerd_consumer_ack_pending_events": 1,
+	}, series,
 		"every bounded label combination is exported from the start")
 
 	// Everything was acknowledged.

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
 // Limits of the event fields Decode accepts (CONTRACT.md section 3).
@@ -174,8 +175,11 @@ func Decode(data []byte, header nats.Header, storedAt time.Time, maxBytes int) (
 		return rollout.Event{}, err
 	}
 
-	ev.TraceParent = header.Get("traceparent")
-	ev.TraceState = header.Get("tracestate")
+	// A TextMapCarrier finds the W3C keys whether the producer wrote them in lower case (as
+	// the contract says) or canonicalised them, as Go's HTTP helpers do.
+	carrier := telemetry.HeaderCarrier(header)
+	ev.TraceParent = carrier.Get("traceparent")
+	ev.TraceState = carrier.Get("tracestate")
 	return ev, nil
 }
 

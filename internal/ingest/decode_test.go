@@ -280,13 +280,15 @@ func TestDecodeAccepts(t *testing.T) {
 			ev: startedEvent().del("time").del("datacontenttype").del("data.args").del("data.canary").
 				del("data.stable").del("data.step").del("data.weight").set("data.stableRevision", nil),
 			header: nats.Header{
-				// Trace headers are case-sensitive: only the lower-case ones count.
+				// nats.Header is case-sensitive; the carrier also finds the canonical
+				// spelling Go's HTTP-style helpers write.
 				"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 			},
 			want: rollout.Event{
 				ID: "ev-1", Source: "argo-rollouts/prod", Type: rollout.EventStarted, Time: storedAt,
 				Rollout: rollout.Ref{Namespace: "prod", Name: "checkout"}, Revision: "v2.3.0",
-				Analysis: "http-golden-signals",
+				Analysis:    "http-golden-signals",
+				TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 			},
 		},
 		{

@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"crypto/tls"
 	"testing"
 	"time"
 
@@ -23,6 +24,29 @@ func WithPort(port int) Option { return func(o *server.Options) { o.Port = port 
 // WithStoreDir keeps JetStream's data in dir instead of a fresh temporary directory.
 func WithStoreDir(dir string) Option { return func(o *server.Options) { o.StoreDir = dir } }
 
+// WithUser requires clients to authenticate as user with password.
+func WithUser(user, password string) Option {
+	return func(o *server.Options) { o.Username, o.Password = user, password }
+}
+
+// WithToken requires clients to present token.
+func WithToken(token string) Option { return func(o *server.Options) { o.Authorization = token } }
+
+// WithNKeyUser requires clients to prove they hold the seed of the user NKey publicKey.
+func WithNKeyUser(publicKey string) Option {
+	return func(o *server.Options) { o.Nkeys = append(o.Nkeys, &server.NkeyUser{Nkey: publicKey}) }
+}
+
+// WithTLS requires TLS with c, which holds the server's certificate; with c.ClientAuth set
+// to tls.RequireAndVerifyClientCert, clients need a certificate signed by c.ClientCAs.
+// In-process connections (Connect) are not asked for TLS.
+func WithTLS(c *tls.Config) Option {
+	return func(o *server.Options) {
+		o.TLS, o.TLSConfig, o.TLSTimeout = true, c, 5
+		o.TLSVerify = c.ClientAuth == tls.RequireAndVerifyClientCert
+	}
+}
+
 // Start starts a server with JetStream on 127.0.0.1 and a random port, ready for
 // connections, and shuts it down when the test ends (Shutdown is idempotent, so a test may
 // stop it earlier).
@@ -40,10 +64,11 @@ func Start(t testing.TB, opts ...Option) *server.Server {
 	return ns
 }
 
-// Connect connects to ns in-process and closes the connection when the test ends.
-func Connect(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
+// Connect connects to ns in-process, with opts (credentials for a server that asks for them),
+// and closes the connection when the test ends.
+func Connect(t testing.TB, ns *server.Server, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(ns)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)

@@ -11,6 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
@@ -50,6 +56,9 @@ type Options struct {
 	// dropped (and counted) to make room, so Enqueue never blocks nor grows memory without end
 	// while NATS is away.
 	MaxPending int
+	// TracerProvider makes a span of each verdict's publication, a child of the evaluation
+	// whose traceparent came with it; nil makes none (the traceparent is passed on as is).
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns o with every zero field set to its default.
@@ -103,6 +112,7 @@ type item struct {
 // rollout.VerdictsSubject(prefix, v.Rollout), retrying each until JetStream stored it.
 type Publisher struct {
 	js      jetstream.JetStream
+	tracer  trace.Tracer
 	opts    Options
 	log     *zap.Logger
 	metrics *metrics
@@ -124,12 +134,17 @@ type Publisher struct {
 // Flush.
 func New(js jetstream.JetStream, opts Options) *Publisher {
 	opts = opts.WithDefaults()
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	p := &Publisher{
-		js:   js,
-		opts: opts,
-		log:  opts.Logger.With(zap.String("component", "publish")),
-		sem:  make(chan struct{}, 1),
-		wake: make(chan struct{}, 1),
+		tracer: tp.Tracer("github.com/analyzerd/analyzerd/internal/publish"),
+		js:     js,
+		opts:   opts,
+		log:    opts.Logger.With(zap.String("component", "publish")),
+		sem:    make(chan struct{}, 1),
+		wake:   make(chan struct{}, 1),
 	}
 	if err := opts.Validate(); err != nil {
 		p.err = fmt.Errorf("publisher options: %w", err)
@@ -284,16 +299,24 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 		p.dropped(it, dropInvalid)
 		return nil
 	}
+	subject := rollout.VerdictsSubject(p.opts.Prefix, v.Rollout)
 	header := nats.Header{}
 	header.Set("Content-Type", ContentType)
 	header.Set(jetstream.MsgIDHeader, MsgID(v))
-	if it.traceParent != "" {
-		header.Set("traceparent", it.traceParent)
-	}
-	if it.traceState != "" {
-		header.Set("tracestate", it.traceState)
-	}
-	subject := rollout.VerdictsSubject(p.opts.Prefix, v.Rollout)
+
+	// The publication is a span of the evaluation's trace; the verdict carries its context.
+	parent := propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": it.traceParent, "tracestate": it.traceState})
+	spanCtx, span := p.tracer.Start(parent, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		semconv.MessagingSystemKey.String("nats"),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingOperationNameKey.String("publish"),
+		semconv.MessagingDestinationNameKey.String(subject),
+		semconv.MessagingMessageIDKey.String(MsgID(v)),
+		attribute.Int64("analyzerd.verdict.sequence", int64(v.Sequence)),
+		attribute.String("analyzerd.verdict", string(v.Verdict)),
+	))
+	defer span.End()
+	propagation.TraceContext{}.Inject(spanCtx, telemetry.HeaderCarrier(header))
 
 	var (
 		attempts int
@@ -333,6 +356,10 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 		backoff.WithMaxInterval(p.opts.RetryMaxInterval),
 		backoff.WithMaxElapsedTime(0)), ctx)
 	err = backoff.RetryNotify(op, b, notify)
+	span.SetAttributes(attribute.Int("analyzerd.publish.attempts", attempts))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
 	switch {
 	case err == nil:
 		if attempts > 1 {

@@ -227,3 +227,15 @@ func subsetMatch(sub, super string) bool {
 	}
 	return len(st) == len(pt)
 }
+
+// Check reports whether analyzerd's three streams exist and answer: nil when they do, else an
+// error naming each one that does not (for /readyz).
+func Check(ctx context.Context, js jetstream.JetStream) error {
+	var errs []error
+	for _, name := range []string{EventsStream, VerdictsStream, DeadLetterStream} {
+		if _, err := js.Stream(ctx, name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
