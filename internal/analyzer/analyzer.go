@@ -7,11 +7,14 @@ package analyzer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -20,6 +23,7 @@ import (
 	"github.com/analyzerd/analyzerd/internal/compare"
 	"github.com/analyzerd/analyzerd/internal/decide"
 	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
 )
 
 // Measurer measures rollouts; *compare.Comparer is the implementation.
@@ -33,14 +37,39 @@ type Sink interface {
 	Enqueue(v rollout.Verdict, traceParent, traceState string)
 }
 
+// Store keeps the analyses; *state.Store is the implementation.
+type Store interface {
+	Get(ctx context.Context, key string) (state.Entry, error)
+	Put(ctx context.Context, key string, r state.Record, revision uint64) (uint64, error)
+	PutEnded(ctx context.Context, r state.Record) error
+	Delete(ctx context.Context, key string, revision uint64) error
+	Live(ctx context.Context) ([]state.Entry, error)
+	Watch(ctx context.Context) (<-chan state.Update, error)
+}
+
+// Published says which verdict of a rollout the verdict stream holds last: its revision and
+// sequence (ok false when there is none). It lets a replica that resumes an analysis publish
+// the stored verdicts that were not published yet, and only those.
+type Published func(ctx context.Context, ref rollout.Ref) (revision string, sequence uint64, ok bool, err error)
+
 // ErrStopped is returned by Handle when the analyzer is not running; the event is retried.
 var ErrStopped = errors.New("analyzer is not running")
 
-// Options configure an Analyzer. Templates, Measurer and Sink are required.
+// Options configure an Analyzer. Templates, Measurer, Sink and Store are required.
 type Options struct {
 	Templates map[string]*compare.Template
 	Measurer  Measurer
 	Sink      Sink
+	Store     Store
+	// Published finds the last published verdict of a rollout; nil republishes every stored
+	// pending verdict on resume (JetStream drops those it holds within its duplicate window).
+	Published Published
+	// ReplicaID names this replica as the owner of the rollouts it evaluates. Two processes
+	// must not share one; the same process restarted should keep it, to resume at once.
+	ReplicaID string
+	// Lease is how long a replica owns a rollout without renewing it: when a replica dies,
+	// its rollouts move to the others within a lease (default 15s).
+	Lease time.Duration
 	// Workers bounds the evaluations that query the metrics source at once (default 16).
 	Workers int
 	// Resolution is how often the loop looks for analyses that are due (default 1s).
@@ -64,6 +93,9 @@ func (o *Options) defaults() {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 10 * time.Second
 	}
+	if o.Lease <= 0 {
+		o.Lease = 15 * time.Second
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -75,7 +107,7 @@ func (o *Options) defaults() {
 	}
 }
 
-// Analyzer owns every live analysis.
+// Analyzer owns the live analyses of this replica.
 type Analyzer struct {
 	opts    Options
 	events  chan eventRequest
@@ -84,10 +116,12 @@ type Analyzer struct {
 	metrics *metrics
 
 	// Owned by the loop.
-	live  map[rollout.Ref]*analysis
-	seen  *recent[struct{}] // ids of applied events
-	ended *recent[ended]    // analyses retired by completion, abortion or a newer revision
-	gen   uint64
+	live map[rollout.Ref]*analysis
+	// others are the live records other replicas own, as last seen: taken over when their
+	// lease expires.
+	others map[rollout.Ref]state.Entry
+	seen   *recent[struct{}] // ids of applied events
+	gen    uint64
 
 	// latest is what the read API serves; written by the loop, read by HTTP handlers.
 	mu     sync.RWMutex
@@ -97,8 +131,11 @@ type Analyzer struct {
 // New builds an Analyzer; Run starts it.
 func New(opts Options) (*Analyzer, error) {
 	opts.defaults()
-	if opts.Measurer == nil || opts.Sink == nil || len(opts.Templates) == 0 {
-		return nil, errors.New("analyzer: Templates, Measurer and Sink are required")
+	if opts.Measurer == nil || opts.Sink == nil || opts.Store == nil || len(opts.Templates) == 0 {
+		return nil, errors.New("analyzer: Templates, Measurer, Sink and Store are required")
+	}
+	if opts.ReplicaID == "" {
+		return nil, errors.New("analyzer: ReplicaID is required")
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -111,22 +148,24 @@ func New(opts Options) (*Analyzer, error) {
 		done:    make(chan struct{}),
 		metrics: m,
 		live:    map[rollout.Ref]*analysis{},
+		others:  map[rollout.Ref]state.Entry{},
 		seen:    newRecent[struct{}](1 << 16),
-		ended:   newRecent[ended](1 << 16),
 		latest:  map[rollout.Ref]rollout.Verdict{},
 	}, nil
 }
 
 type eventRequest struct {
+	ctx   context.Context
 	ev    rollout.Event
 	reply chan error
 }
 
-// Handle applies one event. It returns nil once the event's effect is in the analyzer's
-// state, an error wrapping rollout.ErrInvalid for an event that can never apply, and
-// ErrStopped when the analyzer is stopping (the event is then retried).
+// Handle applies one event. It returns nil once the event's effect is stored, an error
+// wrapping rollout.ErrInvalid for an event that can never apply, ErrStopped when the analyzer
+// is stopping, and another error when the store could not be written (the event is then
+// retried).
 func (a *Analyzer) Handle(ctx context.Context, ev rollout.Event) error {
-	req := eventRequest{ev: ev, reply: make(chan error, 1)}
+	req := eventRequest{ctx: ctx, ev: ev, reply: make(chan error, 1)}
 	select {
 	case a.events <- req:
 	case <-a.done:
@@ -162,13 +201,27 @@ func (a *Analyzer) List() []rollout.Verdict {
 	return out
 }
 
-// Run is the loop. It returns when ctx is done, after the evaluations in flight have
-// finished (within DrainTimeout) and their verdicts were handed to the sink.
+// Run is the loop. It loads the stored analyses (resuming those this replica owns), follows
+// the store's changes, and returns when ctx is done, after the evaluations in flight have
+// finished (within DrainTimeout) and their verdicts were stored and handed to the sink.
 func (a *Analyzer) Run(ctx context.Context) error {
 	defer close(a.done)
-	// Evaluations in flight get their own context so that a stop lets them finish.
+	// Evaluations in flight, and the store writes that follow them, get their own context
+	// so that a stop lets them finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	updates, err := a.opts.Store.Watch(watchCtx)
+	if err == nil {
+		err = a.load(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("analyzer: %w", err)
+	}
 	var workers sync.WaitGroup
 	slots := make(chan struct{}, a.opts.Workers)
 
@@ -178,47 +231,156 @@ func (a *Analyzer) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return a.drain(&workers, cancelWork)
+			return a.drain(workCtx, &workers, cancelWork)
 		case req := <-a.events:
-			err := a.apply(req.ev)
+			err := a.apply(req.ctx, req.ev)
 			req.reply <- err
 			if err == nil {
 				a.dispatch(workCtx, &workers, slots)
 			}
 		case res := <-a.results:
 			<-slots
-			a.complete(res)
+			a.complete(workCtx, res)
+		case u, ok := <-updates:
+			if !ok {
+				updates = nil // the watch ended: the store is away; the ticker's scan goes on
+				continue
+			}
+			a.observe(u)
 		case <-ticker.C:
+			a.scan(workCtx)
 			a.dispatch(workCtx, &workers, slots)
 		}
 	}
 }
 
-// drain waits for the evaluations in flight and completes them, then cancels the rest.
-func (a *Analyzer) drain(workers *sync.WaitGroup, cancelWork context.CancelFunc) error {
-	finished := make(chan struct{})
-	go func() { workers.Wait(); close(finished) }()
-	timer := time.NewTimer(a.opts.DrainTimeout)
-	defer timer.Stop()
-	deadline := timer.C // nil once the workers were cancelled: they finish promptly then
-	for {
-		select {
-		case res := <-a.results:
-			a.complete(res)
-		case <-finished:
-			for {
-				select {
-				case res := <-a.results:
-					a.complete(res)
-				default:
-					return nil
-				}
+// load reads every live record at start: this replica's own are resumed at once (a crash
+// and restart loses nothing: the baseline, the evidence and the sequence are stored), the
+// others are followed until their lease expires.
+func (a *Analyzer) load(ctx context.Context) error {
+	entries, err := a.opts.Store.Live(ctx)
+	if err != nil {
+		return err
+	}
+	resumed := 0
+	for _, e := range entries {
+		if e.Record.Owner == a.opts.ReplicaID {
+			a.adopt(e.Record, e.Revision, true)
+			if an := a.live[e.Record.Rollout]; an != nil {
+				a.republish(ctx, an)
+				resumed++
 			}
-		case <-deadline:
-			a.opts.Logger.Warn("evaluations still in flight at the end of the drain timeout; cancelling them",
-				zap.Duration("drainTimeout", a.opts.DrainTimeout))
-			cancelWork()
-			deadline = nil
+			continue
+		}
+		a.remember(e.Record)
+		a.others[e.Record.Rollout] = e
+	}
+	if len(entries) > 0 {
+		a.opts.Logger.Info("stored analyses loaded", zap.Int("live", len(entries)), zap.Int("resumed", resumed))
+	}
+	return nil
+}
+
+// observe follows a change of the store made by another replica (or an echo of this one's).
+func (a *Analyzer) observe(u state.Update) {
+	if u.Record == nil {
+		for ref, an := range a.live {
+			if state.LiveKey(ref) == u.Key && u.Revision > an.rev {
+				a.forget(ref)
+				a.unremember(ref)
+			}
+		}
+		for ref := range a.others {
+			if state.LiveKey(ref) == u.Key {
+				delete(a.others, ref)
+				a.unremember(ref)
+			}
+		}
+		return
+	}
+	rec := *u.Record
+	if an := a.live[rec.Rollout]; an != nil && u.Revision <= an.rev {
+		return // this replica's own write, or older
+	}
+	if rec.Owner == a.opts.ReplicaID {
+		delete(a.others, rec.Rollout)
+		a.adopt(rec, u.Revision, false)
+		return
+	}
+	if an := a.live[rec.Rollout]; an != nil {
+		a.opts.Logger.Info("rollout taken over by another replica", zap.String("rollout", rec.Rollout.String()),
+			zap.String("owner", rec.Owner))
+	}
+	a.forget(rec.Rollout)
+	a.remember(rec)
+	a.others[rec.Rollout] = state.Entry{Record: rec, Revision: u.Revision}
+}
+
+// scan renews this replica's leases, stores what could not be stored, and takes over the
+// rollouts whose owner's lease has expired.
+func (a *Analyzer) scan(ctx context.Context) {
+	now := a.opts.Now()
+	for _, an := range a.live {
+		switch {
+		case len(an.unstored) > 0 && !now.Before(an.retryAt):
+			a.store(ctx, an)
+		case an.rec.LeaseUntil.Sub(now) < a.opts.Lease/2:
+			a.store(ctx, an) // renews the lease
+		}
+	}
+	for ref, e := range a.others {
+		if now.Before(e.Record.LeaseUntil) {
+			continue
+		}
+		a.claim(ctx, ref, e)
+	}
+}
+
+// claim takes over a rollout whose owner's lease expired.
+func (a *Analyzer) claim(ctx context.Context, ref rollout.Ref, e state.Entry) {
+	rec := e.Record
+	from := rec.Owner
+	rec.Owner, rec.LeaseUntil = a.opts.ReplicaID, a.opts.Now().Add(a.opts.Lease)
+	rev, err := a.opts.Store.Put(ctx, state.LiveKey(ref), rec, e.Revision)
+	if err != nil {
+		// Another replica was quicker, or the record changed: the watch tells what became
+		// of it. Read it again so that a stale lease is not tried for ever.
+		if cur, gerr := a.opts.Store.Get(ctx, state.LiveKey(ref)); gerr == nil {
+			a.others[ref] = cur
+		} else if errors.Is(gerr, state.ErrNotFound) {
+			delete(a.others, ref)
+		}
+		return
+	}
+	delete(a.others, ref)
+	a.adopt(rec, rev, true)
+	a.opts.Logger.Info("took over a rollout whose owner's lease expired", zap.String("rollout", ref.String()),
+		zap.String("from", from), zap.Uint64("sequence", rec.Sequence))
+	if an := a.live[ref]; an != nil {
+		a.republish(ctx, an)
+	}
+}
+
+// republish hands the sink the stored verdicts the verdict stream does not hold yet: those
+// the previous owner (or this replica before a crash) stored but did not publish.
+func (a *Analyzer) republish(ctx context.Context, an *analysis) {
+	pending := an.rec.Pending
+	if len(pending) == 0 {
+		return
+	}
+	var published uint64
+	if a.opts.Published != nil {
+		revision, seq, ok, err := a.opts.Published(ctx, an.rec.Rollout)
+		if err != nil {
+			a.opts.Logger.Warn("could not read the last published verdict; publishing the stored ones again",
+				zap.String("rollout", an.rec.Rollout.String()), zap.Error(err))
+		} else if ok && revision == an.rec.Revision {
+			published = seq
+		}
+	}
+	for _, p := range pending {
+		if p.Verdict.Sequence > published {
+			a.opts.Sink.Enqueue(p.Verdict, p.TraceParent, p.TraceState)
 		}
 	}
 }
@@ -227,7 +389,7 @@ func (a *Analyzer) drain(workers *sync.WaitGroup, cancelWork context.CancelFunc)
 func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, slots chan struct{}) {
 	now := a.opts.Now()
 	for _, an := range a.live {
-		if an.inFlight || an.final || now.Before(an.next) {
+		if an.inFlight || an.rec.Final || now.Before(an.next) {
 			continue
 		}
 		select {
@@ -246,6 +408,35 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 	}
 }
 
+// drain waits for the evaluations in flight and completes them, then cancels the rest.
+func (a *Analyzer) drain(workCtx context.Context, workers *sync.WaitGroup, cancelWork context.CancelFunc) error {
+	finished := make(chan struct{})
+	go func() { workers.Wait(); close(finished) }()
+	timer := time.NewTimer(a.opts.DrainTimeout)
+	defer timer.Stop()
+	deadline := timer.C // nil once the workers were cancelled: they finish promptly then
+	for {
+		select {
+		case res := <-a.results:
+			a.complete(workCtx, res)
+		case <-finished:
+			for {
+				select {
+				case res := <-a.results:
+					a.complete(workCtx, res)
+				default:
+					return nil
+				}
+			}
+		case <-deadline:
+			a.opts.Logger.Warn("evaluations still in flight at the end of the drain timeout; cancelling them",
+				zap.Duration("drainTimeout", a.opts.DrainTimeout))
+			cancelWork()
+			deadline = nil
+		}
+	}
+}
+
 // evaluate runs on a worker: it measures, and captures the baseline while there is none.
 func (a *Analyzer) evaluate(ctx context.Context, j job) result {
 	ctx = trace.ContextWithSpan(ctx, j.span)
@@ -257,17 +448,18 @@ func (a *Analyzer) evaluate(ctx context.Context, j job) result {
 	return res
 }
 
-// complete runs decide on an evaluation's measurements and hands the verdict to the sink.
-func (a *Analyzer) complete(res result) {
+// complete runs decide on an evaluation's measurements, stores the result, and hands the
+// verdict to the sink once it is stored.
+func (a *Analyzer) complete(ctx context.Context, res result) {
 	j := res.job
 	defer j.span.End()
 	an, ok := a.live[j.key.Ref]
 	if !ok || an.gen != j.gen {
-		return // retired or superseded while the evaluation ran
+		return // retired, superseded or taken over while the evaluation ran
 	}
 	an.inFlight = false
-	an.next = j.now.Add(an.template.Interval)
-	if j.needBaseline {
+	an.next = j.now.Add(an.backoff(unreachable(res)))
+	if j.needBaseline && an.rec.Baseline == nil {
 		if res.baselineErr != nil {
 			// Logged when the error changes, not at every evaluation of an outage.
 			if msg := res.baselineErr.Error(); msg != an.baselineErr {
@@ -279,47 +471,55 @@ func (a *Analyzer) complete(res result) {
 			if an.baselineErr != "" {
 				a.opts.Logger.Info("baseline captured after all", zap.Stringer("rollout", j.key))
 			}
-			an.baseline, an.baselineErr = res.baseline, ""
+			an.rec.Baseline, an.baselineErr = res.baseline, ""
 		}
 	}
-	if j.stepGen != an.stepGen {
+	if j.stepGen != an.rec.StepGen {
 		// The step changed while the evaluation ran: its window is stale. Evaluate again now.
 		an.next = a.opts.Now()
 		return
 	}
 	for i := range res.measurements {
-		if b, ok := an.baseline[res.measurements[i].Check]; ok {
+		if b, ok := an.rec.Baseline[res.measurements[i].Check]; ok {
 			b := b
 			res.measurements[i].Baseline = &b
 		}
 	}
+	r := an.rec
+	_, decideSpan := a.opts.Tracer.Start(trace.ContextWithSpan(context.Background(), j.span), "decide")
 	d := decide.Decide(decide.Input{
 		Template:     an.template.Template,
-		Step:         an.step,
-		Weight:       an.weight,
-		StepStarted:  an.stepStarted,
+		Step:         r.Step,
+		Weight:       r.Weight,
+		StepStarted:  r.StepStarted,
 		Now:          j.now,
 		Measurements: res.measurements,
-		Evidence:     an.evidence,
+		Evidence:     r.Evidence,
 	})
-	an.evidence = d.Evidence
-	an.sequence++
+	an.rec.Evidence = d.Evidence
+	an.rec.Sequence++
+	explain(decideSpan, d, an.rec.Sequence)
+	decideSpan.End()
+	j.span.SetAttributes(attribute.String("analyzerd.verdict", string(d.Decision)), attribute.Int64("analyzerd.verdict.sequence", int64(an.rec.Sequence)))
 	v := rollout.Verdict{
-		Rollout:   an.key.Ref,
-		Revision:  an.key.Revision,
-		Step:      an.step,
-		Weight:    an.weight,
+		Rollout:   r.Rollout,
+		Revision:  r.Revision,
+		Step:      r.Step,
+		Weight:    r.Weight,
 		Verdict:   d.Decision,
 		Reason:    d.Reason,
-		Sequence:  an.sequence,
+		Sequence:  an.rec.Sequence,
 		Checks:    d.Checks,
 		DecidedAt: j.now.UTC().Truncate(time.Millisecond), // the precision of the wire format
-		Cause:     an.cause,
+		Cause:     r.Cause,
 		TraceID:   j.span.SpanContext().TraceID().String(),
+	}
+	if v.Verdict == rollout.Rollback {
+		an.rec.Final = true // rollback is final for a revision: no more evaluations
 	}
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), j.span), carrier)
-	a.opts.Sink.Enqueue(v, carrier.Get("traceparent"), carrier.Get("tracestate"))
+	an.unstored = append(an.unstored, state.Verdict{Verdict: v, TraceParent: carrier.Get("traceparent"), TraceState: carrier.Get("tracestate")})
 	a.metrics.evaluations.Inc()
 	a.metrics.verdicts.WithLabelValues(string(v.Verdict)).Inc()
 	if an.firstVerdict {
@@ -327,31 +527,151 @@ func (a *Analyzer) complete(res result) {
 		a.metrics.firstVerdict.Observe(j.now.Sub(an.received).Seconds())
 	}
 
-	previous, had := a.Latest(an.key.Ref)
-	a.mu.Lock()
-	a.latest[an.key.Ref] = v
-	a.mu.Unlock()
+	previous, had := a.Latest(r.Rollout)
 	if !had || previous.Verdict != v.Verdict || previous.Revision != v.Revision {
 		a.opts.Logger.Info("verdict",
-			zap.String("rollout", an.key.Ref.String()),
-			zap.String("revision", an.key.Revision),
+			zap.String("rollout", r.Rollout.String()),
+			zap.String("revision", r.Revision),
 			zap.String("verdict", string(v.Verdict)),
 			zap.String("reason", v.Reason),
 			zap.Uint64("sequence", v.Sequence),
 			zap.String("traceId", v.TraceID))
 	}
-	if v.Verdict == rollout.Rollback {
-		an.final = true // rollback is final for a revision: no more evaluations
+	a.store(ctx, an)
+}
+
+// maxBackoff bounds how far evaluations back off while the metrics source is unreachable.
+const maxBackoff = time.Minute
+
+// backoff is the wait before the next evaluation: the template's interval, doubled at each
+// evaluation in a row at which the metrics source could not be reached (up to maxBackoff, or
+// the interval when it is longer), so that an outage is not met with a query storm. The
+// verdicts meanwhile are pause; the first evaluation that reaches the source again resets it.
+func (an *analysis) backoff(unreachable bool) time.Duration {
+	if !unreachable {
+		an.outage = 0
+		return an.template.Interval
+	}
+	an.outage++
+	d := an.template.Interval
+	for i := 1; i < an.outage && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return max(an.template.Interval, min(d, maxBackoff))
+}
+
+// unreachable reports whether every query of an evaluation failed because the metrics
+// source could not be reached.
+func unreachable(res result) bool {
+	if len(res.measurements) == 0 {
+		return false
+	}
+	for _, m := range res.measurements {
+		for _, r := range []rollout.Reading{m.Canary, m.Stable} {
+			if r.Status != rollout.StatusError || !strings.Contains(r.Message, compare.ErrUnavailable.Error()) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// store writes an analysis's record with compare-and-swap, renewing its lease, and then hands
+// the sink the verdicts it holds: a verdict is published only once its sequence number is
+// stored, so that a crash can never make a number be published twice. When the store cannot
+// be written the verdicts wait (and are retried at the next scan); when another replica
+// wrote the record meanwhile, this replica reads it again: it has taken the rollout over (the
+// unstored verdicts, never published, are dropped), or it changed it for an event (the
+// analysis goes on from what is stored, at once).
+func (a *Analyzer) store(ctx context.Context, an *analysis) {
+	now := a.opts.Now()
+	rec := an.rec
+	rec.LeaseUntil = now.Add(a.opts.Lease)
+	if len(an.unstored) > 0 {
+		rec.Pending = append([]state.Verdict(nil), an.unstored...)
+	}
+	key := state.LiveKey(rec.Rollout)
+	rev, err := a.opts.Store.Put(ctx, key, rec, an.rev)
+	switch {
+	case err == nil:
+		an.rec, an.rev = rec, rev
+		if an.storeErr != "" {
+			a.opts.Logger.Info("state stored again", zap.String("rollout", rec.Rollout.String()))
+			an.storeErr = ""
+		}
+		a.remember(rec)
+		for _, p := range an.unstored {
+			a.opts.Sink.Enqueue(p.Verdict, p.TraceParent, p.TraceState)
+		}
+		an.unstored = nil
+	case errors.Is(err, state.ErrConflict):
+		cur, gerr := a.opts.Store.Get(ctx, key)
+		switch {
+		case errors.Is(gerr, state.ErrNotFound):
+			a.forget(rec.Rollout) // ended meanwhile
+		case gerr != nil:
+			a.storeFailed(an, gerr)
+		case cur.Record.Owner != a.opts.ReplicaID || cur.Record.Key() != rec.Key():
+			a.opts.Logger.Info("rollout taken over by another replica", zap.String("rollout", rec.Rollout.String()),
+				zap.String("owner", cur.Record.Owner), zap.Int("dropped", len(an.unstored)))
+			a.forget(rec.Rollout)
+			a.remember(cur.Record)
+			a.others[rec.Rollout] = cur
+		default:
+			// Changed for an event by another replica: go on from what is stored.
+			an.unstored = nil
+			a.adopt(cur.Record, cur.Revision, false)
+			an.next = now
+		}
+	default:
+		a.storeFailed(an, err)
 	}
 }
 
-// retire ends an analysis: it is no longer evaluated nor served, and what a later start of
-// the same revision needs of it is remembered.
-func (a *Analyzer) retire(an *analysis, at time.Time) {
-	a.ended.put(endedKey(an.key), ended{at: at, sequence: an.sequence, evidence: an.evidence})
-	delete(a.live, an.key.Ref)
-	a.mu.Lock()
-	delete(a.latest, an.key.Ref)
-	a.mu.Unlock()
-	a.metrics.live.Set(float64(len(a.live)))
+func (a *Analyzer) storeFailed(an *analysis, err error) {
+	an.retryAt = a.opts.Now().Add(time.Second)
+	if msg := err.Error(); msg != an.storeErr {
+		an.storeErr = msg
+		a.opts.Logger.Warn("state not stored; its verdicts wait until it is", zap.String("rollout", an.rec.Rollout.String()),
+			zap.Int("waiting", len(an.unstored)), zap.Error(err))
+	}
+}
+
+// explain writes a decision into its span: the verdict and its reason as attributes, and
+// one event per check with every number the check's explanation rests on.
+func explain(span trace.Span, d decide.Result, sequence uint64) {
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(
+		attribute.String("analyzerd.verdict", string(d.Decision)),
+		attribute.String("analyzerd.reason", d.Reason),
+		attribute.Int64("analyzerd.verdict.sequence", int64(sequence)),
+	)
+	for _, c := range d.Checks {
+		attrs := []attribute.KeyValue{
+			attribute.String("analyzerd.check", c.Metric),
+			attribute.String("analyzerd.check.outcome", string(c.Outcome)),
+			attribute.String("analyzerd.check.threshold", c.Threshold),
+			attribute.Int64("analyzerd.check.samples.canary", c.Samples.Canary),
+			attribute.Int64("analyzerd.check.samples.stable", c.Samples.Stable),
+		}
+		for _, n := range []struct {
+			key string
+			v   *float64
+		}{
+			{"canary", c.Canary}, {"stable", c.Stable}, {"baseline", c.Baseline},
+			{"delta", c.Delta}, {"relative_delta", c.RelativeDelta},
+			{"baseline_delta", c.BaselineDelta}, {"baseline_relative_delta", c.BaselineRelativeDelta},
+			{"e_value", c.EValue},
+		} {
+			if n.v != nil {
+				attrs = append(attrs, attribute.Float64("analyzerd.check."+n.key, *n.v))
+			}
+		}
+		if c.Message != "" {
+			attrs = append(attrs, attribute.String("analyzerd.check.message", c.Message))
+		}
+		span.AddEvent("check", trace.WithAttributes(attrs...))
+	}
 }

@@ -14,7 +14,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/natstest"
 	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -138,7 +140,18 @@ func testTemplate(t *testing.T, modify ...func(*rollout.Template)) *compare.Temp
 	return tmpl
 }
 
+// openStore opens a state bucket on a real NATS server of the test's own.
+func openStore(t *testing.T) *state.Store {
+	t.Helper()
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
+	st, err := state.Open(context.Background(), js, state.Options{})
+	require.NoError(t, err)
+	return st
+}
+
 type harness struct {
+	store  *state.Store
 	logs   *observer.ObservedLogs
 	a      *Analyzer
 	m      *fakeMeasurer
@@ -158,11 +171,14 @@ func start(t *testing.T, modify ...func(*rollout.Template)) *harness {
 	}
 	core, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
+	h.store = openStore(t)
 	a, err := New(Options{
 		Logger:     zap.New(core),
 		Templates:  map[string]*compare.Template{"t": testTemplate(t, modify...)},
 		Measurer:   h.m,
 		Sink:       h.sink,
+		Store:      h.store,
+		ReplicaID:  "test-replica",
 		Resolution: 5 * time.Millisecond,
 		Now:        h.clock.Now,
 		Registerer: prometheus.NewRegistry(),

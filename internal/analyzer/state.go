@@ -2,6 +2,8 @@ package analyzer
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -10,50 +12,36 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analyzerd/analyzerd/internal/compare"
-	"github.com/analyzerd/analyzerd/internal/decide"
 	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
 )
 
-// analysis is the state of one live rollout's analysis.
+// analysis is a live rollout's analysis that this replica owns: its stored record, the
+// revision of the record it last read or wrote, and what only this process needs.
 type analysis struct {
-	key      rollout.Key
-	gen      uint64 // distinguishes a revision's analysis from the one that superseded it
+	rec      state.Record
+	rev      uint64 // the record's revision in the store
+	gen      uint64 // distinguishes this analysis from one that replaced it in the map
 	template *compare.Template
-	args     map[string]string
-	canary   map[string]string
-	stable   map[string]string
-	// started is the rollout.started event's time: the baseline window ends there.
-	started  time.Time
-	received time.Time // when the daemon learnt of it, for the time-to-first-verdict metric
+	received time.Time // when this replica took it on, for the time-to-first-verdict metric
 
-	step        int
-	weight      int
-	stepStarted time.Time
-	stepGen     uint64 // grows with every step change
-	cause       string // id of the event that started the current step
-	traceParent string // the producer's trace context from that event
-	traceState  string
-
-	baseline    map[string]rollout.Reading // nil until captured
-	baselineErr string                     // the last failure to capture it, for logging changes only
-	evidence    decide.Evidence
-	sequence    uint64
-
+	baselineErr  string // the last failure to capture the baseline, for logging changes only
 	next         time.Time
 	inFlight     bool
-	final        bool // rolled back: no more evaluations
 	firstVerdict bool
+
+	// unstored are verdicts decided but not yet stored (the store was unreachable): they are
+	// published only once stored, so that no sequence number can be published twice.
+	unstored []state.Verdict
+	// outage counts the evaluations in a row at which every query failed (the metrics
+	// source unreachable): evaluations back off while it lasts.
+	outage int
+	// storeErr is the last failure to store, for logging changes only.
+	storeErr string
+	retryAt  time.Time
 }
 
-// ended is what is remembered of an analysis after it ended.
-type ended struct {
-	at       time.Time // the time of the event that ended it
-	sequence uint64
-	evidence decide.Evidence
-}
-
-// endedKey names an analysis among the ended ones. NUL cannot occur in event strings.
-func endedKey(k rollout.Key) string { return k.Namespace + "\x00" + k.Name + "\x00" + k.Revision }
+func (an *analysis) key() rollout.Key { return an.rec.Key() }
 
 // job is one evaluation: a snapshot of what the worker needs.
 type job struct {
@@ -75,74 +63,104 @@ type result struct {
 }
 
 func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
+	r := an.rec
 	// Value checks measure the step so far; ratio and histogram checks count since the
 	// analysis started, and decide takes the step's share (see compare.Side).
-	window, counted := now.Sub(an.stepStarted), now.Sub(an.started)
+	window, counted := now.Sub(r.StepStarted), now.Sub(r.Started)
 	var opts []trace.SpanStartOption
-	if an.traceParent != "" {
+	if r.TraceParent != "" {
 		producer := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{
-			"traceparent": an.traceParent, "tracestate": an.traceState,
+			"traceparent": r.TraceParent, "tracestate": r.TraceState,
 		})
 		if sc := trace.SpanContextFromContext(producer); sc.IsValid() {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
 		}
 	}
 	opts = append(opts, trace.WithNewRoot(), trace.WithTimestamp(now), trace.WithAttributes(
-		attribute.String("rollout.namespace", an.key.Namespace),
-		attribute.String("rollout.name", an.key.Name),
-		attribute.String("rollout.revision", an.key.Revision),
-		attribute.Int("rollout.step", an.step),
-		attribute.Int("rollout.weight", an.weight),
+		attribute.String("rollout.namespace", r.Rollout.Namespace),
+		attribute.String("rollout.name", r.Rollout.Name),
+		attribute.String("rollout.revision", r.Revision),
+		attribute.Int("rollout.step", r.Step),
+		attribute.Int("rollout.weight", r.Weight),
 		attribute.String("analysis.template", an.template.Name),
 	))
-	_, span := tracer.Start(context.Background(), "evaluate "+an.key.Ref.String(), opts...)
+	_, span := tracer.Start(context.Background(), "evaluate "+r.Rollout.String(), opts...)
 	return job{
-		key:     an.key,
+		key:     an.key(),
 		gen:     an.gen,
-		stepGen: an.stepGen,
+		stepGen: r.StepGen,
 		now:     now,
-		started: an.started,
+		started: r.Started,
 		target: compare.Target{
 			Template: an.template,
-			Args:     an.args,
-			Canary:   compare.Side{Vars: an.canary, Window: window, CountsWindow: counted, At: now},
-			Stable:   compare.Side{Vars: an.stable, Window: window, CountsWindow: counted, At: now},
+			Args:     r.Args,
+			Canary:   compare.Side{Vars: r.Canary, Window: window, CountsWindow: counted, At: now},
+			Stable:   compare.Side{Vars: r.Stable, Window: window, CountsWindow: counted, At: now},
 		},
-		needBaseline: an.baseline == nil,
+		needBaseline: r.Baseline == nil,
 		span:         span,
 	}
 }
 
-// apply changes the state as one event says. It runs on the loop.
-func (a *Analyzer) apply(ev rollout.Event) error {
+// maxApplyAttempts bounds the retries of an event whose record other replicas keep changing.
+const maxApplyAttempts = 8
+
+// apply changes the stored state as one event says, and returns once the change is stored.
+// It runs on the loop.
+func (a *Analyzer) apply(ctx context.Context, ev rollout.Event) error {
 	if _, dup := a.seen.get(ev.ID); dup {
 		a.metrics.applied.WithLabelValues(string(ev.Type), "duplicate").Inc()
 		return nil
 	}
-	outcome, err := a.applyNew(ev)
-	if err != nil {
+	var (
+		outcome string
+		err     error
+	)
+	for attempt := 0; attempt < maxApplyAttempts; attempt++ {
+		outcome, err = a.applyStored(ctx, ev)
+		if !errors.Is(err, state.ErrConflict) {
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, rollout.ErrInvalid):
 		a.metrics.applied.WithLabelValues(string(ev.Type), "rejected").Inc()
 		return err
+	case err != nil:
+		// The store could not be written: the event is not acknowledged, and comes again.
+		return fmt.Errorf("store the effect of event %s: %w", ev.ID, err)
 	}
 	a.seen.put(ev.ID, struct{}{})
 	a.metrics.applied.WithLabelValues(string(ev.Type), outcome).Inc()
-	a.metrics.live.Set(float64(len(a.live)))
 	return nil
 }
 
-func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
+// applyStored reads the rollout's record, changes it as the event says and writes it back
+// with compare-and-swap. state.ErrConflict means another replica wrote it meanwhile: read
+// and apply again.
+func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome string, err error) {
 	log := a.opts.Logger.With(zap.String("rollout", ev.Rollout.String()), zap.String("revision", ev.Revision),
 		zap.String("event", string(ev.Type)), zap.String("eventId", ev.ID))
-	an := a.live[ev.Rollout]
-	sameRevision := an != nil && an.key.Revision == ev.Revision
-	previous, wasEnded := a.ended.get(endedKey(ev.Key()))
+	liveKey := state.LiveKey(ev.Rollout)
+	cur, err := a.opts.Store.Get(ctx, liveKey)
+	exists := err == nil
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return "", err
+	}
+	sameRevision := exists && cur.Record.Revision == ev.Revision
+	ended, err := a.opts.Store.Get(ctx, state.EndedKey(ev.Key()))
+	wasEnded := err == nil && ended.Record.Ended != nil
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return "", err
+	}
+	now := a.opts.Now()
 
 	switch ev.Type {
 	case rollout.EventStarted:
 		if sameRevision {
 			return "duplicate", nil // the same (rollout, revision) again (CONTRACT.md section 3)
 		}
-		if wasEnded && !ev.Time.After(previous.at) {
+		if wasEnded && !ev.Time.After(*ended.Record.Ended) {
 			return "duplicate", nil // a start from before that analysis ended, delivered again
 		}
 		t, ok := a.opts.Templates[ev.Analysis]
@@ -162,41 +180,36 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 				return "", rollout.Invalidf("data.stable.%s: required by analysis template %q", name, t.Name)
 			}
 		}
-		if an != nil {
-			if ev.Time.Before(an.started) {
-				return "stale", nil // an older revision's start, delivered late
-			}
-			log.Info("new revision supersedes the analysis of the previous one", zap.String("previous", an.key.Revision))
-			a.retire(an, ev.Time)
+		if exists && ev.Time.Before(cur.Record.Started) {
+			return "stale", nil // an older revision's start, delivered late
 		}
-		a.gen++
-		now := a.opts.Now()
-		a.live[ev.Rollout] = &analysis{
-			key:          ev.Key(),
-			gen:          a.gen,
-			template:     t,
-			args:         ev.Args,
-			canary:       ev.Canary,
-			stable:       ev.Stable,
-			started:      ev.Time,
-			received:     now,
-			step:         ev.Step,
-			weight:       ev.Weight,
-			stepStarted:  ev.Time,
-			cause:        ev.ID,
-			traceParent:  ev.TraceParent,
-			traceState:   ev.TraceState,
-			next:         now,
-			firstVerdict: true,
+		rec := state.Record{
+			Rollout: ev.Rollout, Revision: ev.Revision, Template: t.Name,
+			Args: ev.Args, Canary: ev.Canary, Stable: ev.Stable,
+			Started: ev.Time, Step: ev.Step, Weight: ev.Weight, StepStarted: ev.Time,
+			Cause: ev.ID, TraceParent: ev.TraceParent, TraceState: ev.TraceState,
+			Owner: a.opts.ReplicaID, LeaseUntil: now.Add(a.opts.Lease),
 		}
 		if wasEnded {
 			// The revision started again after its analysis ended (a retry, a revert): its
 			// sequence goes on, so that no number is published twice, and its evidence
 			// carries over. A rolled-back revision is answered rollback again at once.
-			a.live[ev.Rollout].sequence, a.live[ev.Rollout].evidence = previous.sequence, previous.evidence
-			log.Info("revision started again after its analysis ended", zap.Uint64("sequence", previous.sequence),
-				zap.Bool("rolledBack", previous.evidence.RolledBack))
+			rec.Sequence, rec.Evidence = ended.Record.Sequence, ended.Record.Evidence
+			log.Info("revision started again after its analysis ended", zap.Uint64("sequence", rec.Sequence),
+				zap.Bool("rolledBack", rec.Evidence.RolledBack))
 		}
+		if exists {
+			// A new revision supersedes the analysis of the previous one.
+			if err := a.endRecord(ctx, cur.Record, ev.Time); err != nil {
+				return "", err
+			}
+			log.Info("new revision supersedes the analysis of the previous one", zap.String("previous", cur.Record.Revision))
+		}
+		rev, err := a.opts.Store.Put(ctx, liveKey, rec, cur.Revision)
+		if err != nil {
+			return "", err
+		}
+		a.adopt(rec, rev, true)
 		log.Info("analysis started", zap.String("template", t.Name), zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
 		return "applied", nil
 
@@ -207,16 +220,24 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 		if !sameRevision {
 			return "", rollout.Invalidf("no live analysis of rollout %s revision %q", ev.Rollout, ev.Revision)
 		}
-		if ev.Time.Before(an.stepStarted) {
+		rec := cur.Record
+		if ev.Time.Before(rec.StepStarted) {
 			return "stale", nil
 		}
-		if ev.Step == an.step && ev.Weight == an.weight {
+		if ev.Step == rec.Step && ev.Weight == rec.Weight {
 			return "duplicate", nil
 		}
-		an.step, an.weight = ev.Step, ev.Weight
-		an.stepStarted, an.stepGen, an.cause = ev.Time, an.stepGen+1, ev.ID
-		an.traceParent, an.traceState = ev.TraceParent, ev.TraceState
-		an.next = a.opts.Now()
+		rec.Step, rec.Weight = ev.Step, ev.Weight
+		rec.StepStarted, rec.StepGen, rec.Cause = ev.Time, rec.StepGen+1, ev.ID
+		rec.TraceParent, rec.TraceState = ev.TraceParent, ev.TraceState
+		rev, err := a.opts.Store.Put(ctx, liveKey, rec, cur.Revision)
+		if err != nil {
+			return "", err
+		}
+		a.adopt(rec, rev, false)
+		if an := a.live[ev.Rollout]; an != nil {
+			an.next = now // evaluate the new step at once
+		}
 		log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
 		return "applied", nil
 
@@ -224,16 +245,98 @@ func (a *Analyzer) applyNew(ev rollout.Event) (outcome string, err error) {
 		if !sameRevision {
 			return "ignored", nil // already retired, or about a revision no longer analysed
 		}
-		a.retire(an, ev.Time)
+		if err := a.endRecord(ctx, cur.Record, ev.Time); err != nil {
+			return "", err
+		}
+		if err := a.opts.Store.Delete(ctx, liveKey, cur.Revision); err != nil {
+			return "", err
+		}
+		a.forget(ev.Rollout)
+		a.unremember(ev.Rollout)
 		log.Info("analysis ended", zap.String("reason", ev.Reason))
 		return "applied", nil
 	}
 	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
 }
 
+// endRecord stores what a later start of the revision needs of its ended analysis. The
+// in-memory copy, when this replica owns it, is the freshest: its evidence and sequence win.
+func (a *Analyzer) endRecord(ctx context.Context, rec state.Record, at time.Time) error {
+	if an := a.live[rec.Rollout]; an != nil && an.key() == rec.Key() && an.rec.Sequence > rec.Sequence {
+		rec.Sequence, rec.Evidence = an.rec.Sequence, an.rec.Evidence
+	}
+	rec.Ended = &at
+	return a.opts.Store.PutEnded(ctx, rec)
+}
+
+// adopt makes a stored record this replica's live analysis when it owns it, and forgets it
+// otherwise. fresh marks a new analysis (a new revision), evaluated at once.
+func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
+	a.remember(rec)
+	if rec.Owner != a.opts.ReplicaID {
+		a.forget(rec.Rollout)
+		return
+	}
+	t, ok := a.opts.Templates[rec.Template]
+	if !ok {
+		// A record written by a replica with another configuration: it cannot be
+		// evaluated here; leave it to one that can.
+		a.opts.Logger.Warn("stored analysis names a template this replica does not have",
+			zap.String("rollout", rec.Rollout.String()), zap.String("template", rec.Template))
+		a.forget(rec.Rollout)
+		return
+	}
+	an := a.live[rec.Rollout]
+	if an == nil || an.key() != rec.Key() || fresh {
+		a.gen++
+		an = &analysis{gen: a.gen, template: t, received: a.opts.Now(), next: a.opts.Now(), firstVerdict: true}
+		a.live[rec.Rollout] = an
+	}
+	if rev < an.rev {
+		return // an older write seen late
+	}
+	if rec.StepGen != an.rec.StepGen && !fresh {
+		an.next = a.opts.Now() // a step changed by an event another replica applied
+	}
+	// Verdicts decided but not stored yet stay ahead of the stored sequence.
+	seq := an.rec.Sequence
+	an.rec, an.rev, an.template = rec, rev, t
+	if len(an.unstored) > 0 && seq > an.rec.Sequence {
+		an.rec.Sequence = seq
+	}
+	a.metrics.live.Set(float64(len(a.live)))
+}
+
+// forget drops a rollout's live analysis from this replica.
+func (a *Analyzer) forget(ref rollout.Ref) {
+	delete(a.live, ref)
+	a.metrics.live.Set(float64(len(a.live)))
+}
+
+// remember keeps the latest verdict of every live record, owned here or not, for the read
+// API: any replica answers for every rollout.
+func (a *Analyzer) remember(rec state.Record) {
+	last, ok := rec.Last()
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur, ok := a.latest[rec.Rollout]; !ok || cur.Revision != last.Revision || cur.Sequence <= last.Sequence {
+		a.latest[rec.Rollout] = last
+	}
+}
+
+// unremember drops a rollout from the read API: its analysis ended.
+func (a *Analyzer) unremember(ref rollout.Ref) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.latest, ref)
+}
+
 // recent remembers the most recent entries put into it, up to a capacity, forgetting the
 // oldest: the ids of applied events, so that a redelivered or republished event (with or
-// without Nats-Msg-Id) is applied once; and what is left of analyses that ended.
+// without Nats-Msg-Id) is applied once without reading the store.
 type recent[V any] struct {
 	entries map[string]V
 	order   []string

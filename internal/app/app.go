@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 	"github.com/analyzerd/analyzerd/internal/ingest"
 	"github.com/analyzerd/analyzerd/internal/natsembed"
 	"github.com/analyzerd/analyzerd/internal/publish"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
 	"github.com/analyzerd/analyzerd/internal/streams"
 	"github.com/analyzerd/analyzerd/internal/tracing"
 )
@@ -163,14 +166,35 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return err
 	}
 
+	var store *state.Store
+	if err := retry(connCtx, log, "open the state bucket", func() error {
+		var err error
+		store, err = state.Open(connCtx, js, state.Options{Bucket: cfg.State.Bucket, Replicas: cfg.NATS.Replicas, EndedTTL: cfg.State.EndedTTL})
+		return err
+	}); err != nil {
+		return err
+	}
+	replicaID := cfg.State.ReplicaID
+	if replicaID == "" {
+		if replicaID, err = os.Hostname(); err != nil || replicaID == "" {
+			return fmt.Errorf("state.replicaID is empty and the host name is unknown: %v", err)
+		}
+	}
+
 	publisher := publish.New(js, publish.Options{
 		Prefix: cfg.NATS.SubjectPrefix, Source: "analyzerd", Logger: log.Named("publish"), Registerer: reg,
 		TracerProvider: tp,
 	})
 	an, err := analyzer.New(analyzer.Options{
-		Templates:    templates,
-		Measurer:     compare.New(source),
-		Sink:         publisher,
+		Templates: templates,
+		Measurer:  compare.New(source),
+		Sink:      publisher,
+		Store:     store,
+		Published: func(ctx context.Context, ref rollout.Ref) (string, uint64, bool, error) {
+			return publish.LastPublished(ctx, js, cfg.NATS.SubjectPrefix, ref)
+		},
+		ReplicaID:    replicaID,
+		Lease:        cfg.State.Lease,
 		Resolution:   opts.Resolution,
 		DrainTimeout: cfg.ShutdownTimeout / 2,
 		Now:          opts.Now,

@@ -29,6 +29,7 @@ type Config struct {
 	Ingest     Ingest     `yaml:"ingest"`
 	Log        Log        `yaml:"log"`
 	Tracing    Tracing    `yaml:"tracing"`
+	State      State      `yaml:"state"`
 	// ShutdownTimeout bounds a graceful stop: finishing evaluations in flight and flushing
 	// verdicts not yet published.
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
@@ -76,6 +77,23 @@ type NATSTLS struct {
 	CertFile   string `yaml:"certFile"`
 	KeyFile    string `yaml:"keyFile"`
 	ServerName string `yaml:"serverName"`
+}
+
+// State configures where analyses are kept (a JetStream key-value bucket) and how replicas
+// share them.
+type State struct {
+	// Bucket is the key-value bucket, created when missing (with nats.replicas replicas).
+	Bucket string `yaml:"bucket"`
+	// ReplicaID names this daemon as the owner of the rollouts it evaluates. Empty: the
+	// host name. Replicas need distinct ones; a daemon restarted should keep its own, so
+	// that it resumes its rollouts at once instead of after their lease.
+	ReplicaID string `yaml:"replicaID"`
+	// Lease is how long a replica owns a rollout without renewing it: when a replica dies,
+	// its rollouts move to the others within a lease.
+	Lease time.Duration `yaml:"lease"`
+	// EndedTTL is how long what is left of an ended revision is kept (for a retry or a
+	// revert of that revision to resume its sequence and evidence).
+	EndedTTL time.Duration `yaml:"endedTTL"`
 }
 
 // Embedded configures the embedded NATS server.
@@ -200,6 +218,7 @@ func Default() Config {
 		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 30 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
 		Tracing:         Tracing{SampleRatio: 1},
+		State:           State{Bucket: "ANALYZERD_STATE", Lease: 15 * time.Second, EndedTTL: 7 * 24 * time.Hour},
 		ShutdownTimeout: 15 * time.Second,
 	}
 }
@@ -477,6 +496,8 @@ func nameOf(n *yaml.Node) string {
 
 var subjectToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+// bucketName matches key-value bucket names and replica ids.
+var bucketName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // Validate reports every problem, each naming its field; nil when the configuration is good.
 // It reads the process's environment for the secrets that may come from it (ValidateEnv).
@@ -500,6 +521,18 @@ func (c Config) ValidateEnv(env Env) error {
 				add("nats.url", "credentials in the URL are not allowed")
 			}
 		}
+	}
+	if !bucketName.MatchString(c.State.Bucket) {
+		add("state.bucket", "must be a bucket name of [A-Za-z0-9_-], got %q", c.State.Bucket)
+	}
+	if len(c.State.ReplicaID) > 128 || strings.ContainsFunc(c.State.ReplicaID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		add("state.replicaID", "must be at most 128 characters without spaces or control characters (or empty for the host name), got %q", c.State.ReplicaID)
+	}
+	if c.State.Lease < 2*time.Second {
+		add("state.lease", "must be at least 2s, got %s", c.State.Lease)
+	}
+	if c.State.EndedTTL < time.Minute {
+		add("state.endedTTL", "must be at least 1m, got %s", c.State.EndedTTL)
 	}
 	if !subjectToken.MatchString(c.NATS.SubjectPrefix) {
 		add("nats.subjectPrefix", "must be one subject token of [A-Za-z0-9_-], got %q", c.NATS.SubjectPrefix)

@@ -623,3 +623,25 @@ templates:
 
 	require.Nil(t, tm.Checks[2].Sequential, "value checks run no sequential test")
 }
+
+func TestStateSettings(t *testing.T) {
+	d := Default()
+	require.Equal(t, "ANALYZERD_STATE", d.State.Bucket)
+	require.Equal(t, 15*time.Second, d.State.Lease)
+	require.Empty(t, d.State.ReplicaID, "the host name by default")
+
+	c := Default()
+	c.Templates = []rollout.Template{validTemplate()}
+	c.State = State{Bucket: "state.bucket", ReplicaID: "pod 1", Lease: time.Second, EndedTTL: time.Second}
+	var fields []string
+	for _, err := range Errors(c.Validate()) {
+		fields = append(fields, strings.SplitN(err.Error(), ":", 2)[0])
+	}
+	require.Equal(t, []string{"state.bucket", "state.replicaID", "state.lease", "state.endedTTL"}, fields)
+
+	cfg, err := Decode(strings.NewReader("state:\n  replicaID: analyzerd-0\n  lease: 20s\n"))
+	require.NoError(t, err)
+	require.Equal(t, "analyzerd-0", cfg.State.ReplicaID)
+	require.Equal(t, 20*time.Second, cfg.State.Lease)
+	require.Equal(t, "ANALYZERD_STATE", cfg.State.Bucket, "defaults stay for the keys not given")
+}

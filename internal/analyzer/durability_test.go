@@ -1,0 +1,274 @@
+package analyzer
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
+)
+
+// replica is one analyzer on a store shared with others.
+type replica struct {
+	a      *Analyzer
+	sink   *fakeSink
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (r *replica) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+		r.cancel = nil
+	}
+}
+
+// startReplica starts an analyzer named id on store, with the harness's measurer and clock.
+func startReplica(t *testing.T, h *harness, store Store, id string, published Published) *replica {
+	t.Helper()
+	r := &replica{sink: &fakeSink{}, done: make(chan error, 1)}
+	a, err := New(Options{
+		Logger:     zap.NewNop(),
+		Templates:  map[string]*compare.Template{"t": testTemplate(t)},
+		Measurer:   h.m,
+		Sink:       r.sink,
+		Store:      store,
+		Published:  published,
+		ReplicaID:  id,
+		Lease:      15 * time.Second,
+		Resolution: 5 * time.Millisecond,
+		Now:        h.clock.Now,
+		Registerer: prometheus.NewRegistry(),
+	})
+	require.NoError(t, err)
+	r.a = a
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- a.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+// publishedIn answers what the sinks hold, as the verdict stream would.
+func publishedIn(sinks ...*fakeSink) Published {
+	return func(_ context.Context, rf rollout.Ref) (string, uint64, bool, error) {
+		var last rollout.Verdict
+		found := false
+		for _, s := range sinks {
+			for _, v := range s.of(rf) {
+				if !found || v.Sequence > last.Sequence {
+					last, found = v, true
+				}
+			}
+		}
+		return last.Revision, last.Sequence, found, nil
+	}
+}
+
+func (r *replica) wait(t *testing.T, n int) []rollout.Verdict {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(r.sink.of(ref)) >= n }, 5*time.Second, time.Millisecond)
+	return r.sink.of(ref)
+}
+
+// TestRestartResumesWhereItStopped: a replica stopped and started again (a crash: the state
+// is stored at every evaluation) resumes the analysis at once, with its baseline and its
+// sequence; the baseline is not captured again.
+func TestRestartResumesWhereItStopped(t *testing.T) {
+	h := start(t)
+	h.stop() // the harness's own analyzer is not used
+	h.m.set("v2", ok(0.004, 5000))
+	first := startReplica(t, h, h.store, "r1", nil)
+	require.NoError(t, first.a.Handle(context.Background(), started("e1", "v2")))
+	first.wait(t, 1)
+	h.clock.Advance(10 * time.Second)
+	first.wait(t, 2)
+	first.stop()
+	require.Equal(t, 1, h.m.captures)
+
+	again := startReplica(t, h, h.store, "r1", publishedIn(first.sink))
+	h.clock.Advance(10 * time.Second)
+	vs := again.wait(t, 1)
+	require.Equal(t, uint64(3), vs[0].Sequence, "the sequence goes on")
+	require.Equal(t, "e1", vs[0].Cause)
+	require.Equal(t, 1, h.m.captures, "the stored baseline is used, not captured again")
+	latest, ok := again.a.Latest(ref)
+	require.True(t, ok)
+	require.Equal(t, uint64(3), latest.Sequence)
+}
+
+// TestTakeoverAfterTheLeaseExpires: when the owner stops, another replica takes the rollout
+// over once the lease has expired, and goes on with the next sequence number; the two never
+// publish the same number.
+func TestTakeoverAfterTheLeaseExpires(t *testing.T) {
+	h := start(t)
+	h.stop()
+	h.m.set("v2", ok(0.004, 5000))
+	r1 := startReplica(t, h, h.store, "r1", nil)
+	r2 := startReplica(t, h, h.store, "r2", publishedIn(r1.sink))
+	require.NoError(t, r1.a.Handle(context.Background(), started("e1", "v2")))
+	r1.wait(t, 1)
+	require.Eventually(t, func() bool { _, ok := r2.a.Latest(ref); return ok }, 5*time.Second, time.Millisecond,
+		"every replica serves every rollout's latest verdict")
+	h.clock.Advance(10 * time.Second)
+	r1.wait(t, 2)
+	require.Never(t, func() bool { return len(r2.sink.of(ref)) > 0 }, 50*time.Millisecond, 5*time.Millisecond,
+		"the lease holds: the other replica does not evaluate")
+
+	r1.stop()
+	h.clock.Advance(16 * time.Second) // past the lease
+	vs := r2.wait(t, 1)
+	require.Equal(t, uint64(3), vs[0].Sequence)
+	seen := map[uint64]bool{}
+	for _, v := range append(r1.sink.of(ref), r2.sink.of(ref)...) {
+		require.False(t, seen[v.Sequence], "sequence %d published twice", v.Sequence)
+		seen[v.Sequence] = true
+	}
+}
+
+// TestEventOnAnotherReplicaReachesTheOwner: an event is applied by whichever replica gets it;
+// the owner evaluates the new step.
+func TestEventOnAnotherReplicaReachesTheOwner(t *testing.T) {
+	h := start(t)
+	h.stop()
+	h.m.set("v2", ok(0.004, 5000))
+	r1 := startReplica(t, h, h.store, "r1", nil)
+	r2 := startReplica(t, h, h.store, "r2", nil)
+	require.NoError(t, r1.a.Handle(context.Background(), started("e1", "v2")))
+	r1.wait(t, 1)
+	step := started("e2", "v2")
+	step.Type, step.Step, step.Weight, step.Time = rollout.EventStep, 1, 50, t0.Add(time.Minute)
+	require.NoError(t, r2.a.Handle(context.Background(), step))
+	require.Eventually(t, func() bool {
+		vs := r1.sink.of(ref)
+		return vs[len(vs)-1].Weight == 50
+	}, 5*time.Second, time.Millisecond)
+	require.Empty(t, r2.sink.of(ref))
+
+	done := started("e3", "v2")
+	done.Type, done.Time = rollout.EventCompleted, t0.Add(2*time.Minute)
+	require.NoError(t, r2.a.Handle(context.Background(), done))
+	require.Eventually(t, func() bool { _, ok := r1.a.Latest(ref); return !ok }, 5*time.Second, time.Millisecond)
+	_, err := h.store.Get(context.Background(), state.LiveKey(ref))
+	require.ErrorIs(t, err, state.ErrNotFound)
+}
+
+// TestStoredVerdictsNotPublishedArePublishedOnResume: verdicts stored but not published
+// before a crash are published by whoever resumes, those the stream holds excepted.
+func TestStoredVerdictsNotPublishedArePublishedOnResume(t *testing.T) {
+	h := start(t)
+	h.stop()
+	ctx := context.Background()
+	v := func(seq uint64) state.Verdict {
+		return state.Verdict{Verdict: rollout.Verdict{Rollout: ref, Revision: "v2", Sequence: seq, Verdict: rollout.Pause}}
+	}
+	rec := state.Record{Rollout: ref, Revision: "v2", Template: "t", Started: t0, StepStarted: t0, Sequence: 7,
+		Pending: []state.Verdict{v(5), v(6), v(7)}, Owner: "r1", LeaseUntil: t0.Add(time.Minute), Final: true,
+		Args: map[string]string{"service": "checkout"}, Canary: map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"}}
+	_, err := h.store.Put(ctx, state.LiveKey(ref), rec, 0)
+	require.NoError(t, err)
+	published := func(context.Context, rollout.Ref) (string, uint64, bool, error) { return "v2", 5, true, nil }
+	r := startReplica(t, h, h.store, "r1", published)
+	vs := r.wait(t, 2)
+	require.Equal(t, []uint64{6, 7}, []uint64{vs[0].Sequence, vs[1].Sequence})
+	require.Never(t, func() bool { return len(r.sink.of(ref)) > 2 }, 50*time.Millisecond, 5*time.Millisecond)
+}
+
+// flakyStore fails every write while down is set.
+type flakyStore struct {
+	Store
+	mu   sync.Mutex
+	down bool
+}
+
+func (f *flakyStore) set(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
+
+func (f *flakyStore) Put(ctx context.Context, key string, r state.Record, rev uint64) (uint64, error) {
+	f.mu.Lock()
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		return 0, errors.New("nats: connection closed")
+	}
+	return f.Store.Put(ctx, key, r, rev)
+}
+
+// TestVerdictsWaitForTheStore: while the state cannot be stored, verdicts are decided but
+// held back; once it can, they are published in order, each number once.
+func TestVerdictsWaitForTheStore(t *testing.T) {
+	h := start(t)
+	h.stop()
+	h.m.set("v2", ok(0.004, 5000))
+	store := &flakyStore{Store: h.store}
+	r := startReplica(t, h, store, "r1", nil)
+	require.NoError(t, r.a.Handle(context.Background(), started("e1", "v2")))
+	r.wait(t, 1)
+	store.set(true)
+	h.clock.Advance(10 * time.Second)
+	require.Eventually(t, func() bool { return counterValue(r.a.metrics.evaluations) >= 2 }, 5*time.Second, time.Millisecond,
+		"the second verdict is decided while the store is down")
+	require.Never(t, func() bool { return len(r.sink.of(ref)) > 1 }, 100*time.Millisecond, 5*time.Millisecond,
+		"nothing is published while the state cannot be stored")
+	store.set(false)
+	h.clock.Advance(time.Second)
+	vs := r.wait(t, 2)
+	for i, v := range vs {
+		require.Equal(t, uint64(i+1), v.Sequence)
+	}
+	entry, err := h.store.Get(context.Background(), state.LiveKey(ref))
+	require.NoError(t, err)
+	require.Equal(t, vs[len(vs)-1].Sequence, entry.Record.Sequence)
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
+
+// TestEvaluationsBackOffWhileTheSourceIsUnreachable: while every query fails for want of
+// the metrics source, verdicts stay pause and evaluations space out (interval, then doubled,
+// up to a minute); the first evaluation that reaches the source again resets the pace.
+func TestEvaluationsBackOffWhileTheSourceIsUnreachable(t *testing.T) {
+	h := start(t)
+	down := rollout.Reading{Status: rollout.StatusError, Message: compare.ErrUnavailable.Error() + ": connection refused"}
+	h.m.mu.Lock()
+	h.m.stable = down
+	h.m.mu.Unlock()
+	h.m.set("v2", down)
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	h.waitVerdicts(t, 1) // t0; the next at +10s
+	// Due times after each unreachable evaluation: +10s, then +20s, +40s.
+	for i, wait := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second} {
+		n := len(h.sink.of(ref))
+		h.clock.Advance(wait - time.Second)
+		require.Never(t, func() bool { return len(h.sink.of(ref)) > n }, 30*time.Millisecond, 5*time.Millisecond, "step %d: not due yet", i)
+		h.clock.Advance(time.Second)
+		vs := h.waitVerdicts(t, n+1)
+		require.Equal(t, rollout.Pause, vs[len(vs)-1].Verdict)
+		require.Equal(t, rollout.Error, vs[len(vs)-1].Checks[0].Outcome)
+	}
+	// Back: the next evaluation (due in 80s, capped at 60s) reaches the source, and the
+	// pace is the interval again.
+	h.m.mu.Lock()
+	h.m.stable = ok(0.004, 10000)
+	h.m.mu.Unlock()
+	h.m.set("v2", ok(0.004, 5000))
+	n := len(h.sink.of(ref))
+	h.clock.Advance(time.Minute)
+	h.waitVerdicts(t, n+1)
+	h.clock.Advance(10 * time.Second)
+	h.waitVerdicts(t, n+2)
+}

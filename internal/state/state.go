@@ -1,0 +1,296 @@
+// Package state keeps analyses in a JetStream key-value bucket, so that they survive crashes
+// and are shared by replicas: one record per live rollout, written with compare-and-swap on
+// its revision, and one per ended revision, for when that revision starts again.
+package state
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/analyzerd/analyzerd/internal/decide"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+// DefaultBucket is the key-value bucket analyzerd keeps its state in.
+const DefaultBucket = "ANALYZERD_STATE"
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no record under that key.
+	ErrNotFound = errors.New("no such record")
+	// ErrConflict: the record changed since it was read (or exists, for a create).
+	ErrConflict = errors.New("record changed concurrently")
+)
+
+// Record is everything one analysis needs to go on where it stopped, on any replica.
+type Record struct {
+	Rollout  rollout.Ref `json:"rollout"`
+	Revision string      `json:"revision"`
+	// Template names the analysis template (the daemon's configuration holds it).
+	Template string            `json:"template"`
+	Args     map[string]string `json:"args,omitempty"`
+	Canary   map[string]string `json:"canary,omitempty"`
+	Stable   map[string]string `json:"stable,omitempty"`
+	// Started is the rollout.started event's time: the baseline window ends there.
+	Started time.Time `json:"started"`
+
+	Step        int       `json:"step"`
+	Weight      int       `json:"weight"`
+	StepStarted time.Time `json:"stepStarted"`
+	// StepGen grows with every step change.
+	StepGen     uint64 `json:"stepGen"`
+	Cause       string `json:"cause"`
+	TraceParent string `json:"traceParent,omitempty"`
+	TraceState  string `json:"traceState,omitempty"`
+
+	// Baseline is nil until captured; once captured it is never captured again.
+	Baseline map[string]rollout.Reading `json:"baseline,omitempty"`
+	Evidence decide.Evidence            `json:"evidence"`
+	// Sequence is the last verdict sequence number given out. Pending are the verdicts last
+	// handed to the publisher, stored before they are published: a replica that takes over,
+	// or the same one after a crash, publishes those the verdict stream does not hold yet,
+	// so that no sequence number is skipped, and none is published twice.
+	Sequence uint64    `json:"sequence"`
+	Pending  []Verdict `json:"pending,omitempty"`
+	// Final is set by a rollback: no more evaluations.
+	Final bool `json:"final,omitempty"`
+
+	// Owner is the replica that evaluates the rollout until LeaseUntil; another may take it
+	// over once the lease has expired.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil"`
+
+	// Ended is the time of the event that ended the analysis (completed, aborted or
+	// superseded): set on the records of ended revisions.
+	Ended *time.Time `json:"ended,omitempty"`
+}
+
+// Verdict is a verdict with the trace context it is published with.
+type Verdict struct {
+	Verdict     rollout.Verdict `json:"verdict"`
+	TraceParent string          `json:"traceParent,omitempty"`
+	TraceState  string          `json:"traceState,omitempty"`
+}
+
+// Last is the latest verdict decided and stored, if any.
+func (r Record) Last() (rollout.Verdict, bool) {
+	if len(r.Pending) == 0 {
+		return rollout.Verdict{}, false
+	}
+	return r.Pending[len(r.Pending)-1].Verdict, true
+}
+
+// Key is the analysis a record is about.
+func (r Record) Key() rollout.Key { return rollout.Key{Ref: r.Rollout, Revision: r.Revision} }
+
+// Entry is a record with the revision it was read at.
+type Entry struct {
+	Record   Record
+	Revision uint64
+}
+
+// Options configure a Store.
+type Options struct {
+	// Bucket is the key-value bucket (DefaultBucket when empty); it is created when missing.
+	Bucket string
+	// Replicas of the bucket (3 on a cluster).
+	Replicas int
+	// EndedTTL is how long the records of ended revisions are kept.
+	EndedTTL time.Duration
+}
+
+// Store reads and writes records.
+type Store struct {
+	kv       jetstream.KeyValue
+	endedTTL time.Duration
+}
+
+// Open opens the bucket, creating it when missing.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	if opts.Bucket == "" {
+		opts.Bucket = DefaultBucket
+	}
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.EndedTTL <= 0 {
+		opts.EndedTTL = 7 * 24 * time.Hour
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      opts.Bucket,
+		Description: "analyzerd: the state of every live analysis, and of ended revisions",
+		History:     1,
+		Replicas:    opts.Replicas,
+		// Ended records are written with a TTL of their own.
+		LimitMarkerTTL: time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state bucket %s: %w", opts.Bucket, err)
+	}
+	return &Store{kv: kv, endedTTL: opts.EndedTTL}, nil
+}
+
+// LiveKey is the key of a rollout's live analysis. Namespaces and names are encoded in
+// base64url, so that no two rollouts share a key whatever their characters.
+func LiveKey(ref rollout.Ref) string {
+	return "live." + enc(ref.Namespace) + "." + enc(ref.Name)
+}
+
+// EndedKey is the key of an ended revision's record.
+func EndedKey(k rollout.Key) string {
+	return "ended." + enc(k.Namespace) + "." + enc(k.Name) + "." + enc(k.Revision)
+}
+
+func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// Get reads the record under key.
+func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	return decodeEntry(e)
+}
+
+func decodeEntry(e jetstream.KeyValueEntry) (Entry, error) {
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return Entry{}, fmt.Errorf("decode %s: %w", e.Key(), err)
+	}
+	return Entry{Record: r, Revision: e.Revision()}, nil
+}
+
+// Put writes r under key: created when revision is 0, else updated only if the record is
+// still at revision. It returns the new revision, or ErrConflict.
+func (s *Store) Put(ctx context.Context, key string, r Record, revision uint64) (uint64, error) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", key, err)
+	}
+	var rev uint64
+	if revision == 0 {
+		rev, err = s.kv.Create(ctx, key, data)
+	} else {
+		rev, err = s.kv.Update(ctx, key, data, revision)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists), isWrongLastSequence(err):
+		return 0, fmt.Errorf("write %s: %w", key, ErrConflict)
+	case err != nil:
+		return 0, fmt.Errorf("write %s: %w", key, err)
+	}
+	return rev, nil
+}
+
+// PutEnded writes the record of an ended revision, replacing any earlier one, to be kept
+// for the store's EndedTTL.
+func (s *Store) PutEnded(ctx context.Context, r Record) error {
+	key := EndedKey(r.Key())
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	if err := s.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("replace %s: %w", key, err)
+	}
+	if _, err := s.kv.Create(ctx, key, data, jetstream.KeyTTL(s.endedTTL)); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes the record under key if it is still at revision.
+func (s *Store) Delete(ctx context.Context, key string, revision uint64) error {
+	err := s.kv.Purge(ctx, key, jetstream.LastRevision(revision))
+	switch {
+	case isWrongLastSequence(err) || errors.Is(err, jetstream.ErrKeyExists):
+		return fmt.Errorf("delete %s: %w", key, ErrConflict)
+	case err != nil:
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// Live lists every live record.
+func (s *Store) Live(ctx context.Context) ([]Entry, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, "live.>")
+	if err != nil {
+		return nil, fmt.Errorf("list live records: %w", err)
+	}
+	var out []Entry
+	for key := range lister.Keys() {
+		e, err := s.Get(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted since it was listed
+		}
+		if err != nil {
+			_ = lister.Stop()
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Watch follows the live records: every update, and a delete as an entry with a nil record.
+// The channel closes when ctx ends.
+func (s *Store) Watch(ctx context.Context) (<-chan Update, error) {
+	w, err := s.kv.Watch(ctx, "live.>", jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("watch live records: %w", err)
+	}
+	out := make(chan Update, 64)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue
+				}
+				u := Update{Key: e.Key(), Revision: e.Revision()}
+				if e.Operation() == jetstream.KeyValuePut {
+					entry, err := decodeEntry(e)
+					if err != nil {
+						continue // not ours to read: a foreign writer
+					}
+					u.Record = &entry.Record
+				}
+				select {
+				case out <- u:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Update is a change of a live record seen by Watch; Record is nil when it was deleted.
+type Update struct {
+	Key      string
+	Revision uint64
+	Record   *Record
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

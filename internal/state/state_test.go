@@ -1,0 +1,134 @@
+package state
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/analyzerd/analyzerd/internal/natstest"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
+	s, err := Open(context.Background(), js, Options{EndedTTL: time.Hour})
+	require.NoError(t, err)
+	return s
+}
+
+func record(ns, name, rev string) Record {
+	return Record{Rollout: rollout.Ref{Namespace: ns, Name: name}, Revision: rev, Template: "t", Sequence: 3,
+		Started: time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC), Owner: "r1"}
+}
+
+func TestCompareAndSwap(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	rec := record("prod", "checkout", "v2")
+	key := LiveKey(rec.Rollout)
+	rev, err := s.Put(ctx, key, rec, 0)
+	require.NoError(t, err)
+	_, err = s.Put(ctx, key, rec, 0)
+	require.ErrorIs(t, err, ErrConflict, "a create over an existing record")
+
+	rec.Sequence = 4
+	rev2, err := s.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	rec.Sequence = 5
+	_, err = s.Put(ctx, key, rec, rev)
+	require.ErrorIs(t, err, ErrConflict, "an update from a stale revision")
+
+	got, err := s.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, rev2, got.Revision)
+	require.Equal(t, uint64(4), got.Record.Sequence)
+
+	require.ErrorIs(t, s.Delete(ctx, key, rev), ErrConflict)
+	require.NoError(t, s.Delete(ctx, key, rev2))
+	_, err = s.Get(ctx, key)
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+// TestKeysNeverCollide: names that subject tokens would map alike get distinct keys.
+func TestKeysNeverCollide(t *testing.T) {
+	a := LiveKey(rollout.Ref{Namespace: "a.b", Name: "c"})
+	b := LiveKey(rollout.Ref{Namespace: "a", Name: "b.c"})
+	c := LiveKey(rollout.Ref{Namespace: "a_b", Name: "c"})
+	require.NotEqual(t, a, b)
+	require.NotEqual(t, a, c)
+	require.NotEqual(t, EndedKey(rollout.Key{Ref: rollout.Ref{Namespace: "x", Name: "y"}, Revision: "v1/2"}),
+		EndedKey(rollout.Key{Ref: rollout.Ref{Namespace: "x", Name: "y"}, Revision: "v1_2"}))
+	s := open(t)
+	for _, ref := range []rollout.Ref{{Namespace: "a.b", Name: "c"}, {Namespace: "ü*>", Name: "name with spaces"}} {
+		_, err := s.Put(context.Background(), LiveKey(ref), record(ref.Namespace, ref.Name, "v"), 0)
+		require.NoError(t, err, "a key for %v", ref)
+	}
+	live, err := s.Live(context.Background())
+	require.NoError(t, err)
+	require.Len(t, live, 2)
+}
+
+func TestEndedRecordsAreReplaced(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	rec := record("prod", "checkout", "v2")
+	at := rec.Started.Add(time.Hour)
+	rec.Ended = &at
+	require.NoError(t, s.PutEnded(ctx, rec))
+	rec.Sequence = 9
+	require.NoError(t, s.PutEnded(ctx, rec), "a revision may end again")
+	got, err := s.Get(ctx, EndedKey(rec.Key()))
+	require.NoError(t, err)
+	require.Equal(t, uint64(9), got.Record.Sequence)
+	require.True(t, got.Record.Ended.Equal(at))
+	live, err := s.Live(ctx)
+	require.NoError(t, err)
+	require.Empty(t, live, "ended records are not live")
+}
+
+func TestWatchSeesPutsAndDeletes(t *testing.T) {
+	s := open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates, err := s.Watch(ctx)
+	require.NoError(t, err)
+	rec := record("prod", "checkout", "v2")
+	key := LiveKey(rec.Rollout)
+	rev, err := s.Put(context.Background(), key, rec, 0)
+	require.NoError(t, err)
+	u := next(t, updates)
+	require.Equal(t, key, u.Key)
+	require.Equal(t, rev, u.Revision)
+	require.NotNil(t, u.Record)
+	require.Equal(t, rec.Revision, u.Record.Revision)
+	require.NoError(t, s.Delete(context.Background(), key, rev))
+	u = next(t, updates)
+	require.Nil(t, u.Record)
+	cancel()
+	require.Eventually(t, func() bool {
+		select {
+		case _, ok := <-updates:
+			return !ok
+		default:
+			return false
+		}
+	}, 5*time.Second, time.Millisecond, "the channel closes when the context ends")
+}
+
+func next(t *testing.T, ch <-chan Update) Update {
+	t.Helper()
+	select {
+	case u := <-ch:
+		return u
+	case <-time.After(5 * time.Second):
+		t.Fatal("no update within 5s")
+		return Update{}
+	}
+}
