@@ -67,7 +67,7 @@ func TestNotes(t *testing.T) {
 			[]string{"nats://analyzerd-nats.canary.svc:4222", "rollouts.events.<namespace>.<name>", "restrict who may reach it", "WARNING: nats.embedded.persistence.enabled is false"},
 			nil},
 		{"external", []string{"--values", filepath.Join(chartDir, "ci", "external-values.yaml")},
-			[]string{"3 replica(s), NATS external", "nats://nats-0.nats.nats.svc:4222", "NOTE: 3 replicas"},
+			[]string{"3 replica(s), NATS external", "nats://nats-0.nats.nats.svc:4222", "3 replicas share one durable consumer and the state bucket"},
 			[]string{"embedded NATS server"}},
 		{"everything", []string{"--values", filepath.Join(chartDir, "ci", "everything-values.yaml")},
 			[]string{"ServiceMonitor monitoring/analyzerd", "PrometheusRule canary/analyzerd", "ConfigMap monitoring/analyzerd-dashboard", "canary.verdicts.>"},
