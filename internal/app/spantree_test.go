@@ -1,0 +1,290 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/analyzerd/analyzerd/internal/config"
+	"github.com/analyzerd/analyzerd/internal/promproc"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/rolloutclient"
+	"github.com/analyzerd/analyzerd/internal/workload"
+)
+
+// TestSpanTreeOfARollback pins the trace of the evaluation that rolls a bad canary back:
+// against a real Prometheus scraping a real instrumented workload, the root span
+// "evaluate <ns>/<name>" is linked to the producer's span from the event's traceparent; its
+// children are one "query" span per PromQL query (the rendered query, the rows), one "decide"
+// span with an event per check (outcome, values, e-value), and the "publish <subject>"
+// producer span (messaging attributes, message id, sequence); the verdict names this trace,
+// and its traceparent is the publish span's.
+func TestSpanTreeOfARollback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts prometheus and a workload")
+	}
+	binary, err := promproc.Find()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("prometheus is required in CI: %v", err)
+		}
+		t.Skipf("prometheus not installed: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// A stable side at 0.5% errors and a canary at 20%.
+	var targets []promproc.Target
+	for i, side := range []struct {
+		version string
+		errors  float64
+	}{{"v1", 0.005}, {"v2", 0.2}} {
+		w, err := workload.New(workload.Config{Service: "checkout", Version: side.version, Seed: int64(i + 1),
+			Profile: workload.Profile{Rate: 200, ErrorRate: side.errors}})
+		require.NoError(t, err)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		done := make(chan struct{})
+		go func() { defer close(done); _ = w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		targets = append(targets, promproc.Target{Job: "checkout", Address: ln.Addr().String()})
+	}
+	prom, err := promproc.Start(ctx, promproc.Options{Binary: binary, Dir: t.TempDir(), Targets: targets, ScrapeInterval: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = prom.Close() })
+	require.NoError(t, prom.WaitTargetsUp(ctx))
+
+	cfg := config.Default()
+	cfg.NATS.Embedded.Port, cfg.NATS.Embedded.StoreDir = -1, t.TempDir()
+	cfg.Prometheus.URL, cfg.HTTP.Addr = prom.URL(), "127.0.0.1:0"
+	cfg.State.ReplicaID = "spans"
+	cfg.Ingest.MaxClockSkew = 2 * time.Second
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.Templates = []rollout.Template{fastTemplate()}
+	for i := range cfg.Templates {
+		config.TemplateDefaults(&cfg.Templates[i])
+	}
+	require.NoError(t, cfg.Validate())
+
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ready := make(chan Info, 1)
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- Run(runCtx, cfg, Options{Logger: zaptest.NewLogger(t), TracerProvider: tp, Resolution: 50 * time.Millisecond,
+			OnReady: func(i Info) { ready <- i }})
+	}()
+	var info Info
+	select {
+	case info = <-ready:
+	case err := <-done:
+		t.Fatalf("daemon stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon not ready within 30s")
+	}
+	t.Cleanup(func() { stop(); <-done })
+
+	nc, err := nats.Connect(info.NATSURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	// The controller's span, whose context travels in the event's traceparent.
+	controllerTP := sdktrace.NewTracerProvider()
+	_, producer := controllerTP.Tracer("controller").Start(ctx, "set canary weight")
+	ref := rollout.Ref{Namespace: "prod", Name: "checkout"}
+	body, err := rolloutclient.Event("start-1", rollout.EventStarted, time.Now(), rolloutclient.Started{
+		Rollout: ref, Revision: "v2", Analysis: "fast", Args: map[string]string{"service": "checkout"},
+		Canary: map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"}, Weight: 50,
+	})
+	require.NoError(t, err)
+	msg := nats.NewMsg(rollout.EventsSubject("rollouts", ref))
+	msg.Data = body
+	msg.Header.Set("Content-Type", "application/cloudevents+json")
+	propagation.TraceContext{}.Inject(trace.ContextWithSpan(ctx, producer), propagation.HeaderCarrier(msg.Header))
+	msg.Header.Set("traceparent", msg.Header.Get("Traceparent")) // the contract's lower-case key
+	msg.Header.Del("Traceparent")
+	_, err = js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	producer.End()
+
+	var rolledBack rolloutclient.Received
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	found := make(chan rolloutclient.Received, 1)
+	go func() {
+		_ = rolloutclient.WatchVerdicts(watchCtx, js, "rollouts", func(r rolloutclient.Received) {
+			if r.Verdict.Verdict == rollout.Rollback {
+				select {
+				case found <- r:
+				default:
+				}
+			}
+		})
+	}()
+	select {
+	case rolledBack = <-found:
+	case <-time.After(60 * time.Second):
+		t.Fatal("no rollback within 60s")
+	}
+	stopWatch()
+
+	traceID := rolledBack.Verdict.TraceID
+	var spans []sdktrace.ReadOnlySpan
+	require.Eventually(t, func() bool {
+		spans = spansOf(recorder, traceID)
+		names := map[string]bool{}
+		for _, s := range spans {
+			names[s.Name()] = true
+		}
+		return names["evaluate prod/checkout"] && names["decide"] && names["publish rollouts.verdicts.prod.checkout"]
+	}, 10*time.Second, 20*time.Millisecond, "the rollback's spans ended")
+	t.Logf("the trace of the rollback (verdict %d):\n%s", rolledBack.Verdict.Sequence, describeTree(spans))
+
+	var root sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if !s.Parent().IsValid() {
+			require.Nil(t, root, "one root")
+			root = s
+		}
+	}
+	require.NotNil(t, root)
+	require.Equal(t, "evaluate prod/checkout", root.Name())
+	require.Len(t, root.Links(), 1)
+	require.Equal(t, producer.SpanContext().SpanID(), root.Links()[0].SpanContext.SpanID(), "linked to the producer's span")
+	requireAttr(t, root, "analyzerd.verdict", "rollback")
+	requireAttr(t, root, "rollout.revision", "v2")
+
+	queries, decides, publishes := 0, 0, 0
+	for _, s := range spans {
+		if s == root {
+			continue
+		}
+		require.Equal(t, root.SpanContext().SpanID(), s.Parent().SpanID(), "%s is a child of the evaluation", s.Name())
+		switch s.Name() {
+		case "query":
+			queries++
+			text := attr(s, "db.query.text")
+			require.Contains(t, text, `service="checkout"`)
+			require.True(t, strings.Contains(text, `version="v2"`) || strings.Contains(text, `version="v1"`), text)
+			requireAttr(t, s, "db.system.name", "prometheus")
+			require.NotEmpty(t, attr(s, "db.response.returned_rows"))
+			require.Equal(t, trace.SpanKindClient, s.SpanKind())
+		case "decide":
+			decides++
+			requireAttr(t, s, "analyzerd.verdict", "rollback")
+			require.NotEmpty(t, s.Events())
+			ev := s.Events()[0]
+			require.Equal(t, "check", ev.Name)
+			evAttrs := map[attribute.Key]attribute.Value{}
+			for _, a := range ev.Attributes {
+				evAttrs[a.Key] = a.Value
+			}
+			require.Equal(t, "error-rate", evAttrs["analyzerd.check"].AsString())
+			require.Equal(t, "fail", evAttrs["analyzerd.check.outcome"].AsString())
+			require.GreaterOrEqual(t, evAttrs["analyzerd.check.e_value"].AsFloat64(), 100.0)
+			require.Greater(t, evAttrs["analyzerd.check.canary"].AsFloat64(), evAttrs["analyzerd.check.stable"].AsFloat64())
+		case "publish rollouts.verdicts.prod.checkout":
+			publishes++
+			require.Equal(t, trace.SpanKindProducer, s.SpanKind())
+			requireAttr(t, s, "messaging.system", "nats")
+			requireAttr(t, s, "messaging.destination.name", "rollouts.verdicts.prod.checkout")
+			requireAttr(t, s, "messaging.message.id", rolledBack.MsgID)
+			requireAttr(t, s, "analyzerd.verdict.sequence", fmt.Sprint(rolledBack.Verdict.Sequence))
+			require.Equal(t, fmt.Sprintf("00-%s-%s-01", traceID, s.SpanContext().SpanID()), rolledBack.TraceParent,
+				"the verdict carries the publish span's context")
+		default:
+			t.Fatalf("unexpected span %q", s.Name())
+		}
+	}
+	require.GreaterOrEqual(t, queries, 4, "errors and requests on both sides")
+	require.Equal(t, 1, decides)
+	require.Equal(t, 1, publishes)
+}
+
+// fastTemplate is the error-rate check at a one-second interval.
+func fastTemplate() rollout.Template {
+	max := 0.01
+	sel := `service={{ arg "service" }}, version={{ var "version" }}`
+	return rollout.Template{
+		Name: "fast", Interval: time.Second, BaselineWindow: 10 * time.Second, MinStepDuration: 5 * time.Second,
+		Args: []string{"service"}, Variables: []string{"version"},
+		Checks: []rollout.Check{{
+			Name: "error-rate", Kind: rollout.KindRatio, MinSamples: 50,
+			Errors: `sum(increase(http_requests_total{` + sel + `, code=~"5.."}[{{ window }}]))`,
+			Total:  `sum(increase(http_requests_total{` + sel + `}[{{ window }}]))`,
+			Guards: []rollout.Guard{{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: &max}},
+		}},
+	}
+}
+
+func spansOf(r *tracetest.SpanRecorder, traceID string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range r.Ended() {
+		if s.SpanContext().TraceID().String() == traceID {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func attr(s sdktrace.ReadOnlySpan, key string) string {
+	for _, a := range s.Attributes() {
+		if string(a.Key) == key {
+			return a.Value.Emit()
+		}
+	}
+	return ""
+}
+
+func requireAttr(t *testing.T, s sdktrace.ReadOnlySpan, key, want string) {
+	t.Helper()
+	require.Equal(t, want, attr(s, key), "%s: attribute %s", s.Name(), key)
+}
+
+// describeTree prints the spans, children under their parent, with their key attributes.
+func describeTree(spans []sdktrace.ReadOnlySpan) string {
+	sort.Slice(spans, func(i, j int) bool { return spans[i].StartTime().Before(spans[j].StartTime()) })
+	var b strings.Builder
+	for _, s := range spans {
+		indent := "  "
+		if !s.Parent().IsValid() {
+			indent = ""
+		}
+		fmt.Fprintf(&b, "%s%s (%s)", indent, s.Name(), s.EndTime().Sub(s.StartTime()).Round(time.Microsecond))
+		for _, a := range s.Attributes() {
+			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value.Emit())
+		}
+		b.WriteString("\n")
+		for _, e := range s.Events() {
+			fmt.Fprintf(&b, "%s    event %s:", indent, e.Name)
+			for _, a := range e.Attributes {
+				fmt.Fprintf(&b, " %s=%s", a.Key, a.Value.Emit())
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
