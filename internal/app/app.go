@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -144,6 +145,49 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return err
 	}
 
+	// HTTP first, so that probes answer while NATS is still being reached: /healthz says the
+	// process is alive, /readyz names what is missing, and the read API answers 404 until the
+	// analyses are loaded.
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	var up atomic.Pointer[running]
+	web := httpapi.New(httpapi.Options{
+		Verdicts: lazyVerdicts{&up},
+		Gatherer: reg,
+		Logger:   log.Named("http"),
+		Ready: []httpapi.Check{
+			{Name: "nats", Check: func(context.Context) error {
+				r := up.Load()
+				if r == nil {
+					return errors.New("not connected yet")
+				}
+				if s := r.nc.Status(); s != nats.CONNECTED {
+					return fmt.Errorf("connection is %s", s)
+				}
+				return nil
+			}},
+			{Name: "streams", Check: func(ctx context.Context) error {
+				r := up.Load()
+				if r == nil {
+					return errors.New("not checked yet: NATS is not connected")
+				}
+				return streams.Check(ctx, r.js)
+			}},
+			{Name: "prometheus", Check: source.Ping},
+		},
+	})
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- web.Serve(httpCtx, ln) }()
+	defer func() {
+		stopHTTP()
+		if err := <-httpDone; err != nil {
+			log.Warn("http server stopped with an error", zap.Error(err))
+		}
+	}()
+
 	// connCtx ends when nats.go closes the connection for good (the server refused the
 	// credentials twice): retrying then stops, and the daemon fails, saying why.
 	connCtx, connClosed := context.WithCancelCause(ctx)
@@ -222,26 +266,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Addr, err)
-	}
 	info.HTTPAddr = ln.Addr().String()
-	web := httpapi.New(httpapi.Options{
-		Verdicts: an,
-		Gatherer: reg,
-		Logger:   log.Named("http"),
-		Ready: []httpapi.Check{
-			{Name: "nats", Check: func(context.Context) error {
-				if s := nc.Status(); s != nats.CONNECTED {
-					return fmt.Errorf("connection is %s", s)
-				}
-				return nil
-			}},
-			{Name: "streams", Check: func(ctx context.Context) error { return streams.Check(ctx, js) }},
-			{Name: "prometheus", Check: source.Ping},
-		},
-	})
+	up.Store(&running{nc: nc, js: js, an: an})
 
 	// The group: everything runs until ctx is done or one part fails; then all stop.
 	runCtx, cancel := context.WithCancel(connCtx)
@@ -250,7 +276,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 	g.spawn("analyzer", func() error { return an.Run(runCtx) })
 	g.spawn("publisher", func() error { return publisher.Run(runCtx) })
 	g.spawn("consumer", func() error { return consumer.Run(runCtx) })
-	g.spawn("http", func() error { return web.Serve(runCtx, ln) })
 	log.Info("analyzerd started", zap.String("nats", info.NATSURL), zap.String("http", info.HTTPAddr),
 		zap.String("prometheus", cfg.Prometheus.URL), zap.Int("templates", len(templates)))
 	if opts.OnReady != nil {
@@ -397,4 +422,28 @@ func (g *group) spawn(name string, run func() error) {
 func (g *group) wait() error {
 	g.wg.Wait()
 	return errors.Join(g.errs...)
+}
+
+// running is what the HTTP server needs of the parts that start once NATS is reached.
+type running struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+	an *analyzer.Analyzer
+}
+
+// lazyVerdicts serves the analyzer's verdicts once it exists, and none before.
+type lazyVerdicts struct{ up *atomic.Pointer[running] }
+
+func (l lazyVerdicts) Latest(ref rollout.Ref) (rollout.Verdict, bool) {
+	if r := l.up.Load(); r != nil {
+		return r.an.Latest(ref)
+	}
+	return rollout.Verdict{}, false
+}
+
+func (l lazyVerdicts) List() []rollout.Verdict {
+	if r := l.up.Load(); r != nil {
+		return r.an.List()
+	}
+	return nil
 }
