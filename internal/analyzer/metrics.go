@@ -3,6 +3,7 @@ package analyzer
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
@@ -61,6 +62,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if m.firstVerdict, err = telemetry.Register(reg, m.firstVerdict); err != nil {
 		return nil, err
+	}
+	// Every label value exists from the start, so that alerts see zeros, not absent series.
+	for _, d := range []rollout.Decision{rollout.Proceed, rollout.Pause, rollout.Rollback} {
+		m.verdicts.WithLabelValues(string(d))
+	}
+	for _, t := range []rollout.EventType{rollout.EventStarted, rollout.EventStep, rollout.EventCompleted, rollout.EventAborted} {
+		for _, r := range []string{"applied", "duplicate", "stale", "ignored", "rejected"} {
+			m.applied.WithLabelValues(string(t), r)
+		}
 	}
 	return m, nil
 }

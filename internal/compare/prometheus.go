@@ -142,8 +142,19 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 	if p.errors, err = telemetry.Register(opts.Registerer, p.errors); err != nil {
 		return nil, err
 	}
+	// Every label value exists from the start, so that alerts and rate() see zeros, not
+	// absent series, before the first failure.
+	for _, outcome := range []string{"ok", "error"} {
+		p.duration.WithLabelValues(outcome)
+	}
+	for _, reason := range queryErrorReasons {
+		p.errors.WithLabelValues(reason)
+	}
 	return p, nil
 }
+
+// queryErrorReasons are the values of analyzerd_query_errors_total's reason label.
+var queryErrorReasons = []string{"unreachable", "timeout", "server_error", "client_error", "bad_query", "credentials", "bad_result", "other"}
 
 func (o TLSOptions) config() (*tls.Config, error) {
 	c := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in
