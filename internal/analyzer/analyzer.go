@@ -243,11 +243,14 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			a.complete(workCtx, res)
 		case u, ok := <-updates:
 			if !ok {
-				updates = nil // the watch ended: the store is away; the ticker's scan goes on
+				updates = nil // the watch ended: watched again at the next tick
 				continue
 			}
 			a.observe(u)
 		case <-ticker.C:
+			if updates == nil {
+				updates = a.rewatch(watchCtx)
+			}
 			a.scan(workCtx)
 			a.dispatch(workCtx, &workers, slots)
 		}
@@ -279,6 +282,33 @@ func (a *Analyzer) load(ctx context.Context) error {
 		a.opts.Logger.Info("stored analyses loaded", zap.Int("live", len(entries)), zap.Int("resumed", resumed))
 	}
 	return nil
+}
+
+// rewatch follows the store again after its watch ended (the connection was lost), and
+// reads every live record to catch up with what changed meanwhile. It returns nil when the
+// store is still away.
+func (a *Analyzer) rewatch(ctx context.Context) <-chan state.Update {
+	updates, err := a.opts.Store.Watch(ctx)
+	if err != nil {
+		return nil
+	}
+	entries, err := a.opts.Store.Live(ctx)
+	if err != nil {
+		return updates // the watch is back; the records are read at the next loss, or as they change
+	}
+	seen := map[rollout.Ref]bool{}
+	for _, e := range entries {
+		seen[e.Record.Rollout] = true
+		a.observe(state.Update{Key: state.LiveKey(e.Record.Rollout), Revision: e.Revision, Record: &e.Record})
+	}
+	for ref := range a.others {
+		if !seen[ref] {
+			delete(a.others, ref)
+			a.unremember(ref)
+		}
+	}
+	a.opts.Logger.Info("following the state bucket again", zap.Int("live", len(entries)))
+	return updates
 }
 
 // observe follows a change of the store made by another replica (or an echo of this one's).
@@ -324,8 +354,8 @@ func (a *Analyzer) scan(ctx context.Context) {
 		switch {
 		case len(an.unstored) > 0 && !now.Before(an.retryAt):
 			a.store(ctx, an)
-		case an.rec.LeaseUntil.Sub(now) < a.opts.Lease/2:
-			a.store(ctx, an) // renews the lease
+		case an.rec.LeaseUntil.Sub(now) < a.opts.Lease/3:
+			a.store(ctx, an) // renews the lease (evaluations renew it too)
 		}
 	}
 	for ref, e := range a.others {

@@ -259,12 +259,10 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
 }
 
-// endRecord stores what a later start of the revision needs of its ended analysis. The
-// in-memory copy, when this replica owns it, is the freshest: its evidence and sequence win.
+// endRecord stores what a later start of the revision needs of its ended analysis: the
+// stored record, whose sequence was published or is about to be (verdicts not stored yet are
+// never published, so their numbers may be given again).
 func (a *Analyzer) endRecord(ctx context.Context, rec state.Record, at time.Time) error {
-	if an := a.live[rec.Rollout]; an != nil && an.key() == rec.Key() && an.rec.Sequence > rec.Sequence {
-		rec.Sequence, rec.Evidence = an.rec.Sequence, an.rec.Evidence
-	}
 	rec.Ended = &at
 	return a.opts.Store.PutEnded(ctx, rec)
 }
