@@ -59,6 +59,15 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int, ce *CheckEv
 		j.result.Outcome, j.result.Message = rollout.Fail, sq.message
 		j.rejected, j.failedAgainst, j.canary, j.reference = sq.rejected, sq.against, sq.canary, sq.reference
 		j.failedGuard, j.critical = nil, false
+		// The reason shows the check's own numbers (the step's values, as the verdict's
+		// check does) where there are some; else the rates the test saw.
+		ref := stepM.Stable
+		if sq.against == rollout.AgainstBaseline && m.Baseline != nil {
+			ref = *m.Baseline
+		}
+		if stepM.Canary.OK() && ref.OK() {
+			j.canary, j.reference = stepM.Canary.Value, ref.Value
+		}
 		return j
 	case o == rollout.Error:
 		return j
