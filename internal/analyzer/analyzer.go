@@ -35,6 +35,9 @@ type Measurer interface {
 // Sink takes verdicts to publish, in order, without blocking; *publish.Publisher is one.
 type Sink interface {
 	Enqueue(v rollout.Verdict, traceParent, traceState string)
+	// Revoke drops the queued verdicts of a rollout's revision that another replica now
+	// publishes.
+	Revoke(ref rollout.Ref, revision string) int
 }
 
 // Store keeps the analyses; *state.Store is the implementation.
@@ -126,7 +129,38 @@ type Analyzer struct {
 	// latest is what the read API serves; written by the loop, read by HTTP handlers.
 	mu     sync.RWMutex
 	latest map[rollout.Ref]rollout.Verdict
+
+	// acked is the highest sequence of each analysis that JetStream acknowledged; written
+	// by the publisher (Acknowledged), read by the loop.
+	ackMu sync.Mutex
+	acked map[rollout.Key]uint64
 }
+
+// maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
+// acknowledgement: past it, the rollout is not evaluated until they are published, so that
+// the verdicts the store keeps to publish again stay few (and none is dropped for want of
+// room).
+const maxUnacknowledged = 8
+
+// Acknowledged records that JetStream stored v (publish.Options.OnPublished). Safe for
+// concurrent use.
+func (a *Analyzer) Acknowledged(v rollout.Verdict) {
+	a.ackMu.Lock()
+	defer a.ackMu.Unlock()
+	if v.Sequence > a.acked[v.Key()] {
+		a.acked[v.Key()] = v.Sequence
+	}
+}
+
+func (a *Analyzer) ackedOf(k rollout.Key) uint64 {
+	a.ackMu.Lock()
+	defer a.ackMu.Unlock()
+	return a.acked[k]
+}
+
+// opTimeout bounds one store operation, so that the loop never waits long on a store that
+// is away.
+func (a *Analyzer) opTimeout() time.Duration { return min(5*time.Second, a.opts.Lease/3) }
 
 // New builds an Analyzer; Run starts it.
 func New(opts Options) (*Analyzer, error) {
@@ -151,6 +185,7 @@ func New(opts Options) (*Analyzer, error) {
 		others:  map[rollout.Ref]state.Entry{},
 		seen:    newRecent[struct{}](1 << 16),
 		latest:  map[rollout.Ref]rollout.Verdict{},
+		acked:   map[rollout.Key]uint64{},
 	}, nil
 }
 
@@ -334,7 +369,11 @@ func (a *Analyzer) observe(u state.Update) {
 	}
 	if rec.Owner == a.opts.ReplicaID {
 		delete(a.others, rec.Rollout)
+		before := a.live[rec.Rollout]
 		a.adopt(rec, u.Revision, false)
+		if an := a.live[rec.Rollout]; an != nil && an != before {
+			an.republish = true // owned now, not by this replica's own doing: publish what it lacks at the next scan
+		}
 		return
 	}
 	if an := a.live[rec.Rollout]; an != nil {
@@ -351,6 +390,9 @@ func (a *Analyzer) observe(u state.Update) {
 func (a *Analyzer) scan(ctx context.Context) {
 	now := a.opts.Now()
 	for _, an := range a.live {
+		if an.republish {
+			a.republish(ctx, an)
+		}
 		switch {
 		case len(an.unstored) > 0 && !now.Before(an.retryAt):
 			a.store(ctx, an)
@@ -371,11 +413,13 @@ func (a *Analyzer) claim(ctx context.Context, ref rollout.Ref, e state.Entry) {
 	rec := e.Record
 	from := rec.Owner
 	rec.Owner, rec.LeaseUntil = a.opts.ReplicaID, a.opts.Now().Add(a.opts.Lease)
-	rev, err := a.opts.Store.Put(ctx, state.LiveKey(ref), rec, e.Revision)
+	octx, cancel := context.WithTimeout(ctx, a.opTimeout())
+	defer cancel()
+	rev, err := a.opts.Store.Put(octx, state.LiveKey(ref), rec, e.Revision)
 	if err != nil {
 		// Another replica was quicker, or the record changed: the watch tells what became
 		// of it. Read it again so that a stale lease is not tried for ever.
-		if cur, gerr := a.opts.Store.Get(ctx, state.LiveKey(ref)); gerr == nil {
+		if cur, gerr := a.opts.Store.Get(octx, state.LiveKey(ref)); gerr == nil {
 			a.others[ref] = cur
 		} else if errors.Is(gerr, state.ErrNotFound) {
 			delete(a.others, ref)
@@ -392,25 +436,34 @@ func (a *Analyzer) claim(ctx context.Context, ref rollout.Ref, e state.Entry) {
 }
 
 // republish hands the sink the stored verdicts the verdict stream does not hold yet: those
-// the previous owner (or this replica before a crash) stored but did not publish.
+// the previous owner (or this replica before a crash) stored but did not publish. When the
+// stream cannot be asked, it tries again at the next scan rather than publish blindly.
 func (a *Analyzer) republish(ctx context.Context, an *analysis) {
-	pending := an.rec.Pending
-	if len(pending) == 0 {
+	an.republish = false
+	if len(an.rec.Pending) == 0 || a.opts.Published == nil {
+		a.enqueuePending(an)
 		return
 	}
-	var published uint64
-	if a.opts.Published != nil {
-		revision, seq, ok, err := a.opts.Published(ctx, an.rec.Rollout)
-		if err != nil {
-			a.opts.Logger.Warn("could not read the last published verdict; publishing the stored ones again",
-				zap.String("rollout", an.rec.Rollout.String()), zap.Error(err))
-		} else if ok && revision == an.rec.Revision {
-			published = seq
-		}
+	ctx, cancel := context.WithTimeout(ctx, a.opTimeout())
+	defer cancel()
+	revision, seq, ok, err := a.opts.Published(ctx, an.rec.Rollout)
+	if err != nil {
+		an.republish = true
+		a.opts.Logger.Warn("could not read the last published verdict; trying again", zap.String("rollout", an.rec.Rollout.String()), zap.Error(err))
+		return
 	}
-	for _, p := range pending {
-		if p.Verdict.Sequence > published {
+	if ok && revision == an.rec.Revision && seq > an.enqueued {
+		an.enqueued = seq
+	}
+	a.enqueuePending(an)
+}
+
+// enqueuePending hands the sink the stored pending verdicts it has not been handed yet.
+func (a *Analyzer) enqueuePending(an *analysis) {
+	for _, p := range an.rec.Pending {
+		if p.Verdict.Sequence > an.enqueued {
 			a.opts.Sink.Enqueue(p.Verdict, p.TraceParent, p.TraceState)
+			an.enqueued = p.Verdict.Sequence
 		}
 	}
 }
@@ -421,6 +474,9 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 	for _, an := range a.live {
 		if an.inFlight || an.rec.Final || now.Before(an.next) {
 			continue
+		}
+		if an.rec.Sequence-max(an.rec.Published, a.ackedOf(an.key())) >= maxUnacknowledged {
+			continue // its verdicts wait to be published: no new number until they are
 		}
 		select {
 		case slots <- struct{}{}:
@@ -617,11 +673,20 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	now := a.opts.Now()
 	rec := an.rec
 	rec.LeaseUntil = now.Add(a.opts.Lease)
-	if len(an.unstored) > 0 {
-		rec.Pending = append([]state.Verdict(nil), an.unstored...)
+	// Pending keeps every verdict not acknowledged yet, stored or not: whoever resumes the
+	// rollout publishes those the stream lacks.
+	rec.Published = max(rec.Published, a.ackedOf(rec.Key()))
+	var pending []state.Verdict
+	for _, p := range append(append([]state.Verdict(nil), rec.Pending...), an.unstored...) {
+		if p.Verdict.Sequence > rec.Published {
+			pending = append(pending, p)
+		}
 	}
+	rec.Pending = pending
 	key := state.LiveKey(rec.Rollout)
-	rev, err := a.opts.Store.Put(ctx, key, rec, an.rev)
+	octx, cancel := context.WithTimeout(ctx, a.opTimeout())
+	defer cancel()
+	rev, err := a.opts.Store.Put(octx, key, rec, an.rev)
 	switch {
 	case err == nil:
 		an.rec, an.rev = rec, rev
@@ -630,12 +695,10 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 			an.storeErr = ""
 		}
 		a.remember(rec)
-		for _, p := range an.unstored {
-			a.opts.Sink.Enqueue(p.Verdict, p.TraceParent, p.TraceState)
-		}
 		an.unstored = nil
+		a.enqueuePending(an)
 	case errors.Is(err, state.ErrConflict):
-		cur, gerr := a.opts.Store.Get(ctx, key)
+		cur, gerr := a.opts.Store.Get(octx, key)
 		switch {
 		case errors.Is(gerr, state.ErrNotFound):
 			a.forget(rec.Rollout) // ended meanwhile
@@ -648,9 +711,12 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 			a.remember(cur.Record)
 			a.others[rec.Rollout] = cur
 		default:
-			// Changed for an event by another replica: go on from what is stored.
+			// Changed for an event by another replica (or a write of this one whose answer
+			// was lost): go on from what is stored, publishing what it holds that this
+			// replica has not handed the sink yet.
 			an.unstored = nil
 			a.adopt(cur.Record, cur.Revision, false)
+			a.enqueuePending(an)
 			an.next = now
 		}
 	default:

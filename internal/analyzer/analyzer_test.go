@@ -75,6 +75,10 @@ type fakeSink struct {
 	mu       sync.Mutex
 	verdicts []rollout.Verdict
 	parents  []string
+	// ack, when set, is told of every verdict at once, as JetStream's acknowledgements
+	// tell the analyzer (publish.Options.OnPublished); hold stops that.
+	ack  func(rollout.Verdict)
+	hold bool
 }
 
 func (s *fakeSink) Enqueue(v rollout.Verdict, traceParent, _ string) {
@@ -82,7 +86,19 @@ func (s *fakeSink) Enqueue(v rollout.Verdict, traceParent, _ string) {
 	defer s.mu.Unlock()
 	s.verdicts = append(s.verdicts, v)
 	s.parents = append(s.parents, traceParent)
+	if s.ack != nil && !s.hold {
+		s.ack(v)
+	}
 }
+
+func (s *fakeSink) setHold(hold bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold = hold
+}
+
+// Revoke records nothing: the fake publishes at once, so nothing is ever queued.
+func (s *fakeSink) Revoke(rollout.Ref, string) int { return 0 }
 
 func (s *fakeSink) of(ref rollout.Ref) []rollout.Verdict {
 	s.mu.Lock()
@@ -185,6 +201,7 @@ func start(t *testing.T, modify ...func(*rollout.Template)) *harness {
 	})
 	require.NoError(t, err)
 	h.a = a
+	h.sink.ack = a.Acknowledged
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- a.Run(ctx) }()
@@ -304,7 +321,9 @@ func TestInvalidEventsAreRejected(t *testing.T) {
 	require.ErrorContains(t, h.a.Handle(context.Background(), noVar), "data.stable.version")
 
 	step := rollout.Event{ID: "e4", Type: rollout.EventStep, Time: t0, Rollout: ref, Revision: "v2", Step: 1, Weight: 25}
-	require.ErrorIs(t, h.a.Handle(context.Background(), step), rollout.ErrInvalid, "no live analysis")
+	err = h.a.Handle(context.Background(), step)
+	require.ErrorContains(t, err, "no live analysis", "a step before its start")
+	require.NotErrorIs(t, err, rollout.ErrInvalid, "retried: its start may come later (events can be handled out of order)")
 
 	// A rejected id is not remembered: a corrected republish with the same id applies.
 	fixed := started("e1", "v2")

@@ -52,6 +52,7 @@ func startReplica(t *testing.T, h *harness, store Store, id string, published Pu
 	})
 	require.NoError(t, err)
 	r.a = a
+	r.sink.ack = a.Acknowledged
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- a.Run(ctx) }()
@@ -271,4 +272,60 @@ func TestEvaluationsBackOffWhileTheSourceIsUnreachable(t *testing.T) {
 	h.waitVerdicts(t, n+1)
 	h.clock.Advance(10 * time.Second)
 	h.waitVerdicts(t, n+2)
+}
+
+// TestUnacknowledgedVerdictsHoldEvaluations: while JetStream does not acknowledge a rollout's
+// verdicts, at most maxUnacknowledged wait; the rollout is evaluated again once they are.
+func TestUnacknowledgedVerdictsHoldEvaluations(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	h.sink.setHold(true)
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	for i := 1; i <= maxUnacknowledged; i++ {
+		h.waitVerdicts(t, i)
+		h.clock.Advance(10 * time.Second)
+	}
+	require.Never(t, func() bool { return len(h.sink.of(ref)) > maxUnacknowledged }, 100*time.Millisecond, 5*time.Millisecond,
+		"no new number while %d wait", maxUnacknowledged)
+	entry, err := h.store.Get(context.Background(), state.LiveKey(ref))
+	require.NoError(t, err)
+	require.Len(t, entry.Record.Pending, maxUnacknowledged, "the store keeps every unacknowledged verdict")
+
+	for _, v := range h.sink.of(ref) {
+		h.a.Acknowledged(v)
+	}
+	h.sink.setHold(false)
+	h.clock.Advance(10 * time.Second)
+	h.waitVerdicts(t, maxUnacknowledged+1)
+	require.Eventually(t, func() bool {
+		entry, err := h.store.Get(context.Background(), state.LiveKey(ref))
+		return err == nil && len(entry.Record.Pending) <= 1 && entry.Record.Published >= maxUnacknowledged
+	}, 5*time.Second, time.Millisecond, "acknowledged verdicts leave the store's pending list")
+}
+
+// TestEventsOutOfOrder: events of one rollout may be handled out of order (replicas handle
+// them at once; a failed start comes again after what followed it). An end that comes before
+// its start keeps the start from starting an analysis that would never end; an end older than
+// the analysis it finds is stale.
+func TestEventsOutOfOrder(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	done := started("e2", "v2")
+	done.Type, done.Time = rollout.EventCompleted, t0.Add(time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), done))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")), "the start, late")
+	_, err := h.store.Get(context.Background(), state.LiveKey(ref))
+	require.ErrorIs(t, err, state.ErrNotFound, "no analysis of a revision that already ended")
+	require.Never(t, func() bool { return len(h.sink.of(ref)) > 0 }, 50*time.Millisecond, 5*time.Millisecond)
+
+	// A later start of the revision (a retry) is analysed; an end from before it is stale.
+	again := started("e3", "v2")
+	again.Time = t0.Add(2 * time.Minute)
+	require.NoError(t, h.a.Handle(context.Background(), again))
+	h.waitVerdicts(t, 1)
+	late := started("e4", "v2")
+	late.Type, late.Time = rollout.EventAborted, t0.Add(90*time.Second)
+	require.NoError(t, h.a.Handle(context.Background(), late))
+	_, err = h.store.Get(context.Background(), state.LiveKey(ref))
+	require.NoError(t, err, "the analysis goes on")
 }

@@ -36,6 +36,10 @@ type analysis struct {
 	// outage counts the evaluations in a row at which every query failed (the metrics
 	// source unreachable): evaluations back off while it lasts.
 	outage int
+	// enqueued is the highest sequence handed to the sink; republish marks an analysis
+	// whose stored pending verdicts must be checked against the stream at the next scan.
+	enqueued  uint64
+	republish bool
 	// storeErr is the last failure to store, for logging changes only.
 	storeErr string
 	retryAt  time.Time
@@ -117,7 +121,9 @@ func (a *Analyzer) apply(ctx context.Context, ev rollout.Event) error {
 		err     error
 	)
 	for attempt := 0; attempt < maxApplyAttempts; attempt++ {
-		outcome, err = a.applyStored(ctx, ev)
+		octx, cancel := context.WithTimeout(ctx, 2*a.opTimeout())
+		outcome, err = a.applyStored(octx, ev)
+		cancel()
 		if !errors.Is(err, state.ErrConflict) {
 			break
 		}
@@ -218,7 +224,11 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 			return "ignored", nil // the analysis of that revision has ended
 		}
 		if !sameRevision {
-			return "", rollout.Invalidf("no live analysis of rollout %s revision %q", ev.Rollout, ev.Revision)
+			// Its start may not be stored yet: events of one rollout can be handled out of
+			// order (replicas handle them at once; a start that failed is delivered again
+			// after what followed it). Retried, and dead-lettered only after
+			// ingest.maxDeliver deliveries.
+			return "", fmt.Errorf("no live analysis of rollout %s revision %q (yet)", ev.Rollout, ev.Revision)
 		}
 		rec := cur.Record
 		if ev.Time.Before(rec.StepStarted) {
@@ -243,7 +253,18 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 
 	case rollout.EventCompleted, rollout.EventAborted:
 		if !sameRevision {
+			if !wasEnded {
+				// Ended before its start was stored (events out of order): remember the end,
+				// so that the start, when it comes, is known as older and not analysed.
+				marker := state.Record{Rollout: ev.Rollout, Revision: ev.Revision, Ended: &ev.Time}
+				if err := a.opts.Store.PutEnded(ctx, marker); err != nil {
+					return "", err
+				}
+			}
 			return "ignored", nil // already retired, or about a revision no longer analysed
+		}
+		if ev.Time.Before(cur.Record.Started) {
+			return "stale", nil // the end of an earlier analysis of the revision, delivered late
 		}
 		if err := a.endRecord(ctx, cur.Record, ev.Time); err != nil {
 			return "", err
@@ -305,8 +326,14 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 	a.metrics.live.Set(float64(len(a.live)))
 }
 
-// forget drops a rollout's live analysis from this replica.
+// forget drops a rollout's live analysis from this replica, and its verdicts still queued:
+// another replica publishes them from now on (or the analysis ended).
 func (a *Analyzer) forget(ref rollout.Ref) {
+	if an := a.live[ref]; an != nil {
+		if n := a.opts.Sink.Revoke(ref, an.rec.Revision); n > 0 {
+			a.opts.Logger.Info("queued verdicts left to the rollout's new owner", zap.String("rollout", ref.String()), zap.Int("verdicts", n))
+		}
+	}
 	delete(a.live, ref)
 	a.metrics.live.Set(float64(len(a.live)))
 }

@@ -225,11 +225,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		}
 	}
 
+	// The analyzer learns which verdicts JetStream acknowledged, so that the state keeps to
+	// publish again only those it did not.
+	var an *analyzer.Analyzer
 	publisher := publish.New(js, publish.Options{
 		Prefix: cfg.NATS.SubjectPrefix, Source: "analyzerd", Logger: log.Named("publish"), Registerer: reg,
 		TracerProvider: tp,
+		OnPublished:    func(v rollout.Verdict) { an.Acknowledged(v) },
 	})
-	an, err := analyzer.New(analyzer.Options{
+	an, err = analyzer.New(analyzer.Options{
 		Templates: templates,
 		Measurer:  compare.New(source),
 		Sink:      publisher,

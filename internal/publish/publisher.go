@@ -56,6 +56,9 @@ type Options struct {
 	// dropped (and counted) to make room, so Enqueue never blocks nor grows memory without end
 	// while NATS is away.
 	MaxPending int
+	// OnPublished, when set, is called with each verdict JetStream acknowledged (stored now,
+	// or a duplicate of one stored before), from the publishing goroutine.
+	OnPublished func(v rollout.Verdict)
 	// TracerProvider makes a span of each verdict's publication, a child of the evaluation
 	// whose traceparent came with it; nil makes none (the traceparent is passed on as is).
 	TracerProvider trace.TracerProvider
@@ -180,6 +183,33 @@ func (p *Publisher) Enqueue(v rollout.Verdict, traceParent, traceState string) {
 	case p.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Revoke drops the queued verdicts of a rollout's revision that are not being published:
+// the analyzer lost the rollout to another replica, which publishes from then on. The
+// verdict being published, if any, goes out (its number was stored before it was queued).
+func (p *Publisher) Revoke(ref rollout.Ref, revision string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first := p.head
+	if p.inflight {
+		first++
+	}
+	kept := p.items[:first]
+	n := 0
+	for _, it := range p.items[first:] {
+		if it.v.Rollout == ref && it.v.Revision == revision {
+			n++
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(p.items[len(kept):])
+	p.items = kept
+	if p.head == len(p.items) {
+		p.items, p.head = p.items[:0], 0
+	}
+	return n
 }
 
 // Pending is the number of verdicts not yet published.
@@ -338,9 +368,12 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 		}
 		if ack.Duplicate {
 			p.log.Debug("verdict was already stored", fields...)
-			return nil
+		} else {
+			p.metrics.publishedTotal.WithLabelValues(string(v.Verdict)).Inc()
 		}
-		p.metrics.publishedTotal.WithLabelValues(string(v.Verdict)).Inc()
+		if p.opts.OnPublished != nil {
+			p.opts.OnPublished(v)
+		}
 		return nil
 	}
 	notify := func(err error, next time.Duration) {

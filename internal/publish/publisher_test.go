@@ -327,3 +327,23 @@ func TestRunAndFlushTogetherKeepOrder(t *testing.T) {
 		require.True(t, strings.HasSuffix(m.Header.Get("Nats-Msg-Id"), fmt.Sprintf("/%d", i+1)))
 	}
 }
+
+// TestRevokeDropsARolloutsQueuedVerdicts: what another replica now publishes leaves the
+// queue; other rollouts' verdicts and their order stay.
+func TestRevokeDropsARolloutsQueuedVerdicts(t *testing.T) {
+	p := New(nil, Options{})
+	a, b := rollout.Ref{Namespace: "prod", Name: "a"}, rollout.Ref{Namespace: "prod", Name: "b"}
+	for seq := uint64(1); seq <= 3; seq++ {
+		p.Enqueue(rollout.Verdict{Rollout: a, Revision: "v2", Sequence: seq}, "", "")
+		p.Enqueue(rollout.Verdict{Rollout: b, Revision: "v2", Sequence: seq}, "", "")
+	}
+	p.Enqueue(rollout.Verdict{Rollout: a, Revision: "v3", Sequence: 1}, "", "")
+	require.Equal(t, 3, p.Revoke(a, "v2"))
+	require.Equal(t, 4, p.Pending())
+	var got []string
+	for _, it := range p.items[p.head:] {
+		got = append(got, fmt.Sprintf("%s/%s/%d", it.v.Rollout.Name, it.v.Revision, it.v.Sequence))
+	}
+	require.Equal(t, []string{"b/v2/1", "b/v2/2", "b/v2/3", "a/v3/1"}, got)
+	require.Zero(t, p.Revoke(a, "v2"))
+}

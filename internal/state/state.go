@@ -58,6 +58,9 @@ type Record struct {
 	// so that no sequence number is skipped, and none is published twice.
 	Sequence uint64    `json:"sequence"`
 	Pending  []Verdict `json:"pending,omitempty"`
+	// Published is the highest sequence JetStream acknowledged, as known when the record
+	// was written: Pending holds the verdicts above it.
+	Published uint64 `json:"published,omitempty"`
 	// Final is set by a rollback: no more evaluations.
 	Final bool `json:"final,omitempty"`
 
@@ -195,6 +198,11 @@ func (s *Store) Put(ctx context.Context, key string, r Record, revision uint64) 
 // for the store's EndedTTL.
 func (s *Store) PutEnded(ctx context.Context, r Record) error {
 	key := EndedKey(r.Key())
+	// An earlier end of the revision may hold a larger sequence (two replicas ending it at
+	// once, from records read at different times): the numbers it gave out stay given.
+	if prev, err := s.Get(ctx, key); err == nil && prev.Record.Sequence > r.Sequence {
+		r.Sequence, r.Evidence = prev.Record.Sequence, prev.Record.Evidence
+	}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", key, err)
@@ -227,16 +235,23 @@ func (s *Store) Live(ctx context.Context) ([]Entry, error) {
 		return nil, fmt.Errorf("list live records: %w", err)
 	}
 	var out []Entry
+	var firstErr error
 	for key := range lister.Keys() {
+		if firstErr != nil {
+			continue // drain the lister, so that its goroutine ends
+		}
 		e, err := s.Get(ctx, key)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted since it was listed
 		}
 		if err != nil {
-			_ = lister.Stop()
-			return nil, err
+			firstErr = err
+			continue
 		}
 		out = append(out, e)
+	}
+	if firstErr != nil {
+		return nil, firstErr
 	}
 	return out, nil
 }
