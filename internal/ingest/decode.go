@@ -86,7 +86,7 @@ func Decode(data []byte, header nats.Header, storedAt time.Time, maxBytes int) (
 			if binaryMode {
 				return rollout.Event{}, binaryErr()
 			}
-			return rollout.Event{}, notCE("Content-Type header: must be %s, got %q", structuredCEType, ct)
+			return rollout.Event{}, notCE("Content-Type header: must be %s, got %s", structuredCEType, quoteAtMost(ct, maxEchoLen))
 		}
 	}
 
@@ -408,6 +408,24 @@ func parseString(raw json.RawMessage, so strOpts) (s, problem string) {
 		return "", fmt.Sprintf("must be %d-%d characters, got %d", so.min, so.max, n)
 	}
 	return s, ""
+}
+
+// maxEchoLen is how many characters of a value that is not length-checked before it is
+// rejected (a header) an error quotes: a reason never echoes a large input.
+const maxEchoLen = 64
+
+// quoteAtMost quotes s as %q does, cut to its first max characters followed by "..." when it
+// is longer.
+func quoteAtMost(s string, max int) string {
+	i := 0
+	for n := 0; n < max && i < len(s); n++ {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+	}
+	if i == len(s) {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:i]) + "..."
 }
 
 // jsonKind names the kind of a valid JSON value from its first byte.

@@ -81,10 +81,10 @@ func (e event) del(path string) event {
 	return e
 }
 
-func (e event) bytes(t *testing.T) []byte {
-	t.Helper()
+func (e event) bytes(tb testing.TB) []byte {
+	tb.Helper()
 	b, err := json.Marshal(e)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return b
 }
 
@@ -100,17 +100,53 @@ func manyEntries(n int) map[string]any {
 
 var ceHeader = nats.Header{"Content-Type": []string{"application/cloudevents+json"}}
 
-func TestDecodeRejects(t *testing.T) {
+// decodeRejectCase is an event Decode must reject, and the error it must give.
+type decodeRejectCase struct {
+	name   string
+	body   []byte // when nil, ev is marshalled
+	ev     event
+	header nats.Header // ceHeader when nil
+	max    int         // DefaultMaxEventBytes when zero
+	want   string      // the whole message, or a prefix of it ending in '*'
+	reason string
+}
+
+// input is what Decode is called with.
+func (tc decodeRejectCase) input(tb testing.TB) (body []byte, header nats.Header, max int) {
+	tb.Helper()
+	body, header, max = tc.body, tc.header, tc.max
+	if body == nil {
+		body = tc.ev.bytes(tb)
+	}
+	if header == nil {
+		header = ceHeader
+	}
+	if max == 0 {
+		max = DefaultMaxEventBytes
+	}
+	return body, header, max
+}
+
+// requireMessage checks msg against want: the whole message, or with '*' standing for any text.
+func requireMessage(tb testing.TB, want, msg string) {
+	tb.Helper()
+	if prefix, ok := strings.CutSuffix(want, "*"); ok {
+		before, after, found := strings.Cut(prefix, "*")
+		require.True(tb, strings.HasPrefix(msg, before), "got %q, want %q", msg, want)
+		if found {
+			require.Contains(tb, msg[len(before):], after, "got %q, want %q", msg, want)
+		}
+	} else if before, after, found := strings.Cut(want, "*"); found {
+		require.True(tb, strings.HasPrefix(msg, before) && strings.HasSuffix(msg, after), "got %q, want %q", msg, want)
+	} else {
+		require.Equal(tb, want, msg)
+	}
+}
+
+// decodeRejectCases are the events TestDecodeRejects checks; they seed FuzzDecode too.
+func decodeRejectCases(tb testing.TB) []decodeRejectCase {
 	long := func(n int) string { return strings.Repeat("a", n) }
-	for _, tc := range []struct {
-		name   string
-		body   []byte // when nil, ev is marshalled
-		ev     event
-		header nats.Header
-		max    int
-		want   string // the whole message, or a prefix of it ending in '*'
-		reason string
-	}{
+	return []decodeRejectCase{
 		// Size and syntax.
 		{name: "too large", ev: startedEvent(), max: 100, want: "event: * bytes is over the limit of 100", reason: reasonTooLarge},
 		{name: "not JSON", body: []byte(`{"specversion": "1.0",`), want: "event: not valid JSON: *", reason: reasonMalformed},
@@ -124,6 +160,8 @@ func TestDecodeRejects(t *testing.T) {
 		// Envelope.
 		{name: "wrong content type header", ev: startedEvent(), header: nats.Header{"Content-Type": {"text/plain"}},
 			want: `Content-Type header: must be application/cloudevents+json, got "text/plain"`, reason: reasonNotCloudEvent},
+		{name: "long content type header", ev: startedEvent(), header: nats.Header{"Content-Type": {"text/plain; x=" + long(10000)}},
+			want: `Content-Type header: must be application/cloudevents+json, got "text/plain; x=` + long(50) + `"...`, reason: reasonNotCloudEvent},
 		{name: "binary mode", body: []byte(`{"rollout":{"namespace":"prod","name":"checkout"},"revision":"v1"}`),
 			header: nats.Header{"Content-Type": {"application/json"}, "ce-specversion": {"1.0"}, "ce-type": {"rollout.started"}, "ce-id": {"x"}},
 			want:   "binary-mode CloudEvents (ce-* headers) are not supported: *", reason: reasonNotCloudEvent},
@@ -163,9 +201,9 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "numeric name", ev: startedEvent().set("data.rollout.name", 12), want: "data.rollout.name: must be a string, got number", reason: reasonInvalidData},
 		{name: "long name", ev: startedEvent().set("data.rollout.name", long(254)), want: "data.rollout.name: must be 1-253 characters, got 254", reason: reasonInvalidData},
 		{name: "newline in name", ev: startedEvent().set("data.rollout.name", "check\nout"), want: "data.rollout.name: must not contain control characters, found U+000A at byte 5", reason: reasonInvalidData},
-		{name: "invalid UTF-8", body: []byte(strings.Replace(string(startedEvent().bytes(t)), `"namespace":"prod"`, "\"namespace\":\"pr\xffod\"", 1)),
+		{name: "invalid UTF-8", body: []byte(strings.Replace(string(startedEvent().bytes(tb)), `"namespace":"prod"`, "\"namespace\":\"pr\xffod\"", 1)),
 			want: "data.rollout.namespace: must be valid UTF-8", reason: reasonInvalidData},
-		{name: "lone surrogate", body: []byte(strings.Replace(string(startedEvent().bytes(t)), `"namespace":"prod"`, `"namespace":"pr\ud800od"`, 1)),
+		{name: "lone surrogate", body: []byte(strings.Replace(string(startedEvent().bytes(tb)), `"namespace":"prod"`, `"namespace":"pr\ud800od"`, 1)),
 			want: "data.rollout.namespace: must be valid UTF-8 (it has an invalid \\u escape)", reason: reasonInvalidData},
 		{name: "no revision", ev: startedEvent().del("data.revision"), want: "data.revision: required", reason: reasonInvalidData},
 		{name: "null revision", ev: startedEvent().set("data.revision", nil), want: "data.revision: required, got null", reason: reasonInvalidData},
@@ -208,37 +246,20 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "long reason", ev: endEvent("rollout.aborted").set("data.reason", long(1025)), want: "data.reason: must be at most 1024 characters, got 1025", reason: reasonInvalidData},
 		{name: "numeric reason", ev: endEvent("rollout.aborted").set("data.reason", 1), want: "data.reason: must be a string, got number", reason: reasonInvalidData},
 		{name: "completed without revision", ev: endEvent("rollout.completed").del("data.revision"), want: "data.revision: required", reason: reasonInvalidData},
-	} {
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range decodeRejectCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			body := tc.body
-			if body == nil {
-				body = tc.ev.bytes(t)
-			}
-			header := tc.header
-			if header == nil {
-				header = ceHeader
-			}
-			max := tc.max
-			if max == 0 {
-				max = DefaultMaxEventBytes
-			}
+			body, header, max := tc.input(t)
 			ev, err := Decode(body, header, storedAt, max)
 			require.Error(t, err)
 			require.Zero(t, ev)
 			require.ErrorIs(t, err, rollout.ErrInvalid)
 			msg := err.Error()
 			require.NotContains(t, msg, "\n", "one line")
-			if prefix, ok := strings.CutSuffix(tc.want, "*"); ok {
-				before, after, found := strings.Cut(prefix, "*")
-				require.True(t, strings.HasPrefix(msg, before), "got %q, want %q", msg, tc.want)
-				if found {
-					require.Contains(t, msg[len(before):], after, "got %q, want %q", msg, tc.want)
-				}
-			} else if before, after, found := strings.Cut(tc.want, "*"); found {
-				require.True(t, strings.HasPrefix(msg, before) && strings.HasSuffix(msg, after), "got %q, want %q", msg, tc.want)
-			} else {
-				require.Equal(t, tc.want, msg)
-			}
+			requireMessage(t, tc.want, msg)
 			var de *decodeError
 			require.True(t, errors.As(err, &de))
 			require.Equal(t, tc.reason, de.reason)
@@ -246,14 +267,26 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
-func TestDecodeAccepts(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		ev     event
-		body   []byte
-		header nats.Header
-		want   rollout.Event
-	}{
+// decodeAcceptCase is an event Decode must accept, and the event it must return.
+type decodeAcceptCase struct {
+	name   string
+	ev     event
+	body   []byte // when set, sent instead of ev
+	header nats.Header
+	want   rollout.Event
+}
+
+func (tc decodeAcceptCase) bytes(tb testing.TB) []byte {
+	tb.Helper()
+	if tc.body != nil {
+		return tc.body
+	}
+	return tc.ev.bytes(tb)
+}
+
+// decodeAcceptCases are the events TestDecodeAccepts checks; they seed FuzzDecode too.
+func decodeAcceptCases(tb testing.TB) []decodeAcceptCase {
+	return []decodeAcceptCase{
 		{
 			name: "started, everything",
 			ev:   startedEvent(),
@@ -345,20 +378,20 @@ func TestDecodeAccepts(t *testing.T) {
 		},
 		{
 			name: "escaped replacement character is fine",
-			body: []byte(strings.Replace(string(stepEvent().bytes(t)), `"revision":"v2.3.0"`, `"revision":"v\uFFFD"`, 1)),
+			body: []byte(strings.Replace(string(stepEvent().bytes(tb)), `"revision":"v2.3.0"`, `"revision":"v\uFFFD"`, 1)),
 			want: rollout.Event{
 				ID: "ev-2", Source: "ctl", Type: rollout.EventStep, Time: storedAt,
 				Rollout: rollout.Ref{Namespace: "prod", Name: "checkout"}, Revision: "v\uFFFD",
 				Step: 2, Weight: 50,
 			},
 		},
-	} {
+	}
+}
+
+func TestDecodeAccepts(t *testing.T) {
+	for _, tc := range decodeAcceptCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			body := tc.body
-			if body == nil {
-				body = tc.ev.bytes(t)
-			}
-			got, err := Decode(body, tc.header, storedAt, DefaultMaxEventBytes)
+			got, err := Decode(tc.bytes(t), tc.header, storedAt, DefaultMaxEventBytes)
 			require.NoError(t, err)
 			require.Equal(t, tc.want, got)
 		})
@@ -376,6 +409,16 @@ func TestOneLine(t *testing.T) {
 	// Never cuts a character in half.
 	got := oneLine(strings.Repeat("é", 10), 8)
 	require.Equal(t, "éé...", got)
+}
+
+func TestQuoteAtMost(t *testing.T) {
+	require.Equal(t, `"abc"`, quoteAtMost("abc", 3))
+	require.Equal(t, `"ab"...`, quoteAtMost("abc", 2))
+	require.Equal(t, `""`, quoteAtMost("", 2))
+	// Cuts whole characters, and quotes what is not printable as %q does.
+	require.Equal(t, `"éé"...`, quoteAtMost("ééé", 2))
+	require.Equal(t, `"\xffa"...`, quoteAtMost("\xffab", 2))
+	require.Equal(t, `"a\nb"`, quoteAtMost("a\nb", 3))
 }
 
 func TestClampTime(t *testing.T) {
