@@ -69,6 +69,9 @@ Flags:
 	opts := simulate.Options{
 		Template: t, Runs: *runs, Seed: *seed, Scrape: *scrape, Weight: 10, Workers: *workers,
 		Argo: simulate.DefaultArgo, Flagger: simulate.DefaultFlagger,
+		// Argo Rollouts measuring as often as analyzerd evaluates, with one failure
+		// tolerated (failureLimit 0 at that pace rolls healthy canaries back).
+		ArgoFast: simulate.ArgoPolicy{Interval: t.Interval, FailureLimit: 1, Count: 5},
 	}
 	_, leftOut := simulate.Simulated(t)
 	results, err := simulate.Run(opts, simulate.Benchmark())

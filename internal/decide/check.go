@@ -48,7 +48,7 @@ func judge(c rollout.Check, m rollout.Measurement, step, weight int, ce *CheckEv
 	}
 	j := judgeGuards(c, stepM, step, weight, seqOn && sq.needsStable)
 	if seqOn {
-		j.result.EValue = ptr(sq.eValue)
+		j.result.EValue = ptr(math.Min(sq.eValue, math.MaxFloat64)) // overwhelming evidence stays a number
 		j.result.Threshold = strings.TrimPrefix(j.result.Threshold+"; "+sq.threshold, "; ")
 	}
 
@@ -148,6 +148,8 @@ type sequentialResult struct {
 	// Histogram checks pass by their guards: shown is always set for them.
 	shown bool
 	why   string
+	// confirming says why a rejection waits for the next evaluation (a shared burst).
+	confirming string
 	// threshold describes the tests for the check's threshold field.
 	threshold string
 	// needsStable is set when a test compares with the stable side.
@@ -216,9 +218,24 @@ func sequential(c rollout.Check, m rollout.Measurement, ce *CheckEvidence, canar
 		}
 	}
 	var described []string
+	burst := false // the interval just counted held an error burst on both sides together
+	rejecting := false
 	reject := func(ref rollout.Reference, e, threshold float64, canary, reference counts, detail string) {
+		if math.IsNaN(e) {
+			e = 1 // no evidence (a test without counts); NaN would compare as a rejection
+		}
 		res.eValue = math.Max(res.eValue, e)
 		if e < threshold || res.rejected != "" {
+			return
+		}
+		rejecting = true
+		if burst && !ce.Confirming {
+			// Both sides' errors rose together: the two sides are scraped at different
+			// moments, so one interval can hold one side's share of a shared burst and not
+			// yet the other's. Such evidence must hold at the next evaluation, which
+			// counts the other side's share too.
+			res.confirming = fmt.Sprintf("e-value %s >= %s%s after errors rose on both sides: confirming at the next evaluation",
+				formatE(e), formatE(threshold), detail)
 			return
 		}
 		res.against = ref
@@ -240,6 +257,9 @@ func sequential(c rollout.Check, m rollout.Measurement, ce *CheckEvidence, canar
 					}
 				}
 				for i := range cp {
+					if i == 0 {
+						burst = isBurst(cp[0], sp[0], since(ce.PairedCanary, Tally{}).pairs(c.Kind, ce.Tested), since(ce.PairedStable, Tally{}).pairs(c.Kind, ce.Tested))
+					}
 					conditionalUpdate(ce.LogLR[i], theta0, cp[i], sp[i])
 				}
 				ce.PairedCanary, ce.PairedStable = canaryT.clone(), stableT.clone()
@@ -262,6 +282,9 @@ func sequential(c rollout.Check, m rollout.Measurement, ce *CheckEvidence, canar
 			}
 			cp := canaryT.pairs(c.Kind, ce.Tested)
 			for i := range bp {
+				if bp[i].total <= 0 || cp[i].total <= 0 {
+					continue // a bucket one of them lacks: nothing to test at it
+				}
 				// The baseline's rate is known only to within its confidence bound: the
 				// null rate is (1 + margin) times its upper bound, at half the test's alpha.
 				lambda0 := theta0 * poissonBound(bp[i].events, bp[i].total, a/2, true)
@@ -271,8 +294,24 @@ func sequential(c rollout.Check, m rollout.Measurement, ce *CheckEvidence, canar
 		}
 	}
 	res.threshold = "canary " + what + " <= " + strings.Join(described, ", ")
+	// A rejection awaiting confirmation is confirmed while the evidence holds, and forgotten
+	// when it does not.
+	ce.Confirming = res.confirming != ""
+	if !rejecting {
+		ce.Confirming = false
+	}
+	if res.rejected == "" && res.confirming != "" {
+		res.shown, res.why = false, res.confirming
+		return res
+	}
 	if c.Kind == rollout.KindRatio {
 		res.shown, res.why = nonInferior(c, theta0, alpha, ce, canaryT, hasCanary, stableT, hasStable, baseT, baseOK, refs)
+	}
+	if res.shown && res.eValue >= maxPassingEValue {
+		// Within the tolerance, yet evidence that the canary is worse than the margin is
+		// building: no pass until it clears (or the test rejects).
+		res.shown, res.why = false, fmt.Sprintf("evidence that the canary is worse is building (e-value %s): not passing while it is %s or more",
+			formatE(res.eValue), formatE(maxPassingEValue))
 	}
 	return res
 }
@@ -315,6 +354,29 @@ func nonInferior(c rollout.Check, theta0, alpha float64, ce *CheckEvidence, cana
 	return true, ""
 }
 
+// maxPassingEValue is the e-value from which a check no longer passes: a canary within the
+// tolerance but with growing evidence of being worse than the margin waits for the test.
+const maxPassingEValue = 10
+
+// burstFactor is how many times the pooled rate so far an interval's pooled rate must be for
+// the interval to count as a burst shared by both sides.
+const burstFactor = 5
+
+// isBurst reports whether an interval's errors, both sides pooled, rose well above the pooled
+// rate so far. It depends only on the totals the test conditions on, not on the canary's
+// share, so deciding on it keeps the test valid.
+func isBurst(c, s counts, beforeC, beforeS []counts) bool {
+	if len(beforeC) == 0 || len(beforeS) == 0 {
+		return false
+	}
+	n, k := c.total+s.total, c.events+s.events
+	n0, k0 := beforeC[0].total+beforeS[0].total, beforeC[0].events+beforeS[0].events
+	if n <= 0 || n0 <= 0 || k < 10 {
+		return false
+	}
+	return k/n > burstFactor*math.Max(k0/n0, 1/n0)
+}
+
 func rate(c counts) float64 {
 	if c.total <= 0 {
 		return math.NaN()
@@ -343,7 +405,7 @@ func formatE(e float64) string {
 	case math.IsInf(e, 1) || e > 1e15:
 		return ">1e15"
 	case e >= 1e6:
-		return fmt.Sprintf("%.2g", e)
+		return fmt.Sprintf("%.3g", e)
 	case e >= 100:
 		return fmt.Sprintf("%.0f", e)
 	}

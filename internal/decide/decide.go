@@ -78,7 +78,11 @@ func Decide(in Input) Result {
 		case rollout.Fail:
 			ce.Failures++
 		case rollout.Inconclusive:
-			ce.Inconclusive++
+			// Evidence still accumulating is no reason to give up: inconclusive evaluations
+			// count toward inconclusiveLimit once the step has lasted minStepDuration.
+			if in.Now.Sub(in.StepStarted) >= in.Template.MinStepDuration {
+				ce.Inconclusive++
+			}
 		}
 		if j.result.Outcome == rollout.Error {
 			ce.ConsecutiveErrors++

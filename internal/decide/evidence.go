@@ -51,6 +51,9 @@ type CheckEvidence struct {
 	// tested bucket's slower requests), the log likelihood ratio of each alternative.
 	LogLR [][]float64 `json:"logLR,omitempty"`
 
+	// Confirming is set while a rejection waits for the next evaluation (see isBurst).
+	Confirming bool `json:"confirming,omitempty"`
+
 	// Points are the step's per-evaluation values of each side, for the Mann-Whitney judge.
 	Points Points `json:"points"`
 }
@@ -162,10 +165,15 @@ func since(t, base Tally) Tally {
 	return out
 }
 
-// slower is how many of a histogram's observations were above le, and how many there were.
+// slower is how many of a histogram's observations were above le, and how many there were;
+// nothing when the histogram has no bucket at le (a new bucket layout): its missing count
+// is unknown, not zero.
 func (t Tally) slower(le float64) counts {
 	all := t.observations()
-	c, _ := t.bucketCount(le)
+	c, ok := t.bucketCount(le)
+	if !ok {
+		return counts{}
+	}
 	return counts{events: math.Max(0, all-c), total: all}
 }
 

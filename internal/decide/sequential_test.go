@@ -213,7 +213,10 @@ func TestStepCountsRestartEvidenceCarriesOver(t *testing.T) {
 	require.Equal(t, rollout.Inconclusive, res.Checks[0].Outcome)
 	after := res.Evidence.Checks["error-rate"].LogLR[0]
 	require.NotEqual(t, before[0], after, "the test moved on with the new interval")
-	require.Equal(t, 1, res.Evidence.Checks["error-rate"].Inconclusive, "inconclusive evaluations count per step")
+	require.Zero(t, res.Evidence.Checks["error-rate"].Inconclusive, "not counted while the step is younger than minStepDuration")
+	res = st.next(counts{1, 10}, counts{2, 30}, 2*time.Minute)
+	require.Equal(t, rollout.Inconclusive, res.Checks[0].Outcome)
+	require.Equal(t, 1, res.Evidence.Checks["error-rate"].Inconclusive, "inconclusive evaluations count per step, past minStepDuration")
 }
 
 func TestLimits(t *testing.T) {
@@ -510,4 +513,86 @@ func TestMannWhitneyInDecide(t *testing.T) {
 			require.Len(t, res.Evidence.Checks["latency"].Points.Canary, 5)
 		})
 	}
+}
+
+// TestSharedBurstNeedsConfirmation: the sides are scraped at different moments, so an
+// interval can hold the canary's share of an outage both sides share and not yet the
+// stable's. Evidence from an interval whose pooled errors burst must hold at the next
+// evaluation: a misaligned shared burst is not a rollback, a canary that stays worse is.
+func TestSharedBurstNeedsConfirmation(t *testing.T) {
+	template := tmpl(seqRatio("error-rate", 0.1))
+	warm := func(st *stream) {
+		for i := 0; i < 6; i++ {
+			st.next(counts{5, 1000}, counts{45, 9000}, 10*time.Second)
+		}
+	}
+	// The outage: every request fails for a few seconds. The canary's share is counted in
+	// this interval, the stable's mostly in the next.
+	st := newStream(template)
+	warm(st)
+	res := st.next(counts{300, 1000}, counts{400, 9000}, 10*time.Second)
+	require.Equal(t, rollout.Pause, res.Decision, res.Reason)
+	require.Contains(t, res.Checks[0].Message, "confirming at the next evaluation")
+	res = st.next(counts{5, 1000}, counts{2700, 9000}, 10*time.Second)
+	require.NotEqual(t, rollout.Rollback, res.Decision, "the stable's share came: no evidence left")
+	require.False(t, res.Evidence.Checks["error-rate"].Confirming)
+
+	// A canary that stays bad is rolled back at the next evaluation.
+	st = newStream(template)
+	warm(st)
+	res = st.next(counts{300, 1000}, counts{400, 9000}, 10*time.Second)
+	require.Equal(t, rollout.Pause, res.Decision)
+	res = st.next(counts{300, 1000}, counts{45, 9000}, 10*time.Second)
+	require.Equal(t, rollout.Rollback, res.Decision, res.Reason)
+
+	// A regression without a pooled burst (the canary is a tenth of the traffic) needs no
+	// confirmation.
+	st = newStream(template)
+	warm(st)
+	res = st.next(counts{60, 1000}, counts{45, 9000}, 10*time.Second)
+	require.Equal(t, rollout.Rollback, res.Decision, res.Reason)
+}
+
+// TestMissingBucketIsNoEvidence: a histogram without a tested bound (a new bucket layout)
+// carries no evidence at it, instead of counting every request as slower.
+func TestMissingBucketIsNoEvidence(t *testing.T) {
+	h := rollout.Check{Name: "p95", Kind: rollout.KindHistogram, Buckets: "b", Quantile: 0.95, MinSamples: 100,
+		Sequential: &rollout.Sequential{}, Guards: []rollout.Guard{vsStable(rollout.MeasureRatio, 10)}}
+	inf := math.Inf(1)
+	hist := func(n float64, with01 bool) rollout.Reading {
+		bs := []rollout.Bucket{{UpperBound: 0.05, Count: n * 0.6}, {UpperBound: 0.25, Count: n * 0.99}, {UpperBound: inf, Count: n}}
+		if with01 {
+			bs = append(bs, rollout.Bucket{UpperBound: 0.1, Count: n * 0.95})
+		}
+		return rollout.Reading{Status: rollout.StatusOK, Value: 0.09, Samples: int64(n), Buckets: bs}
+	}
+	in := Input{Template: tmpl(h), Weight: 10, StepStarted: t0, Now: t0.Add(10 * time.Second), Measurements: []rollout.Measurement{
+		{Check: "p95", Canary: hist(1000, true), Stable: hist(9000, true)}}}
+	res := Decide(in)
+	require.Contains(t, res.Evidence.Checks["p95"].Tested, 0.1)
+	in.Evidence, in.Now = res.Evidence, in.Now.Add(10*time.Second)
+	in.Measurements = []rollout.Measurement{{Check: "p95", Canary: hist(2000, false), Stable: hist(18000, true)}}
+	res = Decide(in)
+	require.NotEqual(t, rollout.Rollback, res.Decision, res.Reason)
+}
+
+// TestNoPassWhileEvidenceBuilds: within the tolerance but with evidence of being worse than
+// the margin building up, a ratio check does not pass.
+func TestNoPassWhileEvidenceBuilds(t *testing.T) {
+	st := newStream(tmpl(seqRatio("error-rate", 0.1)))
+	var res Result
+	building := 0
+	for i := 0; i < 30; i++ {
+		// 1.5x the stable's rate: within 1.1 x stable + 1 point, worse than the margin.
+		res = st.next(counts{7.5, 1000}, counts{45, 9000}, 10*time.Second)
+		if res.Decision == rollout.Rollback {
+			break
+		}
+		if ev := res.Checks[0].EValue; ev != nil && *ev >= maxPassingEValue {
+			require.NotEqual(t, rollout.Pass, res.Checks[0].Outcome, "interval %d, e-value %g", i, *ev)
+			require.Contains(t, res.Checks[0].Message, "evidence that the canary is worse is building")
+			building++
+		}
+	}
+	require.Positive(t, building, "the evidence built up at some evaluation")
 }

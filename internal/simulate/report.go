@@ -24,6 +24,10 @@ func Benchmark() []Scenario {
 	return []Scenario{
 		{Name: "healthy A/A, 0.5% errors: false rollbacks in 1 h", Canary: canary, Stable: stable, Goal: rollout.Rollback, Horizon: hour},
 		{Name: "the same with margin 0 (the null's edge)", Canary: canary, Stable: stable, Goal: rollout.Rollback, Horizon: hour, Margin: &zero},
+		{Name: "healthy, both sides down 10 s at 5 min: false rollbacks", Canary: canary, Stable: stable, Goal: rollout.Rollback, Horizon: hour,
+			Outage: &Outage{At: 5 * time.Minute, For: 10 * time.Second, ErrorRate: 1}},
+		{Name: "healthy, both sides at 20% errors 30 s: false rollbacks", Canary: canary, Stable: stable, Goal: rollout.Rollback, Horizon: hour,
+			Outage: &Outage{At: 5 * time.Minute, For: 30 * time.Second, ErrorRate: 0.2}},
 		{Name: "errors 0.5% -> 5% (10x): s to rollback", Canary: with(func(t *Traffic) { t.ErrorRate = 0.05 }), Stable: stable, Goal: rollout.Rollback, Horizon: hour},
 		{Name: "errors 0.5% -> 1% (2x): s to rollback", Canary: with(func(t *Traffic) { t.ErrorRate = 0.01 }), Stable: stable, Goal: rollout.Rollback, Horizon: hour},
 		{Name: "latency +30%: s to rollback", Canary: with(func(t *Traffic) { t.LatencyMedian *= 1.3 }), Stable: stable, Goal: rollout.Rollback, Horizon: hour},
@@ -38,26 +42,26 @@ func Write(w io.Writer, opts Options, results []Result, leftOut []string) {
 	fmt.Fprintf(w, "traffic: canary 100 req/s, stable 900 req/s (weight %d%%), Poisson; latency log-normal (median %gms, sigma %g); scraped every %s\n",
 		opts.Weight, DefaultLatencyMedian*1000, DefaultLatencySpread, opts.Scrape)
 	fmt.Fprintf(w, "analyzerd: every %s, alpha %g, minStepDuration %s\n", opts.Template.Interval, opts.Template.Alpha, opts.Template.MinStepDuration)
-	fmt.Fprintf(w, "Argo Rollouts-style: %s; Flagger-style: %s; both judge the template's guards (not its baseline guards) over the last interval\n", opts.Argo, opts.Flagger)
+	fmt.Fprintf(w, "Argo Rollouts-style: %s; Flagger-style: %s; Argo at analyzerd's interval: %s; all judge the template's guards (not its baseline guards) over the last interval\n", opts.Argo, opts.Flagger, opts.ArgoFast)
 	if len(leftOut) > 0 {
 		fmt.Fprintf(w, "value checks not simulated: %s\n", strings.Join(leftOut, ", "))
 	}
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROW\tANALYZERD\tARGO ROLLOUTS-STYLE\tFLAGGER-STYLE\t")
+	fmt.Fprintln(tw, "ROW\tANALYZERD\tARGO ROLLOUTS-STYLE\tFLAGGER-STYLE\tARGO AT ANALYZERD'S INTERVAL\t")
 	for _, r := range results {
 		if r.Scenario.Goal == rollout.Rollback && r.Scenario.Canary == r.Scenario.Stable.withRPS(r.Scenario.Canary.RPS) {
 			// A canary identical to stable: the figure is how often it was rolled back.
 			rate := func(p int) float64 { return float64(r.Hits(p)) / float64(len(r.Times[p])) }
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.Scenario.Name,
-				percent(rate(Analyzerd)), percent(rate(Argo)), percent(rate(Flagger)))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", r.Scenario.Name,
+				percent(rate(Analyzerd)), percent(rate(Argo)), percent(rate(Flagger)), percent(rate(ArgoFast)))
 			continue
 		}
 		row := func(label string, q float64) {
 			ours := r.Quantile(Analyzerd, q)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", label, seconds(ours),
-				vs(r.Quantile(Argo, q), ours), vs(r.Quantile(Flagger, q), ours))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", label, seconds(ours),
+				vs(r.Quantile(Argo, q), ours), vs(r.Quantile(Flagger, q), ours), vs(r.Quantile(ArgoFast, q), ours))
 		}
 		row(r.Scenario.Name+", median", 0.5)
 		if r.Scenario.Goal == rollout.Rollback && strings.Contains(r.Scenario.Name, "10x") {
@@ -67,9 +71,9 @@ func Write(w io.Writer, opts Options, results []Result, leftOut []string) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, r := range results {
-		fmt.Fprintf(w, "%s: %s in %d/%d runs (analyzerd), %d/%d (Argo Rollouts-style), %d/%d (Flagger-style)\n",
+		fmt.Fprintf(w, "%s: %s in %d/%d runs (analyzerd), %d/%d (Argo Rollouts-style), %d/%d (Flagger-style), %d/%d (Argo at analyzerd's interval)\n",
 			r.Scenario.Name, r.Scenario.Goal, r.Hits(Analyzerd), len(r.Times[Analyzerd]), r.Hits(Argo), len(r.Times[Argo]),
-			r.Hits(Flagger), len(r.Times[Flagger]))
+			r.Hits(Flagger), len(r.Times[Flagger]), r.Hits(ArgoFast), len(r.Times[ArgoFast]))
 	}
 }
 

@@ -32,6 +32,15 @@ type Scenario struct {
 	// Margin, when set, replaces the margin of every sequential test of the template (to
 	// measure the tests at the edge of their null hypothesis).
 	Margin *float64
+	// Outage, when set, makes both sides fail alike for a while: a dependency down.
+	Outage *Outage
+}
+
+// Outage is a stretch of time, from At for For, during which both sides' requests fail at
+// ErrorRate.
+type Outage struct {
+	At, For   time.Duration
+	ErrorRate float64
 }
 
 // template is the template a scenario runs.
@@ -66,9 +75,12 @@ type Options struct {
 	// Workers run scenarios' runs in parallel (default GOMAXPROCS); results do not depend
 	// on it.
 	Workers int
-	// Argo and Flagger are the threshold policies compared with.
-	Argo    ArgoPolicy
-	Flagger FlaggerPolicy
+	// Argo and Flagger are the threshold policies compared with; ArgoFast is Argo Rollouts
+	// measuring at analyzerd's own interval, to tell the interval's share of the speed from
+	// the test's.
+	Argo     ArgoPolicy
+	Flagger  FlaggerPolicy
+	ArgoFast ArgoPolicy
 }
 
 // ArgoPolicy is an Argo Rollouts AnalysisRun: a measurement every Interval over the last
@@ -99,6 +111,7 @@ const (
 	Analyzerd = iota
 	Argo
 	Flagger
+	ArgoFast
 	policies
 )
 
@@ -211,43 +224,25 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func simulateRun(opts Options, sc Scenario, scenario, run uint64) [policies]float64 {
 	r := rand.New(rand.NewPCG(opts.Seed^(scenario<<40), run))
 	opts.Template = sc.template(opts.Template)
-	canaryShares, stableShares := sc.Canary.shares(), sc.Stable.shares()
-
 	// The baseline: the stable side over the template's window before the canary.
 	base := newCounter()
-	sc.Stable.serve(r, &base, stableShares, opts.Template.BaselineWindow.Seconds())
+	sc.Stable.serve(r, &base, sc.Stable.shares(), opts.Template.BaselineWindow.Seconds())
 	baseRatio, baseHist := base.since(newCounter())
 
-	out := [policies]float64{math.Inf(1), math.Inf(1), math.Inf(1)}
+	out := [policies]float64{math.Inf(1), math.Inf(1), math.Inf(1), math.Inf(1)}
 	done := [policies]bool{}
 	scrape := opts.Scrape.Seconds()
 	horizon := sc.Horizon.Seconds()
 	interval := opts.Template.Interval.Seconds()
 
-	// scrapes[k] is what the scrape at phase + k*scrape read; traffic before the first
-	// scrape after the start is counted there.
-	phase := r.Float64() * scrape
-	canary, stable := newCounter(), newCounter()
+	// Each side is its own scrape target, read at a phase of its own: a burst both sides
+	// share can reach one side's counts an interval before the other's, as in Prometheus.
+	// Each side draws from a stream of its own, so every policy sees the same traffic
+	// whichever asks first.
 	type reading struct{ canary, stable counter }
-	scrapes := []reading{}
-	last := 0.0
-	scrapeAt := func(k int) float64 { return phase + float64(k)*scrape }
-	// seen is what an evaluation at time t sees: the last scrape at or before t. Scrapes
-	// are drawn in order, whoever asks first, so every policy sees the same traffic.
-	seen := func(t float64) reading {
-		k := int(math.Floor((t - phase) / scrape))
-		if k < 0 {
-			return reading{newCounter(), newCounter()}
-		}
-		for len(scrapes) <= k {
-			next := scrapeAt(len(scrapes))
-			sc.Canary.serve(r, &canary, canaryShares, next-last)
-			sc.Stable.serve(r, &stable, stableShares, next-last)
-			last = next
-			scrapes = append(scrapes, reading{canary.clone(), stable.clone()})
-		}
-		return scrapes[k]
-	}
+	canarySide := newScraped(sc.Canary, sc.Outage, rand.New(rand.NewPCG(opts.Seed^(scenario<<40)^1, run)), r.Float64()*scrape, scrape)
+	stableSide := newScraped(sc.Stable, sc.Outage, rand.New(rand.NewPCG(opts.Seed^(scenario<<40)^2, run)), r.Float64()*scrape, scrape)
+	seen := func(t float64) reading { return reading{canarySide.at(t), stableSide.at(t)} }
 	measure := func(now, from reading) []rollout.Measurement {
 		cr, ch := now.canary.since(from.canary)
 		sr, sh := now.stable.since(from.stable)
@@ -290,26 +285,33 @@ func simulateRun(opts Options, sc Scenario, scenario, run uint64) [policies]floa
 		})
 		return res.Decision != rollout.Proceed
 	}
-	argoFailures, argoCount := 0, 0
-	argo := opts.Argo.Interval.Seconds()
-	for t := argo; t <= horizon && !done[Argo]; t += argo {
-		if failed(t, argo) {
-			argoFailures++
+	argoRun := func(p int, policy ArgoPolicy) {
+		if policy.Interval <= 0 {
+			return
 		}
-		argoCount++
-		switch {
-		case argoFailures > opts.Argo.FailureLimit:
-			if sc.Goal == rollout.Rollback {
-				out[Argo], done[Argo] = t, true
+		failures, count := 0, 0
+		every := policy.Interval.Seconds()
+		for t := every; t <= horizon && !done[p]; t += every {
+			if failed(t, every) {
+				failures++
 			}
-			argoFailures, argoCount = 0, 0
-		case argoCount == opts.Argo.Count:
-			if sc.Goal == rollout.Proceed {
-				out[Argo], done[Argo] = t, true
+			count++
+			switch {
+			case failures > policy.FailureLimit:
+				if sc.Goal == rollout.Rollback {
+					out[p], done[p] = t, true
+				}
+				failures, count = 0, 0
+			case count == policy.Count:
+				if sc.Goal == rollout.Proceed {
+					out[p], done[p] = t, true
+				}
+				failures, count = 0, 0 // the next run begins
 			}
-			argoFailures, argoCount = 0, 0 // the next run begins
 		}
 	}
+	argoRun(Argo, opts.Argo)
+	argoRun(ArgoFast, opts.ArgoFast)
 	flaggerFailures := 0
 	flagger := opts.Flagger.Interval.Seconds()
 	for t := flagger; t <= horizon && !done[Flagger]; t += flagger {

@@ -174,3 +174,58 @@ func binomial(r *rand.Rand, n, p float64) float64 {
 	k := math.Round(n*p + math.Sqrt(n*p*(1-p))*r.NormFloat64())
 	return math.Max(0, math.Min(n, k))
 }
+
+// scraped is one side's counters as its scrapes read them: a scrape at phase + k*interval.
+type scraped struct {
+	t        Traffic
+	outage   *Outage
+	r        *rand.Rand
+	shares   []float64
+	phase    float64
+	interval float64
+	c        counter
+	last     float64
+	scrapes  []counter
+}
+
+func newScraped(t Traffic, o *Outage, r *rand.Rand, phase, interval float64) *scraped {
+	return &scraped{t: t, outage: o, r: r, shares: t.shares(), phase: phase, interval: interval, c: newCounter()}
+}
+
+// at is what the last scrape at or before t read (nothing before the first).
+func (s *scraped) at(t float64) counter {
+	k := int(math.Floor((t - s.phase) / s.interval))
+	if k < 0 {
+		return newCounter()
+	}
+	for len(s.scrapes) <= k {
+		next := s.phase + float64(len(s.scrapes))*s.interval
+		s.serve(s.last, next)
+		s.last = next
+		s.scrapes = append(s.scrapes, s.c.clone())
+	}
+	return s.scrapes[k]
+}
+
+// serve adds the traffic of (from, to], the outage's share of it at the outage's error rate.
+func (s *scraped) serve(from, to float64) {
+	if s.outage == nil {
+		s.t.serve(s.r, &s.c, s.shares, to-from)
+		return
+	}
+	start, end := s.outage.At.Seconds(), (s.outage.At + s.outage.For).Seconds()
+	down := s.t
+	down.ErrorRate = s.outage.ErrorRate
+	for _, piece := range []struct {
+		from, to float64
+		t        Traffic
+	}{
+		{from, math.Min(to, start), s.t},
+		{math.Max(from, start), math.Min(to, end), down},
+		{math.Max(from, end), to, s.t},
+	} {
+		if piece.to > piece.from {
+			piece.t.serve(s.r, &s.c, s.shares, piece.to-piece.from)
+		}
+	}
+}
