@@ -3,9 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -21,11 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/analyzerd/analyzerd/internal/config"
-	"github.com/analyzerd/analyzerd/internal/promproc"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/rolloutclient"
-	"github.com/analyzerd/analyzerd/internal/workload"
 )
 
 // TestSpanTreeOfARollback pins the trace of the evaluation that rolls a bad canary back:
@@ -39,51 +33,10 @@ func TestSpanTreeOfARollback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts prometheus and a workload")
 	}
-	binary, err := promproc.Find()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("prometheus is required in CI: %v", err)
-		}
-		t.Skipf("prometheus not installed: %v", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	// A stable side at 0.5% errors and a canary at 20%.
-	var targets []promproc.Target
-	for i, side := range []struct {
-		version string
-		errors  float64
-	}{{"v1", 0.005}, {"v2", 0.2}} {
-		w, err := workload.New(workload.Config{Service: "checkout", Version: side.version, Seed: int64(i + 1),
-			Profile: workload.Profile{Rate: 200, ErrorRate: side.errors}})
-		require.NoError(t, err)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		t.Cleanup(func() { _ = srv.Close() })
-		done := make(chan struct{})
-		go func() { defer close(done); _ = w.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		targets = append(targets, promproc.Target{Job: "checkout", Address: ln.Addr().String()})
-	}
-	prom, err := promproc.Start(ctx, promproc.Options{Binary: binary, Dir: t.TempDir(), Targets: targets, ScrapeInterval: time.Second})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = prom.Close() })
-	require.NoError(t, prom.WaitTargetsUp(ctx))
-
-	cfg := config.Default()
-	cfg.NATS.Embedded.Port, cfg.NATS.Embedded.StoreDir = -1, t.TempDir()
-	cfg.Prometheus.URL, cfg.HTTP.Addr = prom.URL(), "127.0.0.1:0"
-	cfg.State.ReplicaID = "spans"
-	cfg.Ingest.MaxClockSkew = 2 * time.Second
-	cfg.ShutdownTimeout = 10 * time.Second
-	cfg.Templates = []rollout.Template{fastTemplate()}
-	for i := range cfg.Templates {
-		config.TemplateDefaults(&cfg.Templates[i])
-	}
-	require.NoError(t, cfg.Validate())
+	prom := startPrometheus(t, ctx, 0.2) // the canary at 20% errors
+	cfg := fastConfig(t, prom.URL())
 
 	recorder := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
