@@ -130,6 +130,10 @@ type Analyzer struct {
 	mu     sync.RWMutex
 	latest map[rollout.Ref]rollout.Verdict
 
+	// storeRetryAt and storeBackoff space out writes while the store fails. Owned by the loop.
+	storeRetryAt time.Time
+	storeBackoff time.Duration
+
 	// acked is the highest sequence of each analysis that JetStream acknowledged; written
 	// by the publisher (Acknowledged), read by the loop.
 	ackMu sync.Mutex
@@ -160,7 +164,7 @@ func (a *Analyzer) ackedOf(k rollout.Key) uint64 {
 
 // opTimeout bounds one store operation, so that the loop never waits long on a store that
 // is away.
-func (a *Analyzer) opTimeout() time.Duration { return min(5*time.Second, a.opts.Lease/3) }
+func (a *Analyzer) opTimeout() time.Duration { return min(2*time.Second, a.opts.Lease/5) }
 
 // New builds an Analyzer; Run starts it.
 func New(opts Options) (*Analyzer, error) {
@@ -394,7 +398,8 @@ func (a *Analyzer) scan(ctx context.Context) {
 			a.republish(ctx, an)
 		}
 		switch {
-		case len(an.unstored) > 0 && !now.Before(an.retryAt):
+		case now.Before(an.retryAt):
+		case len(an.unstored) > 0:
 			a.store(ctx, an)
 		case an.rec.LeaseUntil.Sub(now) < a.opts.Lease/3:
 			a.store(ctx, an) // renews the lease (evaluations renew it too)
@@ -671,6 +676,12 @@ func unreachable(res result) bool {
 // analysis goes on from what is stored, at once).
 func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	now := a.opts.Now()
+	if now.Before(a.storeRetryAt) {
+		// The store failed lately: one probe per backoff, not one write per rollout per
+		// tick, each holding the loop for a timeout.
+		an.retryAt = a.storeRetryAt
+		return
+	}
 	rec := an.rec
 	rec.LeaseUntil = now.Add(a.opts.Lease)
 	// Pending keeps every verdict not acknowledged yet, stored or not: whoever resumes the
@@ -689,6 +700,7 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	rev, err := a.opts.Store.Put(octx, key, rec, an.rev)
 	switch {
 	case err == nil:
+		a.storeBackoff = 0
 		an.rec, an.rev = rec, rev
 		if an.storeErr != "" {
 			a.opts.Logger.Info("state stored again", zap.String("rollout", rec.Rollout.String()))
@@ -710,10 +722,22 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 			a.forget(rec.Rollout)
 			a.remember(cur.Record)
 			a.others[rec.Rollout] = cur
+		case cur.Record.StepGen == an.rec.StepGen && cur.Record.Sequence <= an.rec.Sequence:
+			// This replica's own write, stored although its answer was lost: what is in
+			// memory is newer. Keep it (and the verdicts not in the stored record), on top of
+			// the stored revision, and write again at the next scan.
+			var keep []state.Verdict
+			for _, p := range an.unstored {
+				if p.Verdict.Sequence > cur.Record.Sequence {
+					keep = append(keep, p)
+				}
+			}
+			an.unstored, an.rev, an.rec.Pending = keep, cur.Revision, cur.Record.Pending
+			a.enqueuePending(an)
+			an.retryAt = now
 		default:
-			// Changed for an event by another replica (or a write of this one whose answer
-			// was lost): go on from what is stored, publishing what it holds that this
-			// replica has not handed the sink yet.
+			// Changed for an event by another replica: go on from what is stored,
+			// publishing what it holds that this replica has not handed the sink yet.
 			an.unstored = nil
 			a.adopt(cur.Record, cur.Revision, false)
 			a.enqueuePending(an)
@@ -725,7 +749,9 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 }
 
 func (a *Analyzer) storeFailed(an *analysis, err error) {
-	an.retryAt = a.opts.Now().Add(time.Second)
+	a.storeBackoff = min(max(2*a.storeBackoff, time.Second), 30*time.Second)
+	a.storeRetryAt = a.opts.Now().Add(a.storeBackoff)
+	an.retryAt = a.storeRetryAt
 	if msg := err.Error(); msg != an.storeErr {
 		an.storeErr = msg
 		a.opts.Logger.Warn("state not stored; its verdicts wait until it is", zap.String("rollout", an.rec.Rollout.String()),

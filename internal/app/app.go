@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,7 +326,9 @@ func connect(cfg config.Config, env config.Env, log *zap.Logger, closed func(err
 		defer mu.Unlock()
 		msg := ""
 		if err != nil {
-			msg = err.Error()
+			// Its kind, not its text: the text names the server tried, which changes at
+			// every attempt with several URLs.
+			msg = attemptKind(err)
 		}
 		if msg != lastAttempt && msg != "" {
 			log.Warn("nats connection attempt failed; retrying", zap.Error(err))
@@ -333,6 +337,19 @@ func connect(cfg config.Config, env config.Env, log *zap.Logger, closed func(err
 	}
 	common := []nats.Option{
 		nats.Name("analyzerd"),
+		// While disconnected, publications and state writes fail at once instead of waiting
+		// in a buffer to be sent on reconnection: a state write replayed late would race with
+		// the writes that followed it. They are retried (the verdicts wait, stored first).
+		nats.ReconnectBufSize(-1),
+		// Asynchronous errors (a watch's consumer gone while disconnected) go to the log, not
+		// to stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Debug("nats asynchronous error", zap.String("subject", subject), zap.Error(err))
+		}),
 		nats.ConnectHandler(func(*nats.Conn) { attempt(nil) }),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { attempt(err) }),
 		nats.ClosedHandler(func(c *nats.Conn) { closed(closedError(c, method)) }),
@@ -364,6 +381,16 @@ func connect(cfg config.Config, env config.Env, log *zap.Logger, closed func(err
 	nc, err := nats.Connect(cfg.NATS.URL, append(append(common, security...),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.NATS.ReconnectWait),
+		// Reconnection backs off: reconnectWait, doubled at each round of attempts over the
+		// servers, up to 30 s, with jitter.
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := cfg.NATS.ReconnectWait
+			for i := 1; i < attempts && d < 30*time.Second; i++ {
+				d *= 2
+			}
+			d = min(d, max(30*time.Second, cfg.NATS.ReconnectWait))
+			return d + time.Duration(rand.Int64N(int64(d)/5+1))
+		}),
 		nats.RetryOnFailedConnect(true),
 	)...)
 	if err != nil {
@@ -450,4 +477,13 @@ func (l lazyVerdicts) List() []rollout.Verdict {
 		return r.an.List()
 	}
 	return nil
+}
+
+// attemptKind names the kind of a connection error, without the server it was about.
+func attemptKind(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "dial tcp"); i >= 0 {
+		return "dial: " + msg[strings.LastIndex(msg, ":")+1:]
+	}
+	return msg
 }
