@@ -156,6 +156,18 @@ func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 	}
 }
 
+// pruneAcked forgets the acknowledgements of analyses this replica no longer owns (an
+// acknowledgement can come after its analysis ended). It runs on the loop.
+func (a *Analyzer) pruneAcked() {
+	a.ackMu.Lock()
+	defer a.ackMu.Unlock()
+	for k := range a.acked {
+		if an := a.live[k.Ref]; an == nil || an.key() != k {
+			delete(a.acked, k)
+		}
+	}
+}
+
 func (a *Analyzer) ackedOf(k rollout.Key) uint64 {
 	a.ackMu.Lock()
 	defer a.ackMu.Unlock()
@@ -393,6 +405,7 @@ func (a *Analyzer) observe(u state.Update) {
 // rollouts whose owner's lease has expired.
 func (a *Analyzer) scan(ctx context.Context) {
 	now := a.opts.Now()
+	a.pruneAcked()
 	for _, an := range a.live {
 		if an.republish {
 			a.republish(ctx, an)

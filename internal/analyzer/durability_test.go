@@ -329,3 +329,16 @@ func TestEventsOutOfOrder(t *testing.T) {
 	_, err = h.store.Get(context.Background(), state.LiveKey(ref))
 	require.NoError(t, err, "the analysis goes on")
 }
+
+// TestAcknowledgementsOfEndedAnalysesAreForgotten: the acknowledgements the publisher reports
+// do not pile up for analyses this replica no longer owns.
+func TestAcknowledgementsOfEndedAnalysesAreForgotten(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	h.waitVerdicts(t, 1)
+	gone := rollout.Key{Ref: rollout.Ref{Namespace: "prod", Name: "gone"}, Revision: "v9"}
+	h.a.Acknowledged(rollout.Verdict{Rollout: gone.Ref, Revision: gone.Revision, Sequence: 3})
+	require.Eventually(t, func() bool { return h.a.ackedOf(gone) == 0 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, uint64(1), h.a.ackedOf(rollout.Key{Ref: ref, Revision: "v2"}), "a live analysis keeps its own")
+}
