@@ -119,11 +119,22 @@ func TestEmbeddedDaemonPausesWhilePrometheusIsUnreachable(t *testing.T) {
 // its shutdown timeout.
 func runDaemon(t *testing.T, ctx context.Context, cfg config.Config) (Info, func()) {
 	t.Helper()
+	return runDaemonWith(t, ctx, cfg, Options{})
+}
+
+// runDaemonWith is runDaemon with opts (a test logger and a 50 ms resolution unless set).
+func runDaemonWith(t *testing.T, ctx context.Context, cfg config.Config, opts Options) (Info, func()) {
+	t.Helper()
 	ready := make(chan Info, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, Options{Logger: zaptest.NewLogger(t), Resolution: 50 * time.Millisecond, OnReady: func(i Info) { ready <- i }})
-	}()
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(t)
+	}
+	if opts.Resolution == 0 {
+		opts.Resolution = 50 * time.Millisecond
+	}
+	opts.OnReady = func(i Info) { ready <- i }
+	go func() { done <- Run(ctx, cfg, opts) }()
 	select {
 	case info := <-ready:
 		return info, func() {

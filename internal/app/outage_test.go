@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/rolloutclient"
@@ -29,27 +26,7 @@ func TestPrometheusOutage(t *testing.T) {
 	prom := startPrometheus(t, ctx, 0.005) // a healthy canary
 	cfg := fastConfig(t, prom.URL())
 
-	ready := make(chan Info, 1)
-	done := make(chan error, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	go func() {
-		done <- Run(runCtx, cfg, Options{Logger: zaptest.NewLogger(t), Resolution: 50 * time.Millisecond, OnReady: func(i Info) { ready <- i }})
-	}()
-	var info Info
-	select {
-	case info = <-ready:
-	case err := <-done:
-		t.Fatalf("daemon stopped: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready within 30s")
-	}
-	t.Cleanup(func() { stop(); <-done })
-
-	nc, err := nats.Connect(info.NATSURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	_, js := startConnected(t, ctx, cfg, Options{})
 	var (
 		mu       sync.Mutex
 		verdicts []rollout.Verdict

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/analyzerd/analyzerd/internal/config"
@@ -72,4 +74,19 @@ func fastConfig(t *testing.T, promURL string) config.Config {
 	}
 	require.NoError(t, cfg.Validate())
 	return cfg
+}
+
+// startConnected runs the daemon with cfg and opts until the test ends (failing it unless it
+// stops cleanly), and connects to its NATS server.
+func startConnected(t *testing.T, ctx context.Context, cfg config.Config, opts Options) (Info, jetstream.JetStream) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	info, stop := runDaemonWith(t, runCtx, cfg, opts)
+	t.Cleanup(func() { cancel(); stop() })
+	nc, err := nats.Connect(info.NATSURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return info, js
 }

@@ -9,17 +9,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/rolloutclient"
+	"github.com/analyzerd/analyzerd/internal/telemetry"
 )
 
 // TestSpanTreeOfARollback pins the trace of the evaluation that rolls a bad canary back:
@@ -41,28 +40,7 @@ func TestSpanTreeOfARollback(t *testing.T) {
 	recorder := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	ready := make(chan Info, 1)
-	done := make(chan error, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	go func() {
-		done <- Run(runCtx, cfg, Options{Logger: zaptest.NewLogger(t), TracerProvider: tp, Resolution: 50 * time.Millisecond,
-			OnReady: func(i Info) { ready <- i }})
-	}()
-	var info Info
-	select {
-	case info = <-ready:
-	case err := <-done:
-		t.Fatalf("daemon stopped: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready within 30s")
-	}
-	t.Cleanup(func() { stop(); <-done })
-
-	nc, err := nats.Connect(info.NATSURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	_, js := startConnected(t, ctx, cfg, Options{TracerProvider: tp})
 
 	// The controller's span, whose context travels in the event's traceparent.
 	controllerTP := sdktrace.NewTracerProvider()
@@ -76,9 +54,7 @@ func TestSpanTreeOfARollback(t *testing.T) {
 	msg := nats.NewMsg(rollout.EventsSubject("rollouts", ref))
 	msg.Data = body
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
-	propagation.TraceContext{}.Inject(trace.ContextWithSpan(ctx, producer), propagation.HeaderCarrier(msg.Header))
-	msg.Header.Set("traceparent", msg.Header.Get("Traceparent")) // the contract's lower-case key
-	msg.Header.Del("Traceparent")
+	propagation.TraceContext{}.Inject(trace.ContextWithSpan(ctx, producer), telemetry.HeaderCarrier(msg.Header))
 	_, err = js.PublishMsg(ctx, msg)
 	require.NoError(t, err)
 	producer.End()
