@@ -215,29 +215,9 @@ func daemon(args []string, stdout, stderr io.Writer) int {
 
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("analyzerd validate", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	path := fs.String("config", "", "configuration file to check")
-	validateHelp := func(w io.Writer) {
-		fmt.Fprint(w, `Usage: analyzerd validate --config FILE
-
-Checks a configuration file as the daemon would read it, without flags; lists every error
-and exits 1 when there is one.
-
-Flags:
-`)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			validateHelp(stdout)
-			return 0
-		}
-		fmt.Fprintln(stderr, "analyzerd validate:", err)
-		validateHelp(stderr)
-		return 2
+	if code, ok := parseCommand(fs, validateUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "analyzerd validate: --config FILE is required")
@@ -262,6 +242,30 @@ Flags:
 	}
 	fmt.Fprintln(stdout)
 	return 0
+}
+
+// parseCommand parses a command's flags from args. On -h it prints usage and the flags to
+// stdout; on a bad flag it says so on stderr, with the usage and the flags. ok is false when
+// the command is done then, with code as its exit status.
+func parseCommand(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	help := func(w io.Writer) {
+		fmt.Fprint(w, usage)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			help(stdout)
+			return 0, false
+		}
+		fmt.Fprintln(stderr, fs.Name()+":", err)
+		help(stderr)
+		return 2, false
+	}
+	return 0, true
 }
 
 // printProblems writes header and then each problem of err on its own line.
@@ -291,3 +295,11 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level)), nil
 }
+
+const validateUsage = `Usage: analyzerd validate --config FILE
+
+Checks a configuration file as the daemon would read it, without flags; lists every error
+and exits 1 when there is one.
+
+Flags:
+`

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,35 +13,14 @@ import (
 // simulateCmd benchmarks a template: see simulate.Benchmark.
 func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("analyzerd simulate", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	path := fs.String("config", "configs/analyzerd.yaml", "configuration file holding the template")
 	name := fs.String("template", "", "analysis template to simulate (default: the file's first)")
 	runs := fs.Int("runs", 1000, "runs per row")
 	seed := fs.Uint64("seed", 1, "seed of the simulated traffic; the same seed prints the same table")
 	scrape := fs.Duration("scrape", simulateScrape, "scrape interval of the simulated Prometheus")
 	workers := fs.Int("workers", 0, "parallel workers (default: the CPUs); the table does not depend on it")
-	helpText := func(w io.Writer) {
-		fmt.Fprint(w, `Usage: analyzerd simulate [flags]
-
-Drives the decision engine with synthetic Poisson traffic, deterministically from a seed, and
-prints how fast and how often a template rolls back or proceeds, next to Argo Rollouts-style
-and Flagger-style threshold policies judging the same data.
-
-Flags:
-`)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			helpText(stdout)
-			return 0
-		}
-		fmt.Fprintln(stderr, "analyzerd simulate:", err)
-		helpText(stderr)
-		return 2
+	if code, ok := parseCommand(fs, simulateUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "analyzerd simulate: unexpected argument %q\n", fs.Arg(0))
@@ -85,3 +63,12 @@ Flags:
 
 // simulateScrape is the benchmark's scrape interval.
 const simulateScrape = 5 * time.Second
+
+const simulateUsage = `Usage: analyzerd simulate [flags]
+
+Drives the decision engine with synthetic Poisson traffic, deterministically from a seed, and
+prints how fast and how often a template rolls back or proceeds, next to Argo Rollouts-style
+and Flagger-style threshold policies judging the same data.
+
+Flags:
+`

@@ -40,36 +40,14 @@ type watchOptions struct {
 // follows the stream: redrawn in place on a terminal, appended line by line otherwise.
 func watch(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("analyzerd watch", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	o := watchOptions{refresh: time.Second, now: time.Now}
 	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server with analyzerd's streams")
 	fs.StringVar(&o.prefix, "subject-prefix", streams.DefaultPrefix, "the daemon's nats.subjectPrefix")
 	fs.StringVar(&o.namespace, "namespace", "", "show only the rollouts of this namespace")
 	fs.DurationVar(&o.since, "since", time.Hour, "hide rollouts whose latest verdict is older than this (0: show them all)")
 	fs.BoolVar(&o.plain, "plain", false, "append one line per verdict instead of redrawing a table (the default when stdout is not a terminal)")
-	watchHelp := func(w io.Writer) {
-		fmt.Fprint(w, `Usage: analyzerd watch [flags]
-
-Shows every rollout with its latest verdict (ROLLOUT REVISION STEP WEIGHT VERDICT SEQ AGE
-REASON), read from the verdict stream, and follows it until Ctrl-C. On a terminal the table is
-redrawn in place; otherwise, or with --plain, the current state is printed and then one line
-per verdict as it arrives.
-
-Flags:
-`)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			watchHelp(stdout)
-			return 0
-		}
-		fmt.Fprintln(stderr, "analyzerd watch:", err)
-		watchHelp(stderr)
-		return 2
+	if code, ok := parseCommand(fs, watchUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "analyzerd watch: unexpected argument %q\n", fs.Arg(0))
@@ -344,3 +322,13 @@ func redactURLs(s string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+const watchUsage = `Usage: analyzerd watch [flags]
+
+Shows every rollout with its latest verdict (ROLLOUT REVISION STEP WEIGHT VERDICT SEQ AGE
+REASON), read from the verdict stream, and follows it until Ctrl-C. On a terminal the table is
+redrawn in place; otherwise, or with --plain, the current state is printed and then one line
+per verdict as it arrives.
+
+Flags:
+`
