@@ -166,56 +166,62 @@ func openStore(t *testing.T) *state.Store {
 	return st
 }
 
+// harness runs one analyzer (its replica) over a fake measurer and a settable clock, with a
+// state store on a real NATS server; more replicas may share them (startReplica).
 type harness struct {
-	store  *state.Store
-	logs   *observer.ObservedLogs
+	*replica
+	store *state.Store
+	logs  *observer.ObservedLogs
+	m     *fakeMeasurer
+	clock *clock
+}
+
+// replica is one analyzer with its sink, run until stopped or the test ends.
+type replica struct {
 	a      *Analyzer
-	m      *fakeMeasurer
 	sink   *fakeSink
-	clock  *clock
 	cancel context.CancelFunc
 	done   chan error
+}
+
+func (r *replica) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+		r.cancel = nil
+	}
 }
 
 func start(t *testing.T, modify ...func(*rollout.Template)) *harness {
 	t.Helper()
 	h := &harness{
 		m:     &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000)},
-		sink:  &fakeSink{},
 		clock: &clock{now: t0},
-		done:  make(chan error, 1),
 	}
 	core, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
 	h.store = openStore(t)
-	a, err := New(Options{
-		Logger:     zap.New(core),
-		Templates:  map[string]*compare.Template{"t": testTemplate(t, modify...)},
-		Measurer:   h.m,
-		Sink:       h.sink,
-		Store:      h.store,
-		ReplicaID:  "test-replica",
-		Resolution: 5 * time.Millisecond,
-		Now:        h.clock.Now,
-		Registerer: prometheus.NewRegistry(),
-	})
-	require.NoError(t, err)
-	h.a = a
-	h.sink.ack = a.Acknowledged
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	go func() { h.done <- a.Run(ctx) }()
-	t.Cleanup(h.stop)
+	h.replica = h.run(t, Options{Logger: zap.New(core), Store: h.store, ReplicaID: "test-replica"}, modify...)
 	return h
 }
 
-func (h *harness) stop() {
-	if h.cancel == nil {
-		return
-	}
-	h.cancel()
-	<-h.done
-	h.cancel = nil
+// run starts an analyzer with opts over the harness's measurer and clock and the test
+// template (modified), its sink acknowledging every verdict as JetStream would.
+func (h *harness) run(t *testing.T, opts Options, modify ...func(*rollout.Template)) *replica {
+	t.Helper()
+	r := &replica{sink: &fakeSink{}, done: make(chan error, 1)}
+	opts.Templates = map[string]*compare.Template{"t": testTemplate(t, modify...)}
+	opts.Measurer, opts.Sink = h.m, r.sink
+	opts.Resolution, opts.Now, opts.Registerer = 5*time.Millisecond, h.clock.Now, prometheus.NewRegistry()
+	a, err := New(opts)
+	require.NoError(t, err)
+	r.a = a
+	r.sink.ack = a.Acknowledged
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- a.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
 }
 
 var ref = rollout.Ref{Namespace: "prod", Name: "checkout"}

@@ -10,54 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/analyzerd/analyzerd/internal/compare"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/state"
 )
 
-// replica is one analyzer on a store shared with others.
-type replica struct {
-	a      *Analyzer
-	sink   *fakeSink
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func (r *replica) stop() {
-	if r.cancel != nil {
-		r.cancel()
-		<-r.done
-		r.cancel = nil
-	}
-}
-
-// startReplica starts an analyzer named id on store, with the harness's measurer and clock.
+// startReplica starts another analyzer named id on store, with the harness's measurer and
+// clock.
 func startReplica(t *testing.T, h *harness, store Store, id string, published Published) *replica {
 	t.Helper()
-	r := &replica{sink: &fakeSink{}, done: make(chan error, 1)}
-	a, err := New(Options{
-		Logger:     zap.NewNop(),
-		Templates:  map[string]*compare.Template{"t": testTemplate(t)},
-		Measurer:   h.m,
-		Sink:       r.sink,
-		Store:      store,
-		Published:  published,
-		ReplicaID:  id,
-		Lease:      15 * time.Second,
-		Resolution: 5 * time.Millisecond,
-		Now:        h.clock.Now,
-		Registerer: prometheus.NewRegistry(),
-	})
-	require.NoError(t, err)
-	r.a = a
-	r.sink.ack = a.Acknowledged
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() { r.done <- a.Run(ctx) }()
-	t.Cleanup(r.stop)
-	return r
+	return h.run(t, Options{Store: store, ReplicaID: id, Published: published})
 }
 
 // publishedIn answers what the sinks hold, as the verdict stream would.
