@@ -258,7 +258,7 @@ func sequential(c rollout.Check, m rollout.Measurement, ce *CheckEvidence, canar
 				}
 				for i := range cp {
 					if i == 0 {
-						burst = isBurst(cp[0], sp[0], since(ce.PairedCanary, Tally{}).pairs(c.Kind, ce.Tested), since(ce.PairedStable, Tally{}).pairs(c.Kind, ce.Tested))
+						burst = isBurst(cp[0], sp[0], ce.PairedCanary.pairs(c.Kind, ce.Tested)[0], ce.PairedStable.pairs(c.Kind, ce.Tested)[0])
 					}
 					conditionalUpdate(ce.LogLR[i], theta0, cp[i], sp[i])
 				}
@@ -362,15 +362,12 @@ const maxPassingEValue = 10
 // the interval to count as a burst shared by both sides.
 const burstFactor = 5
 
-// isBurst reports whether an interval's errors, both sides pooled, rose well above the pooled
-// rate so far. It depends only on the totals the test conditions on, not on the canary's
+// isBurst reports whether an interval's errors (c, s), both sides pooled, rose well above the
+// pooled rate of the counts before it (beforeC, beforeS). It depends only on the totals the test conditions on, not on the canary's
 // share, so deciding on it keeps the test valid.
-func isBurst(c, s counts, beforeC, beforeS []counts) bool {
-	if len(beforeC) == 0 || len(beforeS) == 0 {
-		return false
-	}
+func isBurst(c, s, beforeC, beforeS counts) bool {
 	n, k := c.total+s.total, c.events+s.events
-	n0, k0 := beforeC[0].total+beforeS[0].total, beforeC[0].events+beforeS[0].events
+	n0, k0 := beforeC.total+beforeS.total, beforeC.events+beforeS.events
 	if n <= 0 || n0 <= 0 || k < 10 {
 		return false
 	}
