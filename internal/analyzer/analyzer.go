@@ -562,7 +562,12 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		return // retired, superseded or taken over while the evaluation ran
 	}
 	an.inFlight = false
-	an.next = j.now.Add(an.backoff(unreachable(res)))
+	if unreachable(res) {
+		an.next = j.now.Add(an.backoff())
+	} else {
+		an.outage = 0
+		an.next = compare.NextEvaluation(j.now, an.template.Template, res.measurements)
+	}
 	if j.needBaseline && an.rec.Baseline == nil {
 		if res.baselineErr != nil {
 			// Logged when the error changes, not at every evaluation of an outage.
@@ -647,15 +652,12 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 // maxBackoff bounds how far evaluations back off while the metrics source is unreachable.
 const maxBackoff = time.Minute
 
-// backoff is the wait before the next evaluation: the template's interval, doubled at each
-// evaluation in a row at which the metrics source could not be reached (up to maxBackoff, or
-// the interval when it is longer), so that an outage is not met with a query storm. The
-// verdicts meanwhile are pause; the first evaluation that reaches the source again resets it.
-func (an *analysis) backoff(unreachable bool) time.Duration {
-	if !unreachable {
-		an.outage = 0
-		return an.template.Interval
-	}
+// backoff is the wait before the next evaluation while the metrics source cannot be reached:
+// the template's interval, doubled at each evaluation in a row at which it could not be
+// (up to maxBackoff, or the interval when it is longer), so that an outage is not met with a
+// query storm. The verdicts meanwhile are pause; the first evaluation that reaches the
+// source again goes back to the data's pace.
+func (an *analysis) backoff() time.Duration {
 	an.outage++
 	d := an.template.Interval
 	for i := 1; i < an.outage && d < maxBackoff; i++ {

@@ -68,9 +68,6 @@ type result struct {
 
 func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 	r := an.rec
-	// Value checks measure the step so far; ratio and histogram checks count since the
-	// analysis started, and decide takes the step's share (see compare.Side).
-	window, counted := now.Sub(r.StepStarted), now.Sub(r.Started)
 	var opts []trace.SpanStartOption
 	if r.TraceParent != "" {
 		producer := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{
@@ -98,8 +95,10 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 		target: compare.Target{
 			Template: an.template,
 			Args:     r.Args,
-			Canary:   compare.Side{Vars: r.Canary, Window: window, CountsWindow: counted, At: now},
-			Stable:   compare.Side{Vars: r.Stable, Window: window, CountsWindow: counted, At: now},
+			Canary:   compare.Side{Vars: r.Canary},
+			Stable:   compare.Side{Vars: r.Stable},
+			From:     r.StepStarted,
+			At:       now,
 		},
 		needBaseline: r.Baseline == nil,
 		span:         span,

@@ -201,6 +201,9 @@ const (
 	DefaultInterval        = 10 * time.Second
 	DefaultBaselineWindow  = 10 * time.Minute
 	DefaultMinStepDuration = time.Minute
+	DefaultRecentWindow    = time.Minute
+	DefaultMinInterval     = time.Second
+	DefaultSharedEscalate  = 15 * time.Minute
 )
 
 // Default returns the configuration with every default set and no templates.
@@ -236,6 +239,21 @@ func TemplateDefaults(t *rollout.Template) {
 	}
 	if t.Alpha == 0 {
 		t.Alpha = rollout.DefaultAlpha
+	}
+	if t.RecentWindow == 0 {
+		t.RecentWindow = DefaultRecentWindow
+	}
+	if t.MinInterval == 0 {
+		t.MinInterval = DefaultMinInterval
+		if t.Interval > 0 {
+			t.MinInterval = min(t.MinInterval, t.Interval)
+		}
+	}
+	if t.SharedDegradation.EscalateAfter == 0 {
+		t.SharedDegradation.EscalateAfter = DefaultSharedEscalate
+	}
+	if t.SharedDegradation.Then == "" {
+		t.SharedDegradation.Then = rollout.EscalatePause
 	}
 	for i := range t.Checks {
 		c := &t.Checks[i]
