@@ -363,8 +363,8 @@ func (c *Cluster) collectCAdvisor(ch chan<- prometheus.Metric) {
 		}
 		// CFS counters exist for cgroups with a CPU quota: the container's and the pod's.
 		for _, container := range []string{Container, ""} {
-			ch <- prometheus.MustNewConstMetric(cfsPeriods, prometheus.CounterValue, math.Floor(p.periods), p.Namespace, p.Name, container)
-			ch <- prometheus.MustNewConstMetric(cfsThrottled, prometheus.CounterValue, math.Floor(p.throttled), p.Namespace, p.Name, container)
+			ch <- prometheus.MustNewConstMetric(cfsPeriods, prometheus.CounterValue, p.periods, p.Namespace, p.Name, container)
+			ch <- prometheus.MustNewConstMetric(cfsThrottled, prometheus.CounterValue, p.throttled, p.Namespace, p.Name, container)
 		}
 	}
 }
@@ -407,7 +407,7 @@ func (c *Cluster) Snapshot(namespace, name string) (Snapshot, error) {
 	}
 	c.advance()
 	s := Snapshot{Restarts: p.restarts, LastReason: p.lastReason, CPUSeconds: p.cpuSeconds,
-		Periods: math.Floor(p.periods), Throttled: math.Floor(p.throttled),
+		Periods: p.periods, Throttled: p.throttled,
 		ProbesFailed: map[string]float64{}, ProbesPassed: map[string]float64{}, ProbesPending: map[string]int{}}
 	for k, v := range p.probes {
 		if k[1] == "failed" {
