@@ -431,7 +431,8 @@ func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Ti
 
 // NextEvaluation is when a rollout's next evaluation is due after one at now: as soon as new
 // samples can have arrived (the next scrape of the series each counter check waits for), at
-// least t.MinInterval and at most t.Interval after now. The sequential tests are valid
+// least t.MinInterval (1s when unset; never more than t.Interval) and at most t.Interval
+// after now. The sequential tests are valid
 // however often they look, so evaluations follow the data rather than a fixed clock. The
 // analyzer schedules by it, and the simulator too.
 func NextEvaluation(now time.Time, t rollout.Template, ms []rollout.Measurement) time.Time {
@@ -441,8 +442,12 @@ func NextEvaluation(now time.Time, t rollout.Template, ms []rollout.Measurement)
 			next = m.NextSample
 		}
 	}
-	if least := now.Add(max(t.MinInterval, time.Second)); next.Before(least) {
-		next = least
+	least := t.MinInterval
+	if least <= 0 {
+		least = time.Second
+	}
+	if l := now.Add(min(least, t.Interval)); next.Before(l) {
+		next = l
 	}
 	return next
 }

@@ -35,7 +35,7 @@ type Template struct {
 	RecentWindow time.Duration `yaml:"recentWindow"`
 	// MinInterval bounds how often a rollout is evaluated: evaluations follow the data (the
 	// next scrape of the series a check waits for), at most Interval apart and at least
-	// MinInterval.
+	// MinInterval (or Interval, when it is shorter).
 	MinInterval time.Duration `yaml:"minInterval"`
 	// SharedDegradation says how long a degradation both sides share may hold the rollout
 	// before it escalates, and to what.
@@ -271,8 +271,8 @@ func (t Template) Validate() []error {
 	if t.RecentWindow < 0 {
 		add("recentWindow", "must not be negative, got %s", t.RecentWindow)
 	}
-	if t.MinInterval < 0 || (t.Interval > 0 && t.MinInterval > t.Interval) {
-		add("minInterval", "must be within 0..interval (%s), got %s", t.Interval, t.MinInterval)
+	if t.MinInterval < 0 {
+		add("minInterval", "must not be negative, got %s", t.MinInterval)
 	}
 	if t.SharedDegradation.EscalateAfter < 0 {
 		add("sharedDegradation.escalateAfter", "must not be negative, got %s", t.SharedDegradation.EscalateAfter)
