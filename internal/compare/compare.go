@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
@@ -43,6 +42,12 @@ func CompileTemplate(t rollout.Template) (*Template, error) {
 				errs = append(errs, fmt.Errorf("checks[%d] (%s).%s: %w", i, c.Name, q.field, err))
 				continue
 			}
+			if c.Kind != rollout.KindValue && !compiled.IsSelector() {
+				errs = append(errs, fmt.Errorf("checks[%d] (%s).%s: a %s check's query is a series selector of counters, "+
+					"e.g. http_requests_total{service={{ arg \"service\" }}}: analyzerd reads their raw samples and counts "+
+					"them itself, over the same time on both sides (no sum, increase() or {{ window }})", i, c.Name, q.field, c.Kind))
+				continue
+			}
 			cc.queries = append(cc.queries, compiled)
 		}
 		out.checks = append(out.checks, cc)
@@ -53,32 +58,27 @@ func CompileTemplate(t rollout.Template) (*Template, error) {
 	return out, nil
 }
 
-// Side is what selects one side's series at one evaluation.
+// Side is what selects one side's series.
 type Side struct {
 	Vars map[string]string
-	// Window is the range a value check's {{ window }} spans: the step so far.
-	Window time.Duration
-	// CountsWindow is the range a ratio or histogram check's {{ window }} spans: the counts
-	// since the analysis started, which decide's sequential tests accumulate and whose
-	// step share its guards judge. Zero means Window.
-	CountsWindow time.Duration
-	At           time.Time
 }
 
-// window is the range a check's queries span on this side.
-func (s Side) window(kind rollout.CheckKind) time.Duration {
-	if kind != rollout.KindValue && s.CountsWindow > 0 {
-		return s.CountsWindow
-	}
-	return s.Window
-}
-
-// Target is one rollout's measurement: its template, its arguments and both sides.
+// Target is one rollout's measurement at one evaluation: its template, its arguments, both
+// sides, and the span measured. Value checks read one number over the step so far ({{ window
+// }} is At - From); counter checks count the step's samples, (From, the newest instant both
+// sides have been scraped at].
 type Target struct {
 	Template *Template
 	Args     map[string]string
 	Canary   Side
 	Stable   Side
+	// From is when the step began; At is the evaluation's time.
+	From time.Time
+	At   time.Time
+}
+
+func (t Target) spans() Spans {
+	return Spans{From: t.From, At: t.At, Recent: t.Template.RecentWindow}
 }
 
 // Comparer measures targets against a Source.
@@ -95,18 +95,15 @@ func (c *Comparer) Measure(ctx context.Context, t Target) []rollout.Measurement 
 	b := newBatch()
 	type planned struct{ canary, stable []int }
 	plans := make([]planned, len(t.Template.checks))
+	spans := t.spans()
 	for i, cc := range t.Template.checks {
-		plans[i].canary = b.add(cc, t.Args, t.Canary)
-		plans[i].stable = b.add(cc, t.Args, t.Stable)
+		plans[i].canary = b.add(cc, t.Args, t.Canary.Vars, spans)
+		plans[i].stable = b.add(cc, t.Args, t.Stable.Vars, spans)
 	}
 	resps := b.run(ctx, c.source)
 	out := make([]rollout.Measurement, len(t.Template.checks))
 	for i, cc := range t.Template.checks {
-		out[i] = rollout.Measurement{
-			Check:  cc.check.Name,
-			Canary: b.reading(cc.check, plans[i].canary, resps),
-			Stable: b.reading(cc.check, plans[i].stable, resps),
-		}
+		out[i] = b.measurement(cc.check, plans[i].canary, plans[i].stable, resps, t.spans())
 	}
 	return out
 }
@@ -116,16 +113,16 @@ func (c *Comparer) Measure(ctx context.Context, t Target) []rollout.Measurement 
 // measured, so that the caller tries again later; "no data" is a valid baseline.
 func (c *Comparer) CaptureBaseline(ctx context.Context, t *Template, args, stable map[string]string, at time.Time) (map[string]rollout.Reading, error) {
 	b := newBatch()
-	side := Side{Vars: stable, Window: t.BaselineWindow, At: at}
+	spans := Spans{From: at.Add(-t.BaselineWindow), At: at}
 	plans := make([][]int, len(t.checks))
 	for i, cc := range t.checks {
-		plans[i] = b.add(cc, args, side)
+		plans[i] = b.add(cc, args, stable, spans)
 	}
 	resps := b.run(ctx, c.source)
 	out := make(map[string]rollout.Reading, len(t.checks))
 	var errs []error
 	for i, cc := range t.checks {
-		r := b.reading(cc.check, plans[i], resps)
+		r := b.measurement(cc.check, plans[i], plans[i], resps, spans).Stable
 		if r.Status == rollout.StatusError {
 			errs = append(errs, fmt.Errorf("%s: %s", cc.check.Name, r.Message))
 		}
@@ -147,18 +144,22 @@ type batch struct {
 
 func newBatch() *batch { return &batch{index: map[Request]int{}, errs: map[int]error{}} }
 
-func (b *batch) add(cc compiledCheck, args map[string]string, side Side) []int {
+func (b *batch) add(cc compiledCheck, args, vars map[string]string, spans Spans) []int {
 	var slots []int
 	for _, q := range cc.queries {
 		slot := len(b.slots)
-		expr, err := q.Render(Values{Args: args, Vars: side.Vars, Window: side.window(cc.check.Kind)})
+		expr, err := q.Render(Values{Args: args, Vars: vars, Window: spans.At.Sub(spans.From)})
 		if err != nil {
 			b.errs[slot] = err
 			b.slots = append(b.slots, -1)
 			slots = append(slots, slot)
 			continue
 		}
-		req := Request{Expr: expr, Time: side.At}
+		if cc.check.Kind != rollout.KindValue {
+			// A counter check reads the selector's raw samples (see align.go).
+			expr += "[" + FormatDuration(spans.rangeFor()) + "]"
+		}
+		req := Request{Expr: expr, Time: spans.At}
 		i, ok := b.index[req]
 		if !ok {
 			i = len(b.reqs)
@@ -195,28 +196,31 @@ func (b *batch) response(slot int, resps []Response) Response {
 	return resps[b.slots[slot]]
 }
 
-func (b *batch) reading(c rollout.Check, slots []int, resps []Response) rollout.Reading {
+func (b *batch) responses(slots []int, resps []Response) []Response {
 	got := make([]Response, len(slots))
 	for i, s := range slots {
 		got[i] = b.response(s, resps)
 	}
+	return got
+}
+
+// measurement is one check's measurement from the answers to its planned queries.
+func (b *batch) measurement(c rollout.Check, canary, stable []int, resps []Response, spans Spans) rollout.Measurement {
+	cr, sr := b.responses(canary, resps), b.responses(stable, resps)
 	// Validation guarantees a ratio check two queries and the others one; a template that
 	// skipped it gets an error reading rather than a panic.
 	need := 1
 	if c.Kind == rollout.KindRatio {
 		need = 2
 	}
-	if len(got) < need {
-		return errorReading(fmt.Errorf("%w: a %s check needs its queries; validate the template", ErrBadQuery, c.Kind))
+	if len(cr) < need || len(sr) < need {
+		bad := errorReading(fmt.Errorf("%w: a %s check needs its queries; validate the template", ErrBadQuery, c.Kind))
+		return rollout.Measurement{Check: c.Name, Canary: bad, Stable: bad}
 	}
-	switch c.Kind {
-	case rollout.KindRatio:
-		return ratioReading(got[0], got[1])
-	case rollout.KindHistogram:
-		return histogramReading(got[0], c.Quantile)
-	default:
-		return valueReading(got[0])
+	if c.Kind != rollout.KindValue {
+		return MeasureCounters(c, cr, sr, spans)
 	}
+	return rollout.Measurement{Check: c.Name, Canary: valueReading(cr[0]), Stable: valueReading(sr[0])}
 }
 
 func errorReading(err error) rollout.Reading {
@@ -242,33 +246,6 @@ func single(r Response) (v float64, ok bool, err error) {
 	return v, true, nil
 }
 
-// ratioReading divides errors by total. No series for errors with requests present means
-// no errors: error counters often have no series until the first error.
-func ratioReading(errorsResp, totalResp Response) rollout.Reading {
-	if totalResp.Err != nil {
-		return errorReading(totalResp.Err)
-	}
-	if errorsResp.Err != nil {
-		return errorReading(errorsResp.Err)
-	}
-	total, ok, err := single(totalResp)
-	if err != nil {
-		return errorReading(fmt.Errorf("total: %w", err))
-	}
-	if !ok || total <= 0 {
-		return noData("no requests in the window")
-	}
-	errCount, ok, err := single(errorsResp)
-	if err != nil {
-		return errorReading(fmt.Errorf("errors: %w", err))
-	}
-	if !ok || errCount < 0 {
-		errCount = 0
-	}
-	return rollout.Reading{Status: rollout.StatusOK, Value: errCount / total, Samples: int64(math.Round(total)),
-		Events: errCount, Total: total}
-}
-
 func valueReading(r Response) rollout.Reading {
 	if r.Err != nil {
 		return errorReading(r.Err)
@@ -283,46 +260,3 @@ func valueReading(r Response) rollout.Reading {
 	return rollout.Reading{Status: rollout.StatusOK, Value: v}
 }
 
-func histogramReading(r Response, q float64) rollout.Reading {
-	if r.Err != nil {
-		return errorReading(r.Err)
-	}
-	if len(r.Series) == 0 {
-		return noData("no histogram series")
-	}
-	buckets := make([]rollout.Bucket, 0, len(r.Series))
-	seen := make(map[float64]bool, len(r.Series))
-	for _, s := range r.Series {
-		le, ok := s.Labels["le"]
-		if !ok {
-			return errorReading(fmt.Errorf("%w: histogram query returned a series without an le label (group it by le)", ErrBadQuery))
-		}
-		ub, err := strconv.ParseFloat(le, 64)
-		if err != nil || math.IsNaN(ub) {
-			return errorReading(fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, le))
-		}
-		// Series of several pods or instances would interleave into nonsense: the query
-		// must sum them by le.
-		if seen[ub] {
-			return errorReading(fmt.Errorf("%w: histogram query returned several series for le=%q (aggregate them, e.g. with sum by (le))", ErrBadQuery, le))
-		}
-		seen[ub] = true
-		if math.IsNaN(s.Value) {
-			continue
-		}
-		buckets = append(buckets, rollout.Bucket{UpperBound: ub, Count: s.Value})
-	}
-	value, count, err := rollout.Quantile(q, buckets)
-	if err != nil {
-		return errorReading(fmt.Errorf("%w: %w", ErrBadQuery, err))
-	}
-	if count <= 0 {
-		return noData("no observations in the window")
-	}
-	if math.IsNaN(value) {
-		// Only the +Inf bucket: observations, but no bound to estimate a quantile from.
-		return errorReading(fmt.Errorf("%w: histogram has no finite bucket to estimate a quantile from", ErrBadQuery))
-	}
-	return rollout.Reading{Status: rollout.StatusOK, Value: value, Samples: int64(math.Round(count)),
-		Buckets: rollout.SortBuckets(buckets)}
-}

@@ -414,13 +414,27 @@ func toSeries(v model.Value) ([]Series, error) {
 			out = append(out, Series{Labels: labels, Value: float64(s.Value)})
 		}
 		return out, nil
+	case model.Matrix:
+		out := make([]Series, 0, len(v))
+		for _, s := range v {
+			labels := make(map[string]string, len(s.Metric))
+			for k, l := range s.Metric {
+				labels[string(k)] = string(l)
+			}
+			samples := make([]Sample, 0, len(s.Values))
+			for _, p := range s.Values {
+				samples = append(samples, Sample{T: p.Timestamp.Time(), V: float64(p.Value)})
+			}
+			out = append(out, Series{Labels: labels, Samples: samples})
+		}
+		return out, nil
 	case *model.Scalar:
 		if math.IsNaN(float64(v.Value)) {
 			return nil, nil
 		}
 		return []Series{{Labels: map[string]string{}, Value: float64(v.Value)}}, nil
 	}
-	return nil, fmt.Errorf("%w: result is a %s, want an instant vector or a scalar", ErrBadQuery, v.Type())
+	return nil, fmt.Errorf("%w: result is a %s, want an instant vector, a range vector or a scalar", ErrBadQuery, v.Type())
 }
 
 // redactURL drops any userinfo so that an invalid URL can be named in an error. Whatever

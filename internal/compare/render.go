@@ -281,3 +281,25 @@ func FormatDuration(d time.Duration) string {
 	}
 	return strconv.FormatInt(s, 10) + "s"
 }
+
+// selectorShape is a PromQL series selector with its placeholders blanked: an optional
+// metric name, then optional matchers in braces (string literals may hold anything).
+var selectorShape = regexp.MustCompile(`^\s*(?:[a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(?:\{(?:[^{}"'` + "`" + `]|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')*\})?\s*$`)
+
+// IsSelector reports whether the query is a plain series selector (a metric name and label
+// matchers, nothing else): what a counter check reads raw samples of.
+func (q Query) IsSelector() bool {
+	var b strings.Builder
+	for _, p := range q.parts {
+		switch p.kind {
+		case literal:
+			b.WriteString(p.text)
+		case window:
+			return false
+		default:
+			b.WriteString(`""`)
+		}
+	}
+	s := strings.TrimSpace(b.String())
+	return s != "" && selectorShape.MatchString(s) && strings.ContainsAny(s, "{abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
+}

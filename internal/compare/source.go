@@ -21,10 +21,18 @@ type Request struct {
 	Time time.Time
 }
 
-// Series is one sample of an instant vector.
+// Series is one series of an answer: of an instant vector, its Value; of a range vector (a
+// selector with a range, as counter checks ask), its raw Samples, oldest first.
 type Series struct {
-	Labels map[string]string
-	Value  float64
+	Labels  map[string]string
+	Value   float64
+	Samples []Sample
+}
+
+// Sample is one raw sample: the value a target exposed at the time it was scraped.
+type Sample struct {
+	T time.Time
+	V float64
 }
 
 // Response answers one Request: the series it returned, or why it failed.

@@ -1,5 +1,7 @@
 package rollout
 
+import "time"
+
 // Status says whether a reading holds a number.
 type Status string
 
@@ -29,6 +31,12 @@ type Reading struct {
 	Events  float64  `json:"events,omitempty"`
 	Total   float64  `json:"total,omitempty"`
 	Buckets []Bucket `json:"buckets,omitempty"`
+	// Counts are a counter check's counts over the span the reading is about (the step so
+	// far, or the baseline's window), with their bounds; Recent over the last
+	// recentWindow of it (the baseline guards' span). Value, Samples, Events, Total and
+	// Buckets are then Counts' estimates. Nil for value checks.
+	Counts *Counts `json:"counts,omitempty"`
+	Recent *Counts `json:"recent,omitempty"`
 }
 
 // OK reports whether the reading holds a number.
@@ -42,4 +50,13 @@ type Measurement struct {
 	// Baseline is the stable side before the canary took traffic. It is nil until the
 	// baseline has been captured.
 	Baseline *Reading `json:"baseline,omitempty"`
+	// Through is the instant up to which a counter check's counts reach on both sides: the
+	// newest instant every live series of both sides has been scraped at. Zero for value
+	// checks, and when nothing was counted.
+	Through time.Time `json:"through,omitempty"`
+	// ScrapeInterval is the shortest scrape interval seen among the check's series, and
+	// NextSample when the series that holds Through back is due to be scraped again: new
+	// evidence cannot come before. Zero when unknown (value checks).
+	ScrapeInterval time.Duration `json:"scrapeInterval,omitempty"`
+	NextSample     time.Time     `json:"nextSample,omitempty"`
 }

@@ -28,8 +28,27 @@ type Template struct {
 	// Alpha bounds the chance that the template's sequential tests roll back a canary that
 	// is no worse than their margins, however often it is evaluated. It is split equally
 	// across the tests (one per check and reference).
-	Alpha  float64 `yaml:"alpha"`
-	Checks []Check `yaml:"checks"`
+	Alpha float64 `yaml:"alpha"`
+	// RecentWindow is the span, ending at the newest samples, that the guards against the
+	// baseline judge and that tells a canary that stopped serving: short, so that a shared
+	// incident that is over stops pausing soon after.
+	RecentWindow time.Duration `yaml:"recentWindow"`
+	// MinInterval bounds how often a rollout is evaluated: evaluations follow the data (the
+	// next scrape of the series a check waits for), at most Interval apart and at least
+	// MinInterval.
+	MinInterval time.Duration `yaml:"minInterval"`
+	// SharedDegradation says how long a degradation both sides share may hold the rollout
+	// before it escalates, and to what.
+	SharedDegradation SharedDegradation `yaml:"sharedDegradation"`
+	Checks            []Check           `yaml:"checks"`
+}
+
+// SharedDegradation is the policy for a degradation against the baseline that the stable
+// side shares (a downstream outage hitting both versions): the canary is not to blame, so it
+// pauses rather than rolls back; after EscalateAfter (0: never) it escalates to Then.
+type SharedDegradation struct {
+	EscalateAfter time.Duration `yaml:"escalateAfter"`
+	Then          Escalation    `yaml:"then"`
 }
 
 // CheckKind says how a check's queries are read.
@@ -248,6 +267,18 @@ func (t Template) Validate() []error {
 	}
 	if !(t.Alpha > 0 && t.Alpha < 1) {
 		add("alpha", "must be between 0 and 1 exclusive, got %g", t.Alpha)
+	}
+	if t.RecentWindow < 0 {
+		add("recentWindow", "must not be negative, got %s", t.RecentWindow)
+	}
+	if t.MinInterval < 0 || (t.Interval > 0 && t.MinInterval > t.Interval) {
+		add("minInterval", "must be within 0..interval (%s), got %s", t.Interval, t.MinInterval)
+	}
+	if t.SharedDegradation.EscalateAfter < 0 {
+		add("sharedDegradation.escalateAfter", "must not be negative, got %s", t.SharedDegradation.EscalateAfter)
+	}
+	if e := t.SharedDegradation.Then; e != "" && e != EscalatePause && e != EscalateRollback {
+		add("sharedDegradation.then", "must be pause or rollback, got %q", e)
 	}
 	checkNames(&errs, "args", t.Args)
 	checkNames(&errs, "variables", t.Variables)
@@ -503,8 +534,8 @@ func (m MannWhitney) Validate() []error {
 // every template; decide falls back to them where a template built in code leaves them unset.
 const (
 	DefaultAlpha                 = 0.01
-	DefaultMargin                = 0.1
-	DefaultTolerance             = 0.01
+	DefaultMargin                = 0.25
+	DefaultTolerance             = 0.001
 	DefaultPriorScale            = 1.0
 	DefaultConsecutiveErrorLimit = 4
 )

@@ -1,0 +1,418 @@
+package compare
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+// Counter checks (ratio and histogram) are measured from raw samples, not from increase():
+//
+//   - Each series (a pod's counter, one label set) is read as its samples with their own
+//     timestamps. Its count at an instant x lies between its samples around x: at least the
+//     value of the last sample at or before x, at most that of the first at or after it;
+//     the estimate interpolates linearly between them. A counter that drops has restarted
+//     from 0 (a reset): what it counts after the drop is added to what it had. A series that
+//     appears after x was either born after it (from 0, the common case: a new pod, a first
+//     error) or not scraped before: both lie within the bounds, the estimate takes the first.
+//   - The span (from, through] is the same for every series of both sides: through is the
+//     newest instant every live series of the check has been scraped at (the oldest of their
+//     last samples), so the two sides' counts cover the same real time, whatever each
+//     target's scrape interval and offset. A series whose last sample is older than twice its
+//     scrape interval has gone (a pod deleted): it counts what it had and holds nothing back.
+//   - Nothing is extrapolated: between two evaluations with no new sample, the counts do not
+//     change.
+//
+// The sequential tests take each side's counts at the bound least favourable to the
+// conclusion they draw, so that the residual uncertainty at the span's edges (at most one
+// scrape interval of each series) can never make a shared burst look like the canary's.
+
+// lookback is how far before a span's start a series' samples are read, to find its count at
+// the start: Prometheus's own staleness bound.
+const lookback = 5 * time.Minute
+
+// scrapeGrace is how late a scrape may land (scrape duration, ingestion) before a series is
+// taken for gone, on top of two scrape intervals; and how long after a due scrape the next
+// evaluation waits for it.
+const scrapeGrace = 2 * time.Second
+
+// Spans is what a counter check counts over, for one measurement.
+type Spans struct {
+	// From is where the counts start (the step's start, or the baseline window's).
+	From time.Time
+	// At is the evaluation's time: samples after it are not read.
+	At time.Time
+	// Recent is the length of the recent span that ends where the counts end (0: none).
+	Recent time.Duration
+}
+
+// rangeFor is the range a counter check's selector is read over at At.
+func (s Spans) rangeFor() time.Duration {
+	return max(s.At.Sub(s.From), 0) + lookback
+}
+
+// track is one series' samples as a counter: times, and the count since its first sample
+// with resets folded in (cum[0] is the first sample's raw value: what it counted since it
+// was born, if it was born within the range).
+type track struct {
+	t        []time.Time
+	cum      []float64
+	interval time.Duration // median gap between samples; 0 with a single sample
+}
+
+func newTrack(samples []Sample) (track, bool) {
+	var tr track
+	prev := math.NaN()
+	for _, s := range samples {
+		if math.IsNaN(s.V) || math.IsInf(s.V, 0) {
+			continue
+		}
+		if n := len(tr.t); n > 0 && !s.T.After(tr.t[n-1]) {
+			continue
+		}
+		switch {
+		case len(tr.cum) == 0:
+			tr.cum = append(tr.cum, math.Max(0, s.V))
+		case s.V >= prev:
+			tr.cum = append(tr.cum, tr.cum[len(tr.cum)-1]+s.V-prev)
+		default: // a reset: the counter restarted from 0
+			tr.cum = append(tr.cum, tr.cum[len(tr.cum)-1]+math.Max(0, s.V))
+		}
+		tr.t = append(tr.t, s.T)
+		prev = s.V
+	}
+	if len(tr.t) == 0 {
+		return tr, false
+	}
+	if len(tr.t) > 1 {
+		gaps := make([]time.Duration, len(tr.t)-1)
+		for i := range gaps {
+			gaps[i] = tr.t[i+1].Sub(tr.t[i])
+		}
+		slices.Sort(gaps)
+		tr.interval = gaps[len(gaps)/2]
+	}
+	return tr, true
+}
+
+func (tr track) last() time.Time { return tr.t[len(tr.t)-1] }
+
+// at is the series' count at x, with its bounds.
+func (tr track) at(x time.Time) rollout.Bounds {
+	n := len(tr.t)
+	// The first sample after x.
+	i := sort.Search(n, func(i int) bool { return tr.t[i].After(x) })
+	switch {
+	case i == 0:
+		// No sample at or before x: born after it (0), or not yet scraped (up to cum[0]).
+		return rollout.Bounds{Low: 0, Est: 0, High: tr.cum[0]}
+	case tr.t[i-1].Equal(x) || i == n:
+		// Scraped exactly at x, or gone before it (it counted what it had).
+		return rollout.Exact(tr.cum[i-1])
+	}
+	lo, hi := tr.cum[i-1], tr.cum[i]
+	f := float64(x.Sub(tr.t[i-1])) / float64(tr.t[i].Sub(tr.t[i-1]))
+	return rollout.Bounds{Low: lo, Est: lo + f*(hi-lo), High: hi}
+}
+
+// between is the series' count in (from, through].
+func (tr track) between(from, through time.Time) rollout.Bounds {
+	end, start := tr.at(through), tr.at(from)
+	// The two edges are bounded on their own; the count between them is at least
+	// end.Low - start.High and at most end.High - start.Low.
+	return end.Sub(start)
+}
+
+// group is the tracks of one query on one side.
+type group []track
+
+func tracksOf(r Response) group {
+	g := make(group, 0, len(r.Series))
+	for _, s := range r.Series {
+		if tr, ok := newTrack(s.Samples); ok {
+			g = append(g, tr)
+		}
+	}
+	return g
+}
+
+func (g group) between(from, through time.Time) rollout.Bounds {
+	var sum rollout.Bounds
+	for _, tr := range g {
+		sum = sum.Add(tr.between(from, through))
+	}
+	return sum
+}
+
+// cut is where a check's counts end: the oldest last sample among the live series, the
+// shortest scrape interval seen, and when the series that holds the cut is due next.
+type cut struct {
+	through  time.Time
+	interval time.Duration
+	next     time.Time
+}
+
+func cutOf(at time.Time, groups ...group) cut {
+	var c cut
+	for _, g := range groups {
+		for _, tr := range g {
+			if tr.interval > 0 && (c.interval == 0 || tr.interval < c.interval) {
+				c.interval = tr.interval
+			}
+		}
+	}
+	for _, g := range groups {
+		for _, tr := range g {
+			iv := tr.interval
+			if iv == 0 {
+				iv = c.interval
+			}
+			if iv == 0 {
+				iv = lookback / 2
+			}
+			if at.Sub(tr.last()) > 2*iv+scrapeGrace {
+				continue // gone
+			}
+			if c.through.IsZero() || tr.last().Before(c.through) {
+				c.through, c.next = tr.last(), tr.last().Add(iv+scrapeGrace)
+			}
+		}
+	}
+	return c
+}
+
+// histogramTracks splits one side's bucket series into the observations (+Inf) of each
+// series group and, for each finite bound, the observations at or below it and above it.
+// Series of one group (the same labels but le) are scraped together, so the share above a
+// bound is derived sample by sample.
+type histogramTracks struct {
+	les    []float64
+	count  map[float64]group // observations <= le, per bound (+Inf: all)
+	slower map[float64]group // observations > le, per finite bound
+}
+
+func histogramOf(r Response) (histogramTracks, error) {
+	h := histogramTracks{count: map[float64]group{}, slower: map[float64]group{}}
+	type member struct {
+		le      float64
+		samples []Sample
+	}
+	byGroup := map[string][]member{}
+	seen := map[float64]bool{}
+	for _, s := range r.Series {
+		raw, ok := s.Labels["le"]
+		if !ok {
+			return h, fmt.Errorf("%w: a histogram series has no le label (select the _bucket series)", ErrBadQuery)
+		}
+		le, err := strconv.ParseFloat(raw, 64)
+		if err != nil || math.IsNaN(le) {
+			return h, fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, raw)
+		}
+		byGroup[groupKey(s.Labels)] = append(byGroup[groupKey(s.Labels)], member{le, s.Samples})
+		if !seen[le] {
+			seen[le] = true
+			h.les = append(h.les, le)
+		}
+		if tr, ok := newTrack(s.Samples); ok {
+			h.count[le] = append(h.count[le], tr)
+		}
+	}
+	slices.Sort(h.les)
+	if len(h.les) == 0 || !math.IsInf(h.les[len(h.les)-1], 1) {
+		return h, fmt.Errorf("%w: %w", ErrBadQuery, rollout.ErrNoInfBucket)
+	}
+	for _, members := range byGroup {
+		var inf []Sample
+		for _, m := range members {
+			if math.IsInf(m.le, 1) {
+				inf = m.samples
+			}
+		}
+		byTime := make(map[int64]float64, len(inf))
+		for _, s := range inf {
+			byTime[s.T.UnixNano()] = s.V
+		}
+		for _, m := range members {
+			if math.IsInf(m.le, 1) {
+				continue
+			}
+			derived := make([]Sample, 0, len(m.samples))
+			for _, s := range m.samples {
+				if all, ok := byTime[s.T.UnixNano()]; ok {
+					derived = append(derived, Sample{T: s.T, V: math.Max(0, all-s.V)})
+				}
+			}
+			if tr, ok := newTrack(derived); ok {
+				h.slower[m.le] = append(h.slower[m.le], tr)
+			}
+		}
+	}
+	return h, nil
+}
+
+// groupKey identifies a series' group: its labels but le.
+func groupKey(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		if k != "le" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+func (h histogramTracks) groups() []group {
+	out := make([]group, 0, len(h.count))
+	for _, le := range h.les {
+		out = append(out, h.count[le])
+	}
+	return out
+}
+
+func (h histogramTracks) counts(from, through time.Time) rollout.Counts {
+	c := rollout.Counts{From: from, Through: through}
+	for _, le := range h.les {
+		b := rollout.BucketCounts{UpperBound: le, Count: h.count[le].between(from, through)}
+		if math.IsInf(le, 1) {
+			c.Total = b.Count
+		} else {
+			b.Slower = h.slower[le].between(from, through)
+		}
+		c.Buckets = append(c.Buckets, b)
+	}
+	return c
+}
+
+// sideTracks is one side's tracks of a counter check.
+type sideTracks struct {
+	ratio     [2]group // errors, total
+	histogram histogramTracks
+	err       error // a response failed or is malformed
+	empty     bool  // the source answered, but no series
+}
+
+func sideOf(kind rollout.CheckKind, resps []Response) sideTracks {
+	var st sideTracks
+	for _, r := range resps {
+		if r.Err != nil {
+			st.err = r.Err
+			return st
+		}
+	}
+	switch kind {
+	case rollout.KindRatio:
+		st.ratio = [2]group{tracksOf(resps[0]), tracksOf(resps[1])}
+		st.empty = len(st.ratio[1]) == 0
+	case rollout.KindHistogram:
+		if len(resps[0].Series) == 0 {
+			st.empty = true
+			return st
+		}
+		st.histogram, st.err = histogramOf(resps[0])
+	}
+	return st
+}
+
+func (st sideTracks) groups(kind rollout.CheckKind) []group {
+	if st.err != nil || st.empty {
+		return nil
+	}
+	if kind == rollout.KindRatio {
+		return st.ratio[:]
+	}
+	return st.histogram.groups()
+}
+
+func (st sideTracks) counts(kind rollout.CheckKind, from, through time.Time) rollout.Counts {
+	if kind == rollout.KindHistogram {
+		if st.empty {
+			return rollout.Counts{From: from, Through: through}
+		}
+		return st.histogram.counts(from, through)
+	}
+	return rollout.Counts{From: from, Through: through,
+		Events: st.ratio[0].between(from, through), Total: st.ratio[1].between(from, through)}
+}
+
+// MeasureCounters turns one counter check's answers into its measurement: canary and
+// stable hold each query's answer in the check's order (ratio: errors, total; histogram:
+// buckets), each a range vector of raw samples reaching at least lookback before
+// spans.From. Both sides are counted over the same span (spans.From, through]. The
+// simulator measures through this function too, so that it judges what the daemon judges.
+func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) rollout.Measurement {
+	m := rollout.Measurement{Check: c.Name}
+	cs, ss := sideOf(c.Kind, canary), sideOf(c.Kind, stable)
+	k := cutOf(spans.At, append(cs.groups(c.Kind), ss.groups(c.Kind)...)...)
+	m.Through, m.ScrapeInterval, m.NextSample = k.through, k.interval, k.next
+	m.Canary = counterReading(c, cs, spans, k.through)
+	m.Stable = counterReading(c, ss, spans, k.through)
+	return m
+}
+
+func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time) rollout.Reading {
+	switch {
+	case st.err != nil:
+		return errorReading(st.err)
+	case st.empty:
+		if c.Kind == rollout.KindRatio {
+			return noData("no request series")
+		}
+		return noData("no histogram series")
+	case through.IsZero():
+		return noData("no live series: every series' last sample is stale")
+	}
+	from := spans.From
+	counts := st.counts(c.Kind, from, through)
+	r := rollout.Reading{Counts: &counts}
+	if spans.Recent > 0 {
+		rf := through.Add(-spans.Recent)
+		if rf.Before(from) {
+			rf = from
+		}
+		recent := st.counts(c.Kind, rf, through)
+		r.Recent = &recent
+	}
+	if !through.After(from) {
+		r.Status, r.Message = rollout.StatusNoData, "no samples since "+from.UTC().Format(time.RFC3339)+" yet"
+		return r
+	}
+	switch c.Kind {
+	case rollout.KindRatio:
+		if counts.Total.Est <= 0 {
+			r.Status, r.Message = rollout.StatusNoData, "no requests in the window"
+			return r
+		}
+		r.Status, r.Value = rollout.StatusOK, counts.Events.Est/counts.Total.Est
+		r.Events, r.Total = counts.Events.Est, counts.Total.Est
+		r.Samples = int64(math.Round(counts.Total.Est))
+	case rollout.KindHistogram:
+		buckets := counts.EstBuckets()
+		q, n, err := rollout.Quantile(c.Quantile, buckets)
+		switch {
+		case err != nil:
+			return errorReading(fmt.Errorf("%w: %w", ErrBadQuery, err))
+		case n <= 0:
+			r.Status, r.Message = rollout.StatusNoData, "no observations in the window"
+			return r
+		case math.IsNaN(q):
+			return errorReading(fmt.Errorf("%w: histogram has no finite bucket to estimate a quantile from", ErrBadQuery))
+		}
+		r.Status, r.Value, r.Samples = rollout.StatusOK, q, int64(math.Round(n))
+		r.Buckets = rollout.SortBuckets(buckets)
+	}
+	return r
+}
