@@ -64,6 +64,9 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// demoTolerance is the error rate below which the demo's canary passes.
+const demoTolerance = 0.01
+
 type demoOptions struct {
 	configPath string
 	natsPort   int
@@ -102,6 +105,15 @@ func (d *demoRun) run(ctx context.Context, o demoOptions) error {
 		return fmt.Errorf("%s has no http-golden-signals template", o.configPath)
 	}
 	tmpl.Interval, tmpl.MinStepDuration = o.interval, o.minStep
+	// Showing a 0.5% error rate within 1.25 x stable's takes thousands of requests; the demo
+	// accepts a canary shown below 1% instead, so that it proceeds in seconds.
+	for i := range tmpl.Checks {
+		if s := tmpl.Checks[i].Sequential; s != nil && tmpl.Checks[i].Kind == rollout.KindRatio {
+			seq, tol := *s, demoTolerance
+			seq.Tolerance = &tol
+			tmpl.Checks[i].Sequential = &seq
+		}
+	}
 	cfg.Ingest.MaxClockSkew = min(cfg.Ingest.MaxClockSkew, o.minStep/2) // must stay below the minimum step
 	dir, err := os.MkdirTemp("", "analyzerd-demo-")
 	if err != nil {

@@ -140,8 +140,8 @@ func testTemplate(t *testing.T, modify ...func(*rollout.Template)) *compare.Temp
 		Args: []string{"service"}, Variables: []string{"version"},
 		Checks: []rollout.Check{{
 			Name: "error-rate", Kind: rollout.KindRatio, MinSamples: 100,
-			Errors: `sum(x{service={{ arg "service" }}, version={{ var "version" }}})`,
-			Total:  `sum(y{service={{ arg "service" }}, version={{ var "version" }}})`,
+			Errors: `x{service={{ arg "service" }}, version={{ var "version" }}}`,
+			Total:  `y{service={{ arg "service" }}, version={{ var "version" }}}`,
 			Guards: []rollout.Guard{
 				{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: &max},
 				{Against: rollout.AgainstBaseline, Measure: rollout.MeasureDelta, Max: &crit, Critical: true},

@@ -122,8 +122,8 @@ templates:
     checks:
       - name: error-rate
         kind: ratio
-        errors: sum(increase(http_requests_total{service={{ arg "service" }}, version={{ var "version" }}, code=~"5.."}[{{ window }}]))
-        total: sum(increase(http_requests_total{service={{ arg "service" }}, version={{ var "version" }}}[{{ window }}]))
+        errors: http_requests_total{service={{ arg "service" }}, version={{ var "version" }}, code=~"5.."}
+        total: http_requests_total{service={{ arg "service" }}, version={{ var "version" }}}
         minSamples: 50
         failureLimit: 1000
         sequential:

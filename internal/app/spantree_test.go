@@ -162,8 +162,8 @@ func fastTemplate() rollout.Template {
 		Args: []string{"service"}, Variables: []string{"version"},
 		Checks: []rollout.Check{{
 			Name: "error-rate", Kind: rollout.KindRatio, MinSamples: 50,
-			Errors: `sum(increase(http_requests_total{` + sel + `, code=~"5.."}[{{ window }}]))`,
-			Total:  `sum(increase(http_requests_total{` + sel + `}[{{ window }}]))`,
+			Errors: `http_requests_total{` + sel + `, code=~"5.."}`,
+			Total:  `http_requests_total{` + sel + `}`,
 			Guards: []rollout.Guard{{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: &max}},
 		}},
 	}

@@ -416,3 +416,21 @@ func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Ti
 	}
 	return r
 }
+
+// NextEvaluation is when a rollout's next evaluation is due after one at now: as soon as new
+// samples can have arrived (the next scrape of the series each counter check waits for), at
+// least t.MinInterval and at most t.Interval after now. The sequential tests are valid
+// however often they look, so evaluations follow the data rather than a fixed clock. The
+// analyzer schedules by it, and the simulator too.
+func NextEvaluation(now time.Time, t rollout.Template, ms []rollout.Measurement) time.Time {
+	next := now.Add(t.Interval)
+	for _, m := range ms {
+		if !m.NextSample.IsZero() && m.NextSample.Before(next) {
+			next = m.NextSample
+		}
+	}
+	if least := now.Add(max(t.MinInterval, time.Second)); next.Before(least) {
+		next = least
+	}
+	return next
+}

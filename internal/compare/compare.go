@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
@@ -42,7 +43,7 @@ func CompileTemplate(t rollout.Template) (*Template, error) {
 				errs = append(errs, fmt.Errorf("checks[%d] (%s).%s: %w", i, c.Name, q.field, err))
 				continue
 			}
-			if c.Kind != rollout.KindValue && !compiled.IsSelector() {
+			if (c.Kind == rollout.KindRatio || c.Kind == rollout.KindHistogram) && strings.TrimSpace(q.text) != "" && !compiled.IsSelector() {
 				errs = append(errs, fmt.Errorf("checks[%d] (%s).%s: a %s check's query is a series selector of counters, "+
 					"e.g. http_requests_total{service={{ arg \"service\" }}}: analyzerd reads their raw samples and counts "+
 					"them itself, over the same time on both sides (no sum, increase() or {{ window }})", i, c.Name, q.field, c.Kind))
@@ -259,4 +260,3 @@ func valueReading(r Response) rollout.Reading {
 	}
 	return rollout.Reading{Status: rollout.StatusOK, Value: v}
 }
-

@@ -81,7 +81,7 @@ func TestShippedConfig(t *testing.T) {
 			require.NoError(t, err)
 			require.Contains(t, out, `service="checkout"`)
 			require.Contains(t, out, `version="v2.3.0"`)
-			require.Contains(t, out, "[30s]")
+			require.True(t, compiled.IsSelector(), "a counter check's query is a series selector: %s", q)
 			require.True(t, strings.Contains(out, "http_requests_total{") || strings.Contains(out, "http_request_duration_seconds_bucket{"), out)
 		}
 	}
@@ -240,8 +240,8 @@ func validTemplate() rollout.Template {
 		Checks: []rollout.Check{
 			{
 				Name: "error-rate", Kind: rollout.KindRatio,
-				Errors:     `sum(increase(http_requests_total{` + sel + `, code=~"5.."}[{{ window }}]))`,
-				Total:      `sum(increase(http_requests_total{` + sel + `}[{{ window }}]))`,
+				Errors:     `http_requests_total{` + sel + `, code=~"5.."}`,
+				Total:      `http_requests_total{` + sel + `}`,
 				MinSamples: 100, FailureLimit: 2,
 				Guards: []rollout.Guard{
 					{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: num(0.01)},
@@ -250,7 +250,7 @@ func validTemplate() rollout.Template {
 			},
 			{
 				Name: "latency-p95", Kind: rollout.KindHistogram, Quantile: 0.95,
-				Buckets: `sum by (le) (increase(http_request_duration_seconds_bucket{` + sel + `}[{{ window }}]))`,
+				Buckets: `http_request_duration_seconds_bucket{` + sel + `}`,
 				Guards:  []rollout.Guard{{Against: rollout.AgainstStable, Measure: rollout.MeasureRatio, Max: num(1.1), FromWeight: 50, FromStep: 2}},
 			},
 			{
@@ -387,7 +387,7 @@ func TestValidateRules(t *testing.T) {
 		{"fromStep negative", func(c *Config) { guard(c, 1, 0).FromStep = -1 }, hist + "guards[0].fromStep", 0},
 		// placeholders (compare.CompileTemplate)
 		{"undeclared argument", func(c *Config) {
-			check(c, 0).Total = `sum(increase(http_requests_total{team={{ arg "team" }}}[{{ window }}]))`
+			check(c, 0).Total = `http_requests_total{team={{ arg "team" }}}`
 		}, ratio + "total", 0},
 		{"undeclared variable", func(c *Config) { check(c, 2).Query = `avg(cpu{pod={{ var "pod" }}})` }, value + "query", 0},
 		{"quoted placeholder", func(c *Config) { check(c, 1).Buckets = `b{version="{{ var "version" }}"}` }, hist + "buckets", 0},
@@ -582,12 +582,12 @@ templates:
     checks:
       - name: errors
         kind: ratio
-        errors: sum(increase(e{service={{ arg "service" }}}[{{ window }}]))
-        total: sum(increase(t{service={{ arg "service" }}}[{{ window }}]))
+        errors: e{service={{ arg "service" }}}
+        total: t{service={{ arg "service" }}}
       - name: p95
         kind: histogram
         quantile: 0.95
-        buckets: sum by (le) (increase(b_bucket{service={{ arg "service" }}}[{{ window }}]))
+        buckets: b_bucket{service={{ arg "service" }}}
         consecutiveErrorLimit: 0
         onErrorLimit: rollback
         sequential:

@@ -67,29 +67,57 @@ func Decide(in Input) Result {
 		}
 		ce := ev.Checks[c.Name]
 		if !ce.StepStarted.Equal(in.StepStarted) {
-			// A new step: its counts start where the last evaluation left them.
+			// A new step: the last one's evidence against stable and its counts join what
+			// the analysis has gathered; the step's own start from nothing.
+			if len(ce.StepLogLR) > 0 {
+				if len(ce.LogLR) != len(ce.StepLogLR) {
+					ce.LogLR = make([][]float64, len(ce.StepLogLR))
+					for i := range ce.LogLR {
+						ce.LogLR[i] = make([]float64, gridSize)
+					}
+				}
+				for i, l := range ce.StepLogLR {
+					for k := range l {
+						ce.LogLR[i][k] += l[k]
+					}
+				}
+			}
+			ce.Settled = addPairs(ce.Settled, ce.StepCounts)
+			ce.StepLogLR, ce.StepCounts = nil, nil
+			ce.Canary, ce.Stable = Tally{}, Tally{}
+			ce.Through, ce.Last = time.Time{}, nil
 			ce.StepStarted = in.StepStarted
-			ce.StepCanary, ce.StepStable = ce.Canary.clone(), ce.Stable.clone()
+			ce.Steps++
 			ce.Inconclusive = 0
 			ce.Points = Points{}
 		}
-		j := judge(c, m, in.Step, in.Weight, &ce, alpha)
-		switch j.result.Outcome {
-		case rollout.Fail:
-			ce.Failures++
-		case rollout.Inconclusive:
-			// Evidence still accumulating is no reason to give up: inconclusive evaluations
-			// count toward inconclusiveLimit once the step has lasted minStepDuration.
-			if in.Now.Sub(in.StepStarted) >= in.Template.MinStepDuration {
-				ce.Inconclusive++
+		j := judge(c, m, in, &ce, alpha)
+		if !j.carried {
+			switch j.result.Outcome {
+			case rollout.Fail:
+				ce.Failures++
+			case rollout.Inconclusive:
+				// Evidence still accumulating is no reason to give up: inconclusive
+				// evaluations count toward inconclusiveLimit once the step has lasted
+				// minStepDuration.
+				if in.Now.Sub(in.StepStarted) >= in.Template.MinStepDuration {
+					ce.Inconclusive++
+				}
+			}
+			if j.result.Outcome == rollout.Error {
+				ce.ConsecutiveErrors++
+			} else {
+				ce.ConsecutiveErrors = 0
+			}
+			switch {
+			case j.shared == "":
+				ce.SharedSince = time.Time{}
+			case ce.SharedSince.IsZero():
+				ce.SharedSince = in.Now
 			}
 		}
-		if j.result.Outcome == rollout.Error {
-			ce.ConsecutiveErrors++
-		} else {
-			ce.ConsecutiveErrors = 0
-		}
 		j.evidence = ce
+		j.now, j.sharedPolicy = in.Now, in.Template.SharedDegradation
 		ev.Checks[c.Name] = ce
 		judged = append(judged, j)
 	}
@@ -150,6 +178,9 @@ func (j judgement) rollback() (string, bool) {
 		return j.failed(), true
 	case o == rollout.Error && c.OnErrorLimit == rollout.EscalateRollback && ce.ConsecutiveErrors > errorLimit(c):
 		return fmt.Sprintf("%s: %s in a row, limit %d: %s", c.Name, plural(ce.ConsecutiveErrors, "error"), errorLimit(c), j.result.Message), true
+	case o == rollout.Inconclusive && j.shared != "" && j.sharedEscalates(rollout.EscalateRollback):
+		return fmt.Sprintf("%s: %s for %s, over sharedDegradation.escalateAfter (%s)", c.Name, j.shared,
+			j.now.Sub(ce.SharedSince).Truncate(time.Second), j.sharedPolicy.EscalateAfter), true
 	case o == rollout.Inconclusive && c.OnInconclusiveLimit == rollout.EscalateRollback && c.InconclusiveLimit > 0 && ce.Inconclusive > c.InconclusiveLimit:
 		return fmt.Sprintf("%s: inconclusive %s in step, limit %d: %s", c.Name, times(ce.Inconclusive), c.InconclusiveLimit, j.result.Message), true
 	}
@@ -191,6 +222,10 @@ func pauseOrProceed(in Input, judged []judgement) (rollout.Decision, string) {
 						c.Name, plural(ce.ConsecutiveErrors, "error"), errorLimit(c), j.result.Message)
 				}
 			case rollout.Inconclusive:
+				if j.shared != "" && j.sharedEscalates(rollout.EscalatePause) {
+					return rollout.Pause, fmt.Sprintf("%s: %s for %s, over sharedDegradation.escalateAfter (%s): paused until a person decides",
+						c.Name, j.shared, j.now.Sub(ce.SharedSince).Truncate(time.Second), j.sharedPolicy.EscalateAfter)
+				}
 				if c.InconclusiveLimit > 0 && ce.Inconclusive > c.InconclusiveLimit {
 					return rollout.Pause, fmt.Sprintf("%s: inconclusive %s in step, over the limit of %d: paused until a person decides (onInconclusiveLimit: pause): %s",
 						c.Name, times(ce.Inconclusive), c.InconclusiveLimit, j.result.Message)
@@ -204,8 +239,18 @@ func pauseOrProceed(in Input, judged []judgement) (rollout.Decision, string) {
 		return rollout.Pause, fmt.Sprintf("step %d has lasted %s of the %s it needs",
 			in.Step, age.Truncate(time.Second), in.Template.MinStepDuration)
 	}
-	return rollout.Proceed, fmt.Sprintf("all %d checks pass after %s at step %d (weight %d%%)",
+	reason := fmt.Sprintf("all %d checks pass after %s at step %d (weight %d%%)",
 		len(judged), age.Truncate(time.Second), in.Step, in.Weight)
+	var proved []string
+	for _, j := range judged {
+		if j.proved != "" {
+			proved = append(proved, j.proved)
+		}
+	}
+	if len(proved) > 0 {
+		reason += ": " + strings.Join(proved, "; ")
+	}
+	return rollout.Proceed, reason
 }
 
 func times(n int) string {
@@ -240,6 +285,26 @@ type judgement struct {
 	failedAgainst rollout.Reference
 	canary        float64
 	reference     float64
+	// carried is set when nothing new was measured: the last judgement stands, and counts
+	// toward no limit. shared says why a degradation against the baseline is shared by
+	// both sides (a pause, not a rollback); proved what a pass showed.
+	carried      bool
+	shared       string
+	proved       string
+	now          time.Time
+	sharedPolicy rollout.SharedDegradation
+}
+
+// sharedEscalates reports whether a shared degradation has lasted past the template's
+// limit and escalates to e.
+func (j judgement) sharedEscalates(e rollout.Escalation) bool {
+	p := j.sharedPolicy
+	then := p.Then
+	if then == "" {
+		then = rollout.EscalatePause
+	}
+	return p.EscalateAfter > 0 && then == e && !j.evidence.SharedSince.IsZero() &&
+		j.now.Sub(j.evidence.SharedSince) > p.EscalateAfter
 }
 
 // describe explains a failed check, e.g.

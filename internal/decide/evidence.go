@@ -22,40 +22,54 @@ type Evidence struct {
 // CheckEvidence is one check's evidence.
 type CheckEvidence struct {
 	// Failures counts the check's failed evaluations over the whole analysis: evidence that
-	// the canary is worse carries over from step to step.
+	// the canary is worse carries over from step to step. Only evaluations with new samples
+	// count.
 	Failures int `json:"failures,omitempty"`
 	// ConsecutiveErrors counts the evaluations in a row that ended in error.
 	ConsecutiveErrors int `json:"consecutiveErrors,omitempty"`
 	// Inconclusive counts the inconclusive evaluations of the current step.
 	Inconclusive int `json:"inconclusive,omitempty"`
-	// StepStarted names the step that Inconclusive, StepCanary, StepStable and Points
-	// belong to.
+	// StepStarted names the step that the Step* fields, Inconclusive and Points belong to;
+	// Steps counts the steps the analysis has begun (the guards' error budget is spent
+	// across them).
 	StepStarted time.Time `json:"stepStarted"`
+	Steps       int       `json:"steps,omitempty"`
 
-	// Canary and Stable are each side's counts since the analysis started, as last measured.
-	Canary Tally `json:"canary"`
-	Stable Tally `json:"stable"`
-	// StepCanary and StepStable are those counts as they were when the step began: the
-	// step's own counts are the difference.
-	StepCanary Tally `json:"stepCanary"`
-	StepStable Tally `json:"stepStable"`
+	// Through is the newest instant a judgement of this check counted up to (counter
+	// checks); Last is that judgement, repeated while no new sample arrives.
+	Through time.Time            `json:"through,omitempty"`
+	Last    *rollout.CheckResult `json:"last,omitempty"`
 
 	// Tested are the upper bounds of the histogram buckets the sequential tests follow,
 	// chosen once per analysis.
 	Tested []float64 `json:"tested,omitempty"`
-	// PairedCanary and PairedStable are the counts the test against stable has consumed:
-	// it moves only when both sides were measured, so that each interval pairs the sides.
-	PairedCanary Tally `json:"pairedCanary"`
-	PairedStable Tally `json:"pairedStable"`
-	// LogLR holds the test against stable: for each tested count (a ratio's errors, or each
-	// tested bucket's slower requests), the log likelihood ratio of each alternative.
-	LogLR [][]float64 `json:"logLR,omitempty"`
-
-	// Confirming is set while a rejection waits for the next evaluation (see isBurst).
-	Confirming bool `json:"confirming,omitempty"`
+	// LogLR holds the test against stable over the steps already over: for each tested count
+	// (a ratio's errors, or each tested bucket's slower requests), the log likelihood ratio
+	// of each alternative. StepLogLR is the current step's share, as last judged; it joins
+	// LogLR when the step ends.
+	LogLR     [][]float64 `json:"logLR,omitempty"`
+	StepLogLR [][]float64 `json:"stepLogLR,omitempty"`
+	// Settled is the canary's counts over the steps already over, and StepCounts over the
+	// current step as last judged, each tested count at its bound least favourable to a
+	// rollback (events low, requests high): for the test against the baseline and the
+	// tolerance.
+	Settled    []Pair `json:"settled,omitempty"`
+	StepCounts []Pair `json:"stepCounts,omitempty"`
+	// Canary and Stable are each side's estimated counts in the step as last judged, for the
+	// Mann-Whitney points and to tell a canary that stopped serving.
+	Canary Tally `json:"canary"`
+	Stable Tally `json:"stable"`
+	// SharedSince is when a degradation both sides share began, while it lasts.
+	SharedSince time.Time `json:"sharedSince,omitempty"`
 
 	// Points are the step's per-evaluation values of each side, for the Mann-Whitney judge.
 	Points Points `json:"points"`
+}
+
+// Pair is one tested count: events (errors, or requests slower than a bound) in a total.
+type Pair struct {
+	Events float64 `json:"events"`
+	Total  float64 `json:"total"`
 }
 
 // Points are per-evaluation values.
@@ -87,41 +101,31 @@ func (e Evidence) clone() Evidence {
 func (c CheckEvidence) clone() CheckEvidence {
 	out := c
 	out.Canary, out.Stable = c.Canary.clone(), c.Stable.clone()
-	out.StepCanary, out.StepStable = c.StepCanary.clone(), c.StepStable.clone()
-	out.PairedCanary, out.PairedStable = c.PairedCanary.clone(), c.PairedStable.clone()
 	out.Tested = slices.Clone(c.Tested)
-	out.LogLR = make([][]float64, len(c.LogLR))
-	for i, l := range c.LogLR {
-		out.LogLR[i] = slices.Clone(l)
-	}
-	if c.LogLR == nil {
-		out.LogLR = nil
+	out.LogLR, out.StepLogLR = cloneLR(c.LogLR), cloneLR(c.StepLogLR)
+	out.Settled, out.StepCounts = slices.Clone(c.Settled), slices.Clone(c.StepCounts)
+	if c.Last != nil {
+		last := *c.Last
+		out.Last = &last
 	}
 	out.Points = Points{Canary: slices.Clone(c.Points.Canary), Stable: slices.Clone(c.Points.Stable)}
+	return out
+}
+
+func cloneLR(lr [][]float64) [][]float64 {
+	if lr == nil {
+		return nil
+	}
+	out := make([][]float64, len(lr))
+	for i, l := range lr {
+		out[i] = slices.Clone(l)
+	}
 	return out
 }
 
 func (t Tally) clone() Tally {
 	t.Buckets = slices.Clone(t.Buckets)
 	return t
-}
-
-// tallyOf is the counts a reading rests on; ok is false when it carries none.
-func tallyOf(kind rollout.CheckKind, r rollout.Reading) (Tally, bool) {
-	if !r.OK() {
-		return Tally{}, false
-	}
-	switch kind {
-	case rollout.KindRatio:
-		if r.Total > 0 && r.Events >= 0 && !math.IsInf(r.Total, 0) && !math.IsNaN(r.Events) {
-			return Tally{Events: r.Events, Total: r.Total}, true
-		}
-	case rollout.KindHistogram:
-		if len(r.Buckets) > 0 {
-			return Tally{Buckets: rollout.SortBuckets(r.Buckets)}, true
-		}
-	}
-	return Tally{}, false
 }
 
 // bucketCount is the count of the bucket with the given upper bound, and whether it exists.
@@ -140,52 +144,12 @@ func (t Tally) observations() float64 {
 	return c
 }
 
-// atLeast is t with every count raised to at least prev's: counts since the analysis started
-// never fall (Prometheus's increase() extrapolates, so successive measurements can dip
-// slightly).
-func atLeast(t, prev Tally) Tally {
-	out := t.clone()
-	out.Events = math.Max(t.Events, prev.Events)
-	out.Total = math.Max(t.Total, prev.Total)
-	for i, b := range out.Buckets {
-		if c, ok := prev.bucketCount(b.UpperBound); ok && c > b.Count {
-			out.Buckets[i].Count = c
-		}
-	}
-	return out
-}
-
 // since is the counts of t gathered after base (never negative).
 func since(t, base Tally) Tally {
 	out := Tally{Events: math.Max(0, t.Events-base.Events), Total: math.Max(0, t.Total-base.Total)}
 	for _, b := range t.Buckets {
 		c, _ := base.bucketCount(b.UpperBound)
 		out.Buckets = append(out.Buckets, rollout.Bucket{UpperBound: b.UpperBound, Count: math.Max(0, b.Count-c)})
-	}
-	return out
-}
-
-// slower is how many of a histogram's observations were above le, and how many there were;
-// nothing when the histogram has no bucket at le (a new bucket layout): its missing count
-// is unknown, not zero.
-func (t Tally) slower(le float64) counts {
-	all := t.observations()
-	c, ok := t.bucketCount(le)
-	if !ok {
-		return counts{}
-	}
-	return counts{events: math.Max(0, all-c), total: all}
-}
-
-// pairs is what a check's sequential tests count: a ratio's errors in its requests, or each
-// tested bucket's slower requests in all requests.
-func (t Tally) pairs(kind rollout.CheckKind, tested []float64) []counts {
-	if kind == rollout.KindRatio {
-		return []counts{{events: t.Events, total: t.Total}}
-	}
-	out := make([]counts, len(tested))
-	for i, le := range tested {
-		out[i] = t.slower(le)
 	}
 	return out
 }
@@ -235,14 +199,5 @@ func chooseBuckets(t Tally, q float64) []float64 {
 		out[i] = c.le
 	}
 	slices.Sort(out)
-	return out
-}
-
-func pooled(a, b Tally) Tally {
-	out := Tally{Events: a.Events + b.Events, Total: a.Total + b.Total}
-	for _, x := range a.Buckets {
-		c, _ := b.bucketCount(x.UpperBound)
-		out.Buckets = append(out.Buckets, rollout.Bucket{UpperBound: x.UpperBound, Count: x.Count + c})
-	}
 	return out
 }

@@ -62,6 +62,9 @@ func replicaConfig(t *testing.T, natsURL, promURL, httpAddr, replicaID string, l
 		{"interval: 10s", "interval: " + fastInterval.String()},
 		{"minStepDuration: 1m", "minStepDuration: " + fastMinStep.String()},
 		{"baselineWindow: 10m", "baselineWindow: 1m"},
+		// A 0.5% canary at 100 req/s needs many minutes to be shown within 1.25 x stable's
+		// rate; the tests accept one shown below 1% instead.
+		{"tolerance: 0.001", "tolerance: 0.01"},
 	} {
 		require.Equal(t, 1, strings.Count(templates, r.old), "the shipped template says %q once", r.old)
 		templates = strings.Replace(templates, r.old, r.new, 1)

@@ -1,0 +1,664 @@
+package decide
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+// Counter checks (ratio, histogram) are judged from counts that compare aligned in time: the
+// step's counts on both sides cover the same span, each known within bounds (see
+// rollout.Bounds). Every conclusion takes the counts at the bound least favourable to it:
+//
+//   - a rollback (the canary is worse) takes the canary's events low and requests high, the
+//     stable side's events high and requests low;
+//   - a pass (the canary is within its margin) takes the opposite.
+//
+// So what compare could not pin down (at most one scrape interval of each series at the
+// span's edges) can never turn a burst both sides share into the canary's, and never passes
+// a canary on counts it may not have.
+//
+// One check has one indifference zone: with theta = 1 + margin and the tolerance t (ratio
+// checks), it rolls back only once the canary's rate is shown above both theta x the
+// stable's and t, and passes only once it is shown below theta x the stable's, or below t.
+// The regions do not overlap: a canary that can be rolled back can never have passed. Its
+// guards likewise fail only on a violation shown with confidence and hold only on a margin
+// shown with confidence.
+
+// Directions in which counts are taken at their bounds.
+type favour int
+
+const (
+	forRollback favour = iota // canary events low, requests high; stable the opposite
+	forPass                   // canary events high, requests low; stable the opposite
+	estimated                 // the estimates (a baseline: a fixed sample)
+)
+
+// pairsOf is what a check's tests count on one side: a ratio's errors in its requests, or
+// each tested bucket's slower requests in all requests, at the bounds that favour the
+// conclusion (canary says which side they are).
+func pairsOf(kind rollout.CheckKind, c *rollout.Counts, tested []float64, f favour, canary bool) []Pair {
+	if c == nil {
+		return nil
+	}
+	low := (f == forRollback) == canary // take events at their low bound
+	pick := func(events, total rollout.Bounds) Pair {
+		if f == estimated {
+			return Pair{Events: events.Est, Total: total.Est}
+		}
+		if low {
+			return Pair{Events: events.Low, Total: total.High}
+		}
+		return Pair{Events: events.High, Total: total.Low}
+	}
+	if kind == rollout.KindRatio {
+		return []Pair{pick(c.Events, c.Total)}
+	}
+	out := make([]Pair, len(tested))
+	for i, le := range tested {
+		for _, b := range c.Buckets {
+			if b.UpperBound == le {
+				out[i] = pick(b.Slower, c.Total)
+			}
+		}
+	}
+	return out
+}
+
+// tallyOfCounts is the estimated counts, as the Mann-Whitney points and the bucket choice
+// read them.
+func tallyOfCounts(c *rollout.Counts) Tally {
+	if c == nil {
+		return Tally{}
+	}
+	return Tally{Events: c.Events.Est, Total: c.Total.Est, Buckets: rollout.SortBuckets(c.EstBuckets())}
+}
+
+// interval is a number with an anytime-valid confidence interval.
+type interval struct{ lo, est, hi float64 }
+
+// rateInterval is the rate of a ratio check's counts with its confidence sequence at level a.
+func rateInterval(c *rollout.Counts, a float64) (interval, bool) {
+	if c == nil || c.Total.Est <= 0 {
+		return interval{}, false
+	}
+	lo, _ := rateCS(c.Events.Low, c.Total.High, a/2)
+	_, hi := rateCS(c.Events.High, c.Total.Low, a/2)
+	return interval{lo: lo, est: c.Events.Est / c.Total.Est, hi: hi}, true
+}
+
+// quantileInterval is a histogram's q-quantile with a confidence interval at level a: each
+// bucket's share of slower requests has a confidence sequence (Bonferroni over the
+// buckets), and the quantile is read, as histogram_quantile does, from the lowest and the
+// highest distribution they allow.
+func quantileInterval(c *rollout.Counts, q, a float64) (interval, bool) {
+	if c == nil || c.Total.Est <= 0 {
+		return interval{}, false
+	}
+	est, _, err := rollout.Quantile(q, c.EstBuckets())
+	if err != nil || math.IsNaN(est) {
+		return interval{}, false
+	}
+	finite := 0
+	for _, b := range c.Buckets {
+		if !math.IsInf(b.UpperBound, 1) {
+			finite++
+		}
+	}
+	ab := a / float64(2*max(1, finite))
+	var loCDF, hiCDF []rollout.Bucket // hiCDF: the most observations at or below each bound
+	for _, b := range c.Buckets {
+		if math.IsInf(b.UpperBound, 1) {
+			continue
+		}
+		sLo, _ := rateCS(b.Slower.Low, c.Total.High, ab)
+		_, sHi := rateCS(b.Slower.High, c.Total.Low, ab)
+		hiCDF = append(hiCDF, rollout.Bucket{UpperBound: b.UpperBound, Count: 1 - math.Min(1, sLo)})
+		loCDF = append(loCDF, rollout.Bucket{UpperBound: b.UpperBound, Count: 1 - math.Min(1, sHi)})
+	}
+	inf := rollout.Bucket{UpperBound: math.Inf(1), Count: 1}
+	lo, _, _ := rollout.Quantile(q, append(hiCDF, inf))
+	hi, _, _ := rollout.Quantile(q, append(loCDF, inf))
+	if math.IsNaN(lo) || math.IsNaN(hi) {
+		return interval{}, false
+	}
+	return interval{lo: math.Min(lo, est), est: est, hi: math.Max(hi, est)}, true
+}
+
+func valueInterval(c rollout.Check, counts *rollout.Counts, a float64) (interval, bool) {
+	if c.Kind == rollout.KindRatio {
+		return rateInterval(counts, a)
+	}
+	return quantileInterval(counts, c.Quantile, a)
+}
+
+// measureInterval combines the canary's interval with the reference's as the guard's
+// measure does.
+func measureInterval(g rollout.Guard, canary, ref interval) interval {
+	switch g.Measure {
+	case rollout.MeasureDelta:
+		return interval{lo: canary.lo - ref.hi, est: canary.est - ref.est, hi: canary.hi - ref.lo}
+	case rollout.MeasureRatio:
+		return interval{lo: ratio(canary.lo, ref.hi), est: ratio(canary.est, ref.est), hi: ratio(canary.hi, ref.lo)}
+	}
+	return canary
+}
+
+// shownOutside reports whether the interval lies wholly outside the guard's bounds (the
+// guard fails), shownInside whether it lies wholly inside (the guard holds).
+func shownOutside(g rollout.Guard, v interval) bool {
+	return (g.Max != nil && v.lo >= *g.Max) || (g.Min != nil && v.hi <= *g.Min)
+}
+
+func shownInside(g rollout.Guard, v interval) bool {
+	return (g.Max == nil || v.hi < *g.Max) && (g.Min == nil || v.lo > *g.Min)
+}
+
+// guardAlpha is each counter guard's share of the template's alpha at the analysis's k-th
+// step: alpha is split across the template's counter guards, and across steps by 6/(pi k)^2,
+// which sums to 1, so that a canary identical to its stable side fails a guard by chance in
+// at most alpha of whole rollouts, however long and however many steps.
+func guardAlpha(t rollout.Template, k int) float64 {
+	alpha := t.Alpha
+	if !(alpha > 0 && alpha < 1) {
+		alpha = rollout.DefaultAlpha
+	}
+	n := 0
+	for _, c := range t.Checks {
+		if c.Kind != rollout.KindValue {
+			n += len(c.Guards)
+		}
+	}
+	k = max(k, 1)
+	return alpha / float64(max(n, 1)) * 6 / (math.Pi * math.Pi * float64(k*k))
+}
+
+// conditionalBelow is conditionalUpdate's mirror for the pass test: the log likelihood
+// ratios of alternatives theta0 / 2^((j+1)/4) (better than the margin) against theta0.
+func conditionalBelow(logLR []float64, theta0 float64, canary, stable Pair) {
+	k := canary.Events + stable.Events
+	if k <= 0 || canary.Total <= 0 || stable.Total <= 0 {
+		return
+	}
+	null := theta0*canary.Total + stable.Total
+	for j := range logLR {
+		lr := -gridLogRatio(j)
+		theta := theta0 * math.Exp(lr)
+		logLR[j] += canary.Events*lr + k*math.Log(null/(theta*canary.Total+stable.Total))
+	}
+}
+
+func addPairs(a, b []Pair) []Pair {
+	out := make([]Pair, max(len(a), len(b)))
+	for i := range out {
+		if i < len(a) {
+			out[i].Events, out[i].Total = a[i].Events, a[i].Total
+		}
+		if i < len(b) {
+			out[i].Events += b[i].Events
+			out[i].Total += b[i].Total
+		}
+	}
+	return out
+}
+
+// staleAfter is how old a check's newest common sample may be before its last judgement
+// stops standing: two of its scrape intervals, and a grace for a scrape landing late.
+func staleAfter(m rollout.Measurement) time.Duration {
+	iv := m.ScrapeInterval
+	if iv <= 0 {
+		iv = time.Minute
+	}
+	return 2*iv + 5*time.Second
+}
+
+// judgeCounters judges a ratio or histogram check.
+func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEvidence, alpha float64) judgement {
+	seqOn := c.Sequential.On()
+	var refs []rollout.Reference
+	theta0, prior, tol := 1.0, [gridSize]float64{}, 0.0
+	if seqOn {
+		refs = against(c.Sequential)
+		theta0 = 1 + margin(c.Sequential)
+		prior = logPrior(priorScale(c.Sequential))
+		if c.Kind == rollout.KindRatio {
+			tol = tolerance(c.Sequential)
+		}
+	}
+	ga := guardAlpha(in.Template, ce.Steps)
+
+	var active []rollout.Guard
+	thinBaseline := thin(c, m.Baseline)
+	skippedCondition := false
+	for _, g := range c.Guards {
+		if !g.Active(in.Step, in.Weight) {
+			continue
+		}
+		if g.Against == rollout.AgainstBaseline && thinBaseline != "" {
+			skippedCondition = skippedCondition || !g.Critical
+			continue
+		}
+		active = append(active, g)
+	}
+	needStable := (seqOn && contains(refs, rollout.AgainstStable)) || needs(active, rollout.AgainstStable)
+
+	r := rollout.CheckResult{Metric: c.Name, Samples: rollout.Samples{Canary: m.Canary.Samples, Stable: m.Stable.Samples}}
+	if m.Canary.OK() {
+		r.Canary = ptr(m.Canary.Value)
+	}
+	if m.Stable.OK() {
+		r.Stable = ptr(m.Stable.Value)
+	}
+	if m.Baseline != nil && m.Baseline.OK() {
+		r.Baseline = ptr(m.Baseline.Value)
+	}
+	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
+	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
+	r.Threshold = expressions(active)
+	j := judgement{check: c, result: r}
+	set := func(o rollout.Outcome, msg string) judgement {
+		j.result.Outcome, j.result.Message = o, msg
+		return j
+	}
+
+	switch {
+	case m.Canary.Status == rollout.StatusError:
+		return set(rollout.Error, "canary: "+m.Canary.Message)
+	case needStable && m.Stable.Status == rollout.StatusError:
+		return set(rollout.Error, "stable: "+m.Stable.Message)
+	}
+
+	// No sample newer than the last judgement: nothing new to judge, and nothing counted
+	// again. The judgement stands while its samples are fresh.
+	if !m.Through.After(ce.Through) && ce.Last != nil && ce.StepStarted.Equal(in.StepStarted) {
+		if age := in.Now.Sub(ce.Through); age > staleAfter(m) {
+			return set(rollout.NoData, fmt.Sprintf("no new samples for %s (the newest both sides have is from %s)",
+				age.Truncate(time.Second), ce.Through.UTC().Format(time.RFC3339)))
+		}
+		j.result = *ce.Last
+		j.carried = true
+		return j
+	}
+	if !m.Canary.OK() {
+		j = set(rollout.NoData, "no canary data: "+m.Canary.Message)
+		if c.NoData == rollout.NoDataFail {
+			j.result.Outcome = rollout.Fail
+			j.result.Message += " (counted as a failure: noData is fail)"
+		}
+		return j
+	}
+
+	// Which histogram buckets the tests follow: chosen once, from data that says nothing of
+	// the canary's share (the baseline, or both sides pooled).
+	if c.Kind == rollout.KindHistogram && ce.Tested == nil {
+		switch {
+		case m.Baseline != nil && thinBaseline == "" && m.Baseline.Counts != nil:
+			ce.Tested = chooseBuckets(tallyOfCounts(m.Baseline.Counts), c.Quantile)
+		case m.Stable.Counts != nil:
+			pooled := tallyOfCounts(m.Canary.Counts)
+			st := tallyOfCounts(m.Stable.Counts)
+			for i := range pooled.Buckets {
+				if n, ok := st.bucketCount(pooled.Buckets[i].UpperBound); ok {
+					pooled.Buckets[i].Count += n
+				}
+			}
+			ce.Tested = chooseBuckets(pooled, c.Quantile)
+		}
+	}
+	tested := ce.Tested
+	ready := c.Kind == rollout.KindRatio || len(tested) > 0
+	what := "rate"
+	if c.Kind == rollout.KindHistogram {
+		what = "share slower than " + bounds(tested)
+		if !ready {
+			what = "share slower than the tail's buckets"
+		}
+	}
+
+	cR := pairsOf(c.Kind, m.Canary.Counts, tested, forRollback, true)
+	sR := pairsOf(c.Kind, m.Stable.Counts, tested, forRollback, false)
+	cP := pairsOf(c.Kind, m.Canary.Counts, tested, forPass, true)
+	sP := pairsOf(c.Kind, m.Stable.Counts, tested, forPass, false)
+	stableCounted := m.Stable.OK() && m.Stable.Counts != nil
+
+	// The sequential tests: rollback once the canary is shown worse than the margin.
+	eValue := 1.0
+	var rejected, rejectedMsg string
+	var rejectedAgainst rollout.Reference
+	var described []string
+	shown, shownWhy := !seqOn, ""
+	var proved []string
+	if seqOn && ready {
+		cum := addPairs(ce.Settled, cR)
+		for _, ref := range refs {
+			switch ref {
+			case rollout.AgainstStable:
+				threshold := float64(len(cR)) / alpha
+				described = append(described, fmt.Sprintf("%s x stable (e-value < %s)", trimFloat(theta0, 4), formatE(threshold)))
+				if !stableCounted {
+					continue
+				}
+				step := make([][]float64, len(cR))
+				for i := range cR {
+					step[i] = make([]float64, gridSize)
+					conditionalUpdate(step[i], theta0, counts{cR[i].Events, cR[i].Total}, counts{sR[i].Events, sR[i].Total})
+				}
+				ce.StepLogLR = step
+				for i := range cR {
+					l := make([]float64, gridSize)
+					copy(l, step[i])
+					if i < len(ce.LogLR) {
+						for k := range l {
+							l[k] += ce.LogLR[i][k]
+						}
+					}
+					e := math.Exp(logMixture(l, prior))
+					if math.IsNaN(e) {
+						e = 1
+					}
+					eValue = math.Max(eValue, e)
+					if e >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
+						rejectedAgainst = ref
+						rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
+					}
+				}
+			case rollout.AgainstBaseline:
+				bp := pairsOf(c.Kind, baselineCounts(m), tested, estimated, false)
+				a := alpha / float64(max(1, len(bp)))
+				threshold := 2 / a
+				described = append(described, fmt.Sprintf("%s x baseline (e-value < %s)", trimFloat(theta0, 4), formatE(threshold)))
+				if thinBaseline != "" || len(bp) == 0 {
+					continue
+				}
+				for i := range bp {
+					if bp[i].Total <= 0 || cum[i].Total <= 0 {
+						continue
+					}
+					lambda0 := theta0 * poissonBound(bp[i].Events, bp[i].Total, a/2, true)
+					e := math.Exp(logMixture(poissonLogLR(cum[i].Events, cum[i].Total, lambda0), prior))
+					if math.IsNaN(e) {
+						e = 1
+					}
+					eValue = math.Max(eValue, e)
+					if e >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
+						// A degradation against the baseline that the stable side shares is
+						// not the canary's: it pauses (see sharedDegradation).
+						if stableCounted && i < len(sR) && rate(Pair{sR[i].Events, sR[i].Total}) > lambda0 {
+							j.shared = fmt.Sprintf("shared degradation: canary %s and stable %s both above %s x the baseline's %s",
+								formatValue(rollout.KindRatio, rate(cum[i])), formatValue(rollout.KindRatio, rate(sR[i])),
+								trimFloat(theta0, 4), formatValue(rollout.KindRatio, bp[i].Events/bp[i].Total))
+							continue
+						}
+						rejectedAgainst = ref
+						rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
+					}
+				}
+			}
+		}
+		if rejected != "" {
+			rejectedMsg = fmt.Sprintf("the canary's %s is more than %s times the %s's: %s", what, trimFloat(theta0, 4), rejectedAgainst, rejected)
+		}
+		shown, shownWhy, proved = passTest(c, m, refs, theta0, tol, alpha, prior, cP, sP, stableCounted, thinBaseline, tested)
+	} else if seqOn {
+		shownWhy = "not enough observations yet to choose the tail's buckets"
+	}
+	if seqOn {
+		j.result.EValue = ptr(math.Min(eValue, math.MaxFloat64))
+		desc := "canary " + what + " <= " + strings.Join(described, ", ")
+		if tol > 0 {
+			desc += " or <= " + formatValue(rollout.KindRatio, tol)
+		}
+		j.result.Threshold = strings.TrimPrefix(j.result.Threshold+"; "+desc, "; ")
+	}
+
+	// The guards, each judged with its uncertainty.
+	var failed []rollout.Guard
+	var waiting []string
+	for _, g := range active {
+		counts := m.Canary.Counts
+		if g.Against == rollout.AgainstBaseline && m.Canary.Recent != nil {
+			counts = m.Canary.Recent
+		}
+		cv, ok := valueInterval(c, counts, ga)
+		if !ok {
+			waiting = append(waiting, "no canary counts for "+g.Expression())
+			continue
+		}
+		ref := interval{}
+		switch g.Against {
+		case rollout.AgainstStable:
+			if !stableCounted {
+				waiting = append(waiting, "no stable data: "+m.Stable.Message)
+				continue
+			}
+			if ref, ok = valueInterval(c, m.Stable.Counts, ga); !ok {
+				waiting = append(waiting, "no stable counts for "+g.Expression())
+				continue
+			}
+		case rollout.AgainstBaseline:
+			if m.Baseline == nil || !m.Baseline.OK() {
+				waiting = append(waiting, "baseline not captured yet")
+				continue
+			}
+			if ref, ok = valueInterval(c, baselineCounts(m), ga); !ok {
+				ref = interval{lo: m.Baseline.Value, est: m.Baseline.Value, hi: m.Baseline.Value}
+			}
+		}
+		v := measureInterval(g, cv, ref)
+		switch {
+		case shownOutside(g, v):
+			if g.Against == rollout.AgainstBaseline {
+				if why, ok := sharedWithStable(c, g, m, ref, ga); ok {
+					j.shared = strings.TrimPrefix(j.shared+"; "+why, "; ")
+					continue
+				}
+			}
+			if len(failed) == 0 || (g.Critical && !j.critical) {
+				gg := g
+				j.failedGuard, j.failedAgainst, j.canary, j.reference = &gg, g.Against, cv.est, ref.est
+				if g.Critical {
+					j.criticalWhy = "critical: " + g.Expression() + " failed"
+				}
+			}
+			failed = append(failed, g)
+			j.critical = j.critical || g.Critical
+		case !shownInside(g, v) && !g.Critical:
+			// A critical guard is a brake, not a condition for proceeding: only a shown
+			// violation matters.
+			waiting = append(waiting, fmt.Sprintf("%s not yet shown (%s within %s..%s)", g.Expression(),
+				measureName(g), trimFloat(v.lo, 4), trimFloat(v.hi, 4)))
+		}
+	}
+
+	// What the step's counts say about the canary serving at all.
+	stopped := ""
+	if ce.Last != nil && ce.StepStarted.Equal(in.StepStarted) && !ce.Through.IsZero() &&
+		m.Canary.Total <= ce.Canary.Total && m.Stable.OK() && m.Stable.Total > ce.Stable.Total {
+		stopped = fmt.Sprintf("the canary served no requests from %s to %s while stable served %d",
+			ce.Through.UTC().Format(time.RFC3339), m.Through.UTC().Format(time.RFC3339), int64(m.Stable.Total-ce.Stable.Total))
+	}
+
+	prevCanary, prevStable := ce.Canary, ce.Stable
+	ce.Canary, ce.Stable = tallyOfCounts(m.Canary.Counts), tallyOfCounts(m.Stable.Counts)
+	ce.StepCounts = cR
+	ce.Through = m.Through
+	if c.MannWhitney != nil {
+		v, ok := intervalRate(c, ce.Canary, prevCanary)
+		ce.Points.Canary = appendPoint(ce.Points.Canary, v, ok)
+		v, ok = intervalRate(c, ce.Stable, prevStable)
+		ce.Points.Stable = appendPoint(ce.Points.Stable, v, ok)
+	}
+
+	switch {
+	case rejected != "":
+		j.result.Outcome, j.result.Message = rollout.Fail, rejectedMsg
+		j.rejected, j.failedAgainst = rejected, rejectedAgainst
+		j.failedGuard, j.critical = nil, false
+		j.canary = m.Canary.Value
+		j.reference = m.Stable.Value
+		if rejectedAgainst == rollout.AgainstBaseline && m.Baseline != nil {
+			j.reference = m.Baseline.Value
+		}
+	case len(failed) > 0:
+		j.result.Threshold = expressions(failed)
+		j.result.Outcome = rollout.Fail
+	case j.shared != "":
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, j.shared
+	case stopped != "":
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, stopped
+	case m.Canary.Samples < c.MinSamples:
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, fmt.Sprintf("%d of the %d canary samples it needs", m.Canary.Samples, c.MinSamples)
+	case len(active) == 0 && skippedCondition && !seqOn:
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, "nothing to compare with: "+thinBaseline+" and no other guard applies at this step"
+	case len(waiting) > 0:
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, strings.Join(waiting, "; ")
+	case !shown:
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, shownWhy
+	default:
+		j.result.Outcome = rollout.Pass
+		j.proved = strings.Join(proved, ", ")
+		if c.MannWhitney != nil {
+			j = judgeMannWhitney(j, *c.MannWhitney, ce.Points)
+		}
+	}
+	last := j.result
+	ce.Last = &last
+	return j
+}
+
+// aboveTolerance reports whether the canary's rate is shown above the tolerance t (always,
+// when t is 0): below it the check never rolls back.
+func aboveTolerance(p Pair, t, alpha float64) bool {
+	if t <= 0 {
+		return true
+	}
+	lo, _ := rateCS(p.Events, p.Total, alpha/2)
+	return lo > t
+}
+
+// passTest says whether the step shows the canary within its margin: for each reference it
+// can be compared with (at least one), its rate (or each tested share) shown below theta0
+// times the reference's by a conditional test of the step's counts, or, for a ratio check,
+// below the tolerance. proved says what was shown.
+func passTest(c rollout.Check, m rollout.Measurement, refs []rollout.Reference, theta0, tol, alpha float64, prior [gridSize]float64,
+	cP, sP []Pair, stableCounted bool, thinBaseline string, tested []float64) (bool, string, []string) {
+	if len(cP) == 0 {
+		return false, "no canary counts to show it within its margin", nil
+	}
+	threshold := float64(len(cP)) / alpha
+	if tol > 0 {
+		_, upper := rateCS(cP[0].Events, cP[0].Total, alpha/2)
+		if upper < tol {
+			return true, "", []string{fmt.Sprintf("%s shown below %s", c.Name, formatValue(rollout.KindRatio, tol))}
+		}
+	}
+	compared := 0
+	var proved []string
+	for _, ref := range refs {
+		switch {
+		case ref == rollout.AgainstStable && stableCounted:
+			for i := range cP {
+				l := make([]float64, gridSize)
+				conditionalBelow(l, theta0, cP[i], sP[i])
+				e := math.Exp(logMixture(l, prior))
+				if !(e >= threshold) {
+					why := fmt.Sprintf("not yet shown below %s x stable%s (e-value %s of the %s it needs)",
+						trimFloat(theta0, 4), bucketNote(c, tested, i), formatE(e), formatE(threshold))
+					if tol > 0 {
+						why += fmt.Sprintf(", nor below %s", formatValue(rollout.KindRatio, tol))
+					}
+					return false, why, nil
+				}
+			}
+			proved = append(proved, fmt.Sprintf("%s shown below %s x stable", c.Name, trimFloat(theta0, 4)))
+			compared++
+		case ref == rollout.AgainstBaseline && thinBaseline == "" && m.Baseline != nil && m.Baseline.Counts != nil:
+			bp := pairsOf(c.Kind, m.Baseline.Counts, tested, estimated, false)
+			for i := range cP {
+				if i >= len(bp) || bp[i].Total <= 0 {
+					continue
+				}
+				_, upper := rateCS(cP[i].Events, cP[i].Total, alpha/2)
+				allowed := theta0 * poissonBound(bp[i].Events, bp[i].Total, alpha/2, false)
+				if !(upper < allowed) {
+					return false, fmt.Sprintf("not yet shown below %s x baseline%s: the canary's %s is below %s, %s allowed",
+						trimFloat(theta0, 4), bucketNote(c, tested, i), "rate", trimFloat(upper, 6), trimFloat(allowed, 6)), nil
+				}
+			}
+			proved = append(proved, fmt.Sprintf("%s shown below %s x baseline", c.Name, trimFloat(theta0, 4)))
+			compared++
+		}
+	}
+	if compared == 0 {
+		return false, "nothing to show the canary within its margin against: no stable counts, and no usable baseline", nil
+	}
+	return true, "", proved
+}
+
+// baselineCounts is the baseline's counts (nil when it has none).
+func baselineCounts(m rollout.Measurement) *rollout.Counts {
+	if m.Baseline == nil {
+		return nil
+	}
+	return m.Baseline.Counts
+}
+
+// sharedWithStable says whether the stable side, judged by the same guard against the
+// baseline over the same recent span, is degraded too (not shown within the guard), so that
+// the canary does not carry the degradation more than the stable side does. With no stable
+// traffic (weight 100) there is nothing to share it with.
+func sharedWithStable(c rollout.Check, g rollout.Guard, m rollout.Measurement, base interval, a float64) (string, bool) {
+	counts := m.Stable.Recent
+	if counts == nil {
+		counts = m.Stable.Counts
+	}
+	if counts == nil || counts.Total.Est <= 0 {
+		return "", false
+	}
+	sv, ok := valueInterval(c, counts, a)
+	if !ok || shownInside(g, measureInterval(g, sv, base)) {
+		return "", false
+	}
+	cv, _ := valueInterval(c, m.Canary.Recent, a)
+	return fmt.Sprintf("shared degradation: canary %s and stable %s against the baseline's %s (%s)",
+		formatValue(c.Kind, cv.est), formatValue(c.Kind, sv.est), formatValue(c.Kind, base.est), g.Expression()), true
+}
+
+func measureName(g rollout.Guard) string {
+	switch g.Measure {
+	case rollout.MeasureDelta:
+		return "canary - " + string(g.Against)
+	case rollout.MeasureRatio:
+		return "canary / " + string(g.Against)
+	}
+	return "canary"
+}
+
+// intervalRate is the check's value over the interval between two estimated step counts,
+// for the Mann-Whitney points.
+func intervalRate(c rollout.Check, cur, prev Tally) (float64, bool) {
+	d := since(cur, prev)
+	if c.Kind == rollout.KindRatio {
+		if d.Total <= 0 {
+			return 0, false
+		}
+		return d.Events / d.Total, true
+	}
+	q, n, err := rollout.Quantile(c.Quantile, d.Buckets)
+	if err != nil || n <= 0 || math.IsNaN(q) {
+		return 0, false
+	}
+	return q, true
+}
+
+func contains(refs []rollout.Reference, r rollout.Reference) bool {
+	for _, x := range refs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
