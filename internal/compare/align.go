@@ -67,7 +67,7 @@ type track struct {
 }
 
 func newTrack(samples []Sample) (track, bool) {
-	var tr track
+	tr := track{t: make([]time.Time, 0, len(samples)), cum: make([]float64, 0, len(samples))}
 	prev := math.NaN()
 	for _, s := range samples {
 		if math.IsNaN(s.V) || math.IsInf(s.V, 0) {
