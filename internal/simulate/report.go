@@ -22,7 +22,7 @@ import (
 func Benchmark() []Scenario {
 	const total = 1000
 	whole := func(name string, f func(*Scenario)) Scenario {
-		sc := Scenario{Name: name, Kind: RowRollout, Weights: WholeRollout, TotalRPS: total, Horizon: 30 * time.Minute}
+		sc := Scenario{Name: name, Kind: RowRollout, Weights: WholeRollout, TotalRPS: total, Horizon: 25 * time.Minute}
 		if f != nil {
 			f(&sc)
 		}

@@ -28,7 +28,7 @@ func inCode() rollout.Template {
 	f := func(v float64) *float64 { return &v }
 	on := &rollout.Sequential{Margin: f(0.25), Tolerance: f(0.001), PriorScale: 1}
 	return rollout.Template{
-		Name: "in-code", Interval: 10 * time.Second, BaselineWindow: 10 * time.Minute, MinStepDuration: time.Minute, Alpha: 0.01,
+		Name: "in-code", Interval: 10 * time.Second, MinInterval: time.Second, RecentWindow: time.Minute, BaselineWindow: 10 * time.Minute, MinStepDuration: time.Minute, Alpha: 0.01,
 		Checks: []rollout.Check{
 			{Name: "error-rate", Kind: rollout.KindRatio, Errors: `http_requests_total{code=~"5.."}`, Total: "http_requests_total",
 				MinSamples: 1000, FailureLimit: 2, Sequential: on,
