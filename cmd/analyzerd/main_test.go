@@ -19,7 +19,7 @@ func runCmd(args ...string) (code int, stdout, stderr string) {
 func TestValidateAcceptsTheShippedConfig(t *testing.T) {
 	code, out, errOut := runCmd("validate", "--config", "../../configs/analyzerd.yaml")
 	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, "is valid: 1 analysis template(s): http-golden-signals (3 checks)")
+	require.Contains(t, out, "is valid: 2 analysis template(s): http-golden-signals (3 checks), kubernetes-golden-signals (9 checks)")
 }
 
 func TestValidateListsEveryError(t *testing.T) {

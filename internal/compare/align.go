@@ -25,7 +25,8 @@ import (
 //     newest instant every live series of the check has been scraped at (the oldest of their
 //     last samples), so the two sides' counts cover the same real time, whatever each
 //     target's scrape interval and offset. A series whose last sample is older than twice its
-//     scrape interval has gone (a pod deleted): it counts what it had and holds nothing back.
+//     scrape interval has gone (a pod deleted): it counts what it had (its high bound adds up to
+//     one more interval at its last rate) and holds nothing back.
 //   - Nothing is extrapolated: between two evaluations with no new sample, the counts do not
 //     change.
 //
@@ -66,11 +67,11 @@ type track struct {
 	interval time.Duration // median gap between samples; 0 with a single sample
 }
 
-func newTrack(samples []Sample) (track, bool) {
+func newTrack(samples []Sample, at time.Time) (track, bool) {
 	tr := track{t: make([]time.Time, 0, len(samples)), cum: make([]float64, 0, len(samples))}
 	prev := math.NaN()
 	for _, s := range samples {
-		if math.IsNaN(s.V) || math.IsInf(s.V, 0) {
+		if math.IsNaN(s.V) || math.IsInf(s.V, 0) || s.T.After(at) {
 			continue
 		}
 		if n := len(tr.t); n > 0 && !s.T.After(tr.t[n-1]) {
@@ -112,9 +113,20 @@ func (tr track) at(x time.Time) rollout.Bounds {
 	case i == 0:
 		// No sample at or before x: born after it (0), or not yet scraped (up to cum[0]).
 		return rollout.Bounds{Low: 0, Est: 0, High: tr.cum[0]}
-	case tr.t[i-1].Equal(x) || i == n:
-		// Scraped exactly at x, or gone before it (it counted what it had).
+	case tr.t[i-1].Equal(x):
 		return rollout.Exact(tr.cum[i-1])
+	case i == n:
+		// Not scraped since before x: a pod deleted, or a scrape gap. It counted at least
+		// what it had; a deleted pod served until it went, within about a scrape interval, at
+		// about its last rate. (A gap longer than that undercounts until the series is
+		// scraped again, when the counts catch up.)
+		last := tr.cum[n-1]
+		b := rollout.Exact(last)
+		if n > 1 && tr.interval > 0 {
+			rate := (tr.cum[n-1] - tr.cum[n-2]) / float64(tr.t[n-1].Sub(tr.t[n-2]))
+			b.High = last + rate*float64(min(x.Sub(tr.t[n-1]), tr.interval))
+		}
+		return b
 	}
 	lo, hi := tr.cum[i-1], tr.cum[i]
 	f := float64(x.Sub(tr.t[i-1])) / float64(tr.t[i].Sub(tr.t[i-1]))
@@ -132,10 +144,10 @@ func (tr track) between(from, through time.Time) rollout.Bounds {
 // group is the tracks of one query on one side.
 type group []track
 
-func tracksOf(r Response) group {
+func tracksOf(r Response, at time.Time) group {
 	g := make(group, 0, len(r.Series))
 	for _, s := range r.Series {
-		if tr, ok := newTrack(s.Samples); ok {
+		if tr, ok := newTrack(s.Samples, at); ok {
 			g = append(g, tr)
 		}
 	}
@@ -197,7 +209,7 @@ type histogramTracks struct {
 	slower map[float64]group // observations > le, per finite bound
 }
 
-func histogramOf(r Response) (histogramTracks, error) {
+func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 	h := histogramTracks{count: map[float64]group{}, slower: map[float64]group{}}
 	type member struct {
 		le      float64
@@ -219,7 +231,7 @@ func histogramOf(r Response) (histogramTracks, error) {
 			seen[le] = true
 			h.les = append(h.les, le)
 		}
-		if tr, ok := newTrack(s.Samples); ok {
+		if tr, ok := newTrack(s.Samples, at); ok {
 			h.count[le] = append(h.count[le], tr)
 		}
 	}
@@ -248,7 +260,7 @@ func histogramOf(r Response) (histogramTracks, error) {
 					derived = append(derived, Sample{T: s.T, V: math.Max(0, all-s.V)})
 				}
 			}
-			if tr, ok := newTrack(derived); ok {
+			if tr, ok := newTrack(derived, at); ok {
 				h.slower[m.le] = append(h.slower[m.le], tr)
 			}
 		}
@@ -305,7 +317,7 @@ type sideTracks struct {
 	empty     bool  // the source answered, but no series
 }
 
-func sideOf(kind rollout.CheckKind, resps []Response) sideTracks {
+func sideOf(kind rollout.CheckKind, resps []Response, at time.Time) sideTracks {
 	var st sideTracks
 	for _, r := range resps {
 		if r.Err != nil {
@@ -315,14 +327,14 @@ func sideOf(kind rollout.CheckKind, resps []Response) sideTracks {
 	}
 	switch kind {
 	case rollout.KindRatio:
-		st.ratio = [2]group{tracksOf(resps[0]), tracksOf(resps[1])}
+		st.ratio = [2]group{tracksOf(resps[0], at), tracksOf(resps[1], at)}
 		st.empty = len(st.ratio[1]) == 0
 	case rollout.KindHistogram:
 		if len(resps[0].Series) == 0 {
 			st.empty = true
 			return st
 		}
-		st.histogram, st.err = histogramOf(resps[0])
+		st.histogram, st.err = histogramOf(resps[0], at)
 	}
 	return st
 }
@@ -355,7 +367,7 @@ func (st sideTracks) counts(kind rollout.CheckKind, from, through time.Time) rol
 // simulator measures through this function too, so that it judges what the daemon judges.
 func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) rollout.Measurement {
 	m := rollout.Measurement{Check: c.Name}
-	cs, ss := sideOf(c.Kind, canary), sideOf(c.Kind, stable)
+	cs, ss := sideOf(c.Kind, canary, spans.At), sideOf(c.Kind, stable, spans.At)
 	k := cutOf(spans.At, append(cs.groups(c.Kind), ss.groups(c.Kind)...)...)
 	m.Through, m.ScrapeInterval, m.NextSample = k.through, k.interval, k.next
 	m.Canary = counterReading(c, cs, spans, k.through)

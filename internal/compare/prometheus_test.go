@@ -113,7 +113,13 @@ func TestPrometheusResults(t *testing.T) {
 		{"scalar", `{"status":"success","data":{"resultType":"scalar","result":[1764079390,"3.5"]}}`,
 			[]Series{{Labels: map[string]string{}, Value: 3.5}}, false},
 		{"NaN scalar is no series", `{"status":"success","data":{"resultType":"scalar","result":[1764079390,"NaN"]}}`, nil, false},
-		{"matrix is a bad query", `{"status":"success","data":{"resultType":"matrix","result":[]}}`, nil, true},
+		{"empty matrix", `{"status":"success","data":{"resultType":"matrix","result":[]}}`, []Series{}, false},
+		{"matrix holds raw samples, oldest first", `{"status":"success","data":{"resultType":"matrix","result":[` +
+			`{"metric":{"pod":"a"},"values":[[1764079375.5,"10"],[1764079390,"12.5"]]}]}}`,
+			[]Series{
+				{Labels: map[string]string{"pod": "a"}, Samples: []Sample{
+					{T: time.UnixMilli(1764079375500), V: 10}, {T: time.UnixMilli(1764079390000), V: 12.5}}},
+			}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newProm(t, PrometheusOptions{URL: newPromServer(t, http.StatusOK, tc.body).URL})

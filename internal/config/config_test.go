@@ -97,6 +97,69 @@ func TestShippedConfig(t *testing.T) {
 	require.Equal(t, d.ShutdownTimeout, cfg.ShutdownTimeout)
 }
 
+// TestShippedKubernetesTemplate checks the shipped kubernetes-golden-signals template: the
+// HTTP checks of http-golden-signals first, then the seed's Kubernetes triggers as value
+// checks whose queries select each side's pods through kube_pod_labels.
+func TestShippedKubernetesTemplate(t *testing.T) {
+	cfg, err := Load("../../configs/analyzerd.yaml")
+	require.NoError(t, err)
+	http, ok := cfg.Template("http-golden-signals")
+	require.True(t, ok)
+	tm, ok := cfg.Template("kubernetes-golden-signals")
+	require.True(t, ok)
+	require.Equal(t, http.Args, tm.Args)
+	require.Equal(t, http.Variables, tm.Variables)
+	require.Equal(t, http.Interval, tm.Interval)
+	require.Equal(t, http.BaselineWindow, tm.BaselineWindow)
+	require.Equal(t, http.MinStepDuration, tm.MinStepDuration)
+	require.Equal(t, http.Alpha, tm.Alpha)
+	require.Greater(t, len(tm.Checks), len(http.Checks))
+	require.Equal(t, http.Checks, tm.Checks[:len(http.Checks)], "the HTTP checks are http-golden-signals'")
+
+	type guard struct {
+		expression string
+		critical   bool
+	}
+	want := []struct {
+		name         string
+		failureLimit int
+		guards       []guard
+		metrics      []string
+	}{
+		{"pod-restarts", 0, []guard{{"canary < 6", true}}, []string{"kube_pod_container_status_restarts_total"}},
+		{"oom-kills", 0, []guard{{"canary < 1", true}}, []string{"kube_pod_container_status_restarts_total", `kube_pod_container_status_last_terminated_reason{reason="OOMKilled"}`}},
+		{"probe-failures", 0, []guard{{"canary < 3", true}}, []string{`prober_probe_total{result="failed"}`}},
+		{"cpu-utilisation", 6, []guard{{"canary < 0.7", false}}, []string{"container_cpu_usage_seconds_total", `kube_pod_container_resource_limits{resource="cpu"}`}},
+		{"memory-working-set", 6, []guard{{"canary / stable < 1.2", false}}, []string{"container_memory_working_set_bytes"}},
+		{"cpu-throttling", 6, []guard{{"canary - stable < 0.1", false}}, []string{"container_cpu_cfs_throttled_periods_total", "container_cpu_cfs_periods_total"}},
+	}
+	kube := tm.Checks[len(http.Checks):]
+	require.Len(t, kube, len(want))
+	for i, w := range want {
+		c := kube[i]
+		require.Equal(t, w.name, c.Name)
+		require.Equal(t, rollout.KindValue, c.Kind, c.Name)
+		require.Equal(t, w.failureLimit, c.FailureLimit, c.Name)
+		require.Equal(t, rollout.NoDataPause, c.NoData, "%s: without kube-state-metrics, a pause", c.Name)
+		var got []guard
+		for _, g := range c.Guards {
+			got = append(got, guard{g.Expression(), g.Critical})
+		}
+		require.Equal(t, w.guards, got, c.Name)
+		for _, m := range w.metrics {
+			require.Contains(t, c.Query, m, c.Name)
+		}
+		q, err := compare.Compile(c.Query, tm.Args, tm.Variables)
+		require.NoError(t, err, c.Name)
+		out, err := q.Render(compare.Values{Args: map[string]string{"service": "checkout"},
+			Vars: map[string]string{"version": "v2.3.0"}, Window: 30 * time.Second})
+		require.NoError(t, err, c.Name)
+		// Every kube_pod_labels selects the side's pods, every one of them.
+		require.Equal(t, strings.Count(out, "kube_pod_labels"), strings.Count(out, `kube_pod_labels{label_app="checkout", label_version="v2.3.0"}`), c.Name)
+		require.Positive(t, strings.Count(out, "kube_pod_labels"), c.Name)
+	}
+}
+
 func TestDefault(t *testing.T) {
 	d := Default()
 	require.Equal(t, DefaultSubjectPrefix, d.NATS.SubjectPrefix)
