@@ -17,7 +17,8 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("template", "", "analysis template to simulate (default: the file's first)")
 	runs := fs.Int("runs", 1000, "runs per row")
 	seed := fs.Uint64("seed", 1, "seed of the simulated traffic; the same seed prints the same table")
-	scrape := fs.Duration("scrape", simulateScrape, "scrape interval of the simulated Prometheus")
+	scrape := fs.Duration("scrape", simulateScrape, "scrape interval of every pod, in the rows that set none of their own")
+	rows := fs.String("rows", "", "run only the rows whose name matches this regular expression (case-insensitive), e.g. '10x|2x'")
 	workers := fs.Int("workers", 0, "parallel workers (default: the CPUs); the table does not depend on it")
 	if code, ok := parseCommand(fs, simulateUsage, args, stdout, stderr); !ok {
 		return code
@@ -45,14 +46,16 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	opts := simulate.Options{
-		Template: t, Runs: *runs, Seed: *seed, Scrape: *scrape, Weight: 10, Workers: *workers,
+		Template: t, Runs: *runs, Seed: *seed, Scrape: *scrape, Workers: *workers,
 		Argo: simulate.DefaultArgo, Flagger: simulate.DefaultFlagger,
-		// Argo Rollouts measuring as often as analyzerd evaluates, with one failure
-		// tolerated (failureLimit 0 at that pace rolls healthy canaries back).
-		ArgoFast: simulate.ArgoPolicy{Interval: t.Interval, FailureLimit: 1, Count: 5},
+	}
+	scenarios, err := simulate.Select(simulate.Benchmark(), *rows)
+	if err != nil {
+		fmt.Fprintln(stderr, "analyzerd simulate:", err)
+		return 2
 	}
 	_, leftOut := simulate.Simulated(t)
-	results, err := simulate.Run(opts, simulate.Benchmark())
+	results, err := simulate.Run(opts, scenarios)
 	if err != nil {
 		fmt.Fprintln(stderr, "analyzerd simulate:", err)
 		return 1
@@ -61,14 +64,17 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// simulateScrape is the benchmark's scrape interval.
-const simulateScrape = 5 * time.Second
+// simulateScrape is the benchmark's scrape interval: a real Prometheus's common one.
+const simulateScrape = 15 * time.Second
 
 const simulateUsage = `Usage: analyzerd simulate [flags]
 
-Drives the decision engine with synthetic Poisson traffic, deterministically from a seed, and
-prints how fast and how often a template rolls back or proceeds, next to Argo Rollouts-style
-and Flagger-style threshold policies judging the same data.
+Simulates canaries as Prometheus sees them (several pods per version, each scraped at its own
+interval and offset, counter resets, replaced pods, shared incidents, error bursts, crashes,
+whole 10 -> 25 -> 50 -> 75 -> 100% rollouts), deterministically from a seed, measures them as
+the daemon does (raw samples through compare into decide, at the analyzer's pace), and prints
+how often and how fast the template rolls back or proceeds, next to Argo Rollouts-style and
+Flagger-style threshold policies on the same kind of data.
 
 Flags:
 `

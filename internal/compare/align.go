@@ -68,7 +68,7 @@ type track struct {
 }
 
 func newTrack(samples []Sample, at time.Time) (track, bool) {
-	var tr track
+	tr := track{t: make([]time.Time, 0, len(samples)), cum: make([]float64, 0, len(samples))}
 	prev := math.NaN()
 	for _, s := range samples {
 		if math.IsNaN(s.V) || math.IsInf(s.V, 0) || s.T.After(at) {

@@ -1,64 +1,26 @@
-// Package simulate benchmarks analysis templates: it drives decide with synthetic Poisson
-// traffic seen through a Prometheus-like scrape, deterministically from a seed, and measures
-// how fast and how often analyzerd rolls back or proceeds, next to the threshold policies
-// users run today (Argo Rollouts' AnalysisRuns, Flagger's canary loop) judging the same
-// simulated data with the same thresholds.
+// Package simulate benchmarks analysis templates, deterministically from a seed. Each run
+// models a service as Prometheus sees it: several pods per version, each a scrape target
+// with its own interval and offset, exposing request counters by code and latency histogram
+// buckets, with Poisson traffic split by the rollout's weight, counter resets, pods that
+// are replaced, shared incidents, error bursts and crashes. analyzerd judges it exactly as
+// the daemon does: each evaluation's range vectors of raw samples go through
+// compare.MeasureCounters into decide.Decide, at the analyzer's pace, and the controller
+// moves to the next weight at each proceed. Next to it, the threshold policies users run
+// today (Argo Rollouts' AnalysisRuns, Flagger's canary loop) judge the same template's
+// guards on the same kind of scraped data, queried as they query it: sum(increase()) over
+// their interval.
 package simulate
 
 import (
 	"errors"
 	"fmt"
-	"math"
-	"math/rand/v2"
+	"hash/fnv"
 	"runtime"
-	"sort"
 	"sync"
 	"time"
 
-	"github.com/analyzerd/analyzerd/internal/decide"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 )
-
-// Scenario is one row of the benchmark: both sides' traffic, and what is measured.
-type Scenario struct {
-	Name   string
-	Canary Traffic
-	Stable Traffic
-	// Goal is the verdict whose first time is measured: rollback (how fast a bad canary is
-	// caught, or how often a healthy one is wrongly rolled back) or proceed.
-	Goal rollout.Decision
-	// Horizon is how long each run lasts at most.
-	Horizon time.Duration
-	// Margin, when set, replaces the margin of every sequential test of the template (to
-	// measure the tests at the edge of their null hypothesis).
-	Margin *float64
-	// Outage, when set, makes both sides fail alike for a while: a dependency down.
-	Outage *Outage
-}
-
-// Outage is a stretch of time, from At for For, during which both sides' requests fail at
-// ErrorRate.
-type Outage struct {
-	At, For   time.Duration
-	ErrorRate float64
-}
-
-// template is the template a scenario runs.
-func (sc Scenario) template(t rollout.Template) rollout.Template {
-	if sc.Margin == nil {
-		return t
-	}
-	out := t
-	out.Checks = append([]rollout.Check(nil), t.Checks...)
-	for i, c := range out.Checks {
-		if c.Sequential != nil {
-			s := *c.Sequential
-			s.Margin = sc.Margin
-			out.Checks[i].Sequential = &s
-		}
-	}
-	return out
-}
 
 // Options configure a simulation.
 type Options struct {
@@ -68,28 +30,25 @@ type Options struct {
 	// Runs per scenario, and the seed they are drawn from.
 	Runs int
 	Seed uint64
-	// Scrape is the interval at which counters are read (5s).
+	// Scrape is every pod's scrape interval in the rows that do not set their own.
 	Scrape time.Duration
-	// Weight is the canary's traffic percent, reported to decide.
-	Weight int
 	// Workers run scenarios' runs in parallel (default GOMAXPROCS); results do not depend
 	// on it.
 	Workers int
-	// Argo and Flagger are the threshold policies compared with; ArgoFast is Argo Rollouts
-	// measuring at analyzerd's own interval, to tell the interval's share of the speed from
-	// the test's.
-	Argo     ArgoPolicy
-	Flagger  FlaggerPolicy
-	ArgoFast ArgoPolicy
+	// Argo and Flagger are the threshold policies compared with.
+	Argo    ArgoPolicy
+	Flagger FlaggerPolicy
 }
 
 // ArgoPolicy is an Argo Rollouts AnalysisRun: a measurement every Interval over the last
 // Interval, failing when any threshold fails; the run fails (rollback) when failures exceed
-// FailureLimit, and succeeds (proceed) after Count measurements. Runs follow one another.
+// FailureLimit or more than ConsecutiveErrorLimit measurements in a row found no data, and
+// succeeds (proceed) after Count measurements. Runs follow one another.
 type ArgoPolicy struct {
-	Interval     time.Duration
-	FailureLimit int
-	Count        int
+	Interval              time.Duration
+	FailureLimit          int
+	Count                 int
+	ConsecutiveErrorLimit int
 }
 
 // FlaggerPolicy is Flagger's canary analysis: a check every Interval over the last
@@ -102,47 +61,25 @@ type FlaggerPolicy struct {
 
 // Defaults of the compared policies, as their documentation's examples configure them.
 var (
-	DefaultArgo    = ArgoPolicy{Interval: time.Minute, FailureLimit: 2, Count: 5}
+	DefaultArgo    = ArgoPolicy{Interval: time.Minute, FailureLimit: 2, Count: 5, ConsecutiveErrorLimit: 4}
 	DefaultFlagger = FlaggerPolicy{Interval: time.Minute, Threshold: 5}
 )
 
-// Policies, in the order of a Result's Times.
+// Policies, in the order of a Result's Outcomes.
 const (
 	Analyzerd = iota
 	Argo
 	Flagger
-	ArgoFast
 	policies
 )
 
-// Result is what a scenario's runs measured, per policy.
+// PolicyNames are the policies' names, in that order.
+var PolicyNames = [policies]string{"analyzerd", "Argo Rollouts-style", "Flagger-style"}
+
+// Result is what a scenario's runs did, per policy and run.
 type Result struct {
 	Scenario Scenario
-	// Times holds, per policy, each run's seconds to the goal, +Inf when it never came
-	// within the horizon; sorted.
-	Times [policies][]float64
-}
-
-// Hits is how many runs reached the goal under policy p.
-func (r Result) Hits(p int) int {
-	n := 0
-	for _, t := range r.Times[p] {
-		if !math.IsInf(t, 1) {
-			n++
-		}
-	}
-	return n
-}
-
-// Quantile is the q-quantile of the seconds to the goal under policy p (+Inf when more
-// than that share of runs never reached it).
-func (r Result) Quantile(p int, q float64) float64 {
-	ts := r.Times[p]
-	if len(ts) == 0 {
-		return math.Inf(1)
-	}
-	i := int(math.Ceil(q*float64(len(ts)))) - 1
-	return ts[max(0, min(i, len(ts)-1))]
+	Outcomes [policies][]Outcome
 }
 
 // Simulated returns the template as the simulation judges it: its ratio and histogram
@@ -178,184 +115,73 @@ func Run(opts Options, scenarios []Scenario) ([]Result, error) {
 		return nil, errors.New("simulate: the template has no ratio or histogram check to simulate")
 	}
 	opts.Template = tmpl
+	for _, sc := range scenarios {
+		if len(sc.Weights) == 0 || sc.Horizon <= 0 {
+			return nil, fmt.Errorf("simulate: row %q needs weights and a horizon", sc.Name)
+		}
+	}
 	workers := opts.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	results := make([]Result, len(scenarios))
+	for s := range scenarios {
+		results[s].Scenario = scenarios[s]
+		for p := range policies {
+			results[s].Outcomes[p] = make([]Outcome, opts.Runs)
+		}
+	}
 	type job struct{ scenario, run int }
 	jobs := make(chan job)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				times := simulateRun(opts, scenarios[j.scenario], uint64(j.scenario), uint64(j.run))
-				mu.Lock()
+				sc := &scenarios[j.scenario]
+				out := simulateRun(&opts, sc, rowSeed(sc.Name), uint64(j.run))
 				for p := range policies {
-					results[j.scenario].Times[p] = append(results[j.scenario].Times[p], times[p])
+					results[j.scenario].Outcomes[p][j.run] = out[p] // each run its own slot
 				}
-				mu.Unlock()
 			}
 		}()
 	}
 	for s := range scenarios {
-		results[s].Scenario = scenarios[s]
 		for r := range opts.Runs {
 			jobs <- job{s, r}
 		}
 	}
 	close(jobs)
 	wg.Wait()
-	for s := range results {
-		for p := range policies {
-			sort.Float64s(results[s].Times[p])
-		}
-	}
 	return results, nil
 }
 
-// epoch is the simulated canary's start; any fixed time does.
-var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// simulateRun runs one scenario once and returns each policy's seconds to the goal.
-func simulateRun(opts Options, sc Scenario, scenario, run uint64) [policies]float64 {
-	r := rand.New(rand.NewPCG(opts.Seed^(scenario<<40), run))
-	opts.Template = sc.template(opts.Template)
-	// The baseline: the stable side over the template's window before the canary.
-	base := newCounter()
-	sc.Stable.serve(r, &base, sc.Stable.shares(), opts.Template.BaselineWindow.Seconds())
-	baseRatio, baseHist := base.since(newCounter())
-
-	out := [policies]float64{math.Inf(1), math.Inf(1), math.Inf(1), math.Inf(1)}
-	done := [policies]bool{}
-	scrape := opts.Scrape.Seconds()
-	horizon := sc.Horizon.Seconds()
-	interval := opts.Template.Interval.Seconds()
-
-	// Each side is its own scrape target, read at a phase of its own: a burst both sides
-	// share can reach one side's counts an interval before the other's, as in Prometheus.
-	// Each side draws from a stream of its own, so every policy sees the same traffic
-	// whichever asks first.
-	type reading struct{ canary, stable counter }
-	canarySide := newScraped(sc.Canary, sc.Outage, rand.New(rand.NewPCG(opts.Seed^(scenario<<40)^1, run)), r.Float64()*scrape, scrape)
-	stableSide := newScraped(sc.Stable, sc.Outage, rand.New(rand.NewPCG(opts.Seed^(scenario<<40)^2, run)), r.Float64()*scrape, scrape)
-	seen := func(t float64) reading { return reading{canarySide.at(t), stableSide.at(t)} }
-	measure := func(now, from reading) []rollout.Measurement {
-		cr, ch := now.canary.since(from.canary)
-		sr, sh := now.stable.since(from.stable)
-		ms := make([]rollout.Measurement, 0, len(opts.Template.Checks))
-		for _, c := range opts.Template.Checks {
-			m := rollout.Measurement{Check: c.Name}
-			if c.Kind == rollout.KindRatio {
-				m.Canary, m.Stable, m.Baseline = cr, sr, &baseRatio
-			} else {
-				b := quantile(baseHist, c.Quantile)
-				m.Canary, m.Stable, m.Baseline = quantile(ch, c.Quantile), quantile(sh, c.Quantile), &b
-			}
-			ms = append(ms, m)
-		}
-		return ms
-	}
-	zero := reading{newCounter(), newCounter()}
-
-	// analyzerd: decide at every interval from the counts since the start.
-	var evidence decide.Evidence
-	for t := 0.0; t <= horizon && !done[Analyzerd]; t += interval {
-		res := decide.Decide(decide.Input{
-			Template: opts.Template, Step: 0, Weight: opts.Weight,
-			StepStarted: epoch, Now: epoch.Add(time.Duration(t * float64(time.Second))),
-			Measurements: measure(seen(t), zero), Evidence: evidence,
-		})
-		evidence = res.Evidence
-		if res.Decision == sc.Goal {
-			out[Analyzerd], done[Analyzerd] = t, true
-		}
-	}
-
-	// The threshold policies: every interval, the last interval's counts, judged by the
-	// template's thresholds.
-	thresholds := thresholdTemplate(opts.Template)
-	failed := func(t, window float64) bool {
-		res := decide.Decide(decide.Input{
-			Template: thresholds, Weight: opts.Weight, StepStarted: epoch, Now: epoch,
-			Measurements: measure(seen(t), seen(t-window)),
-		})
-		return res.Decision != rollout.Proceed
-	}
-	argoRun := func(p int, policy ArgoPolicy) {
-		if policy.Interval <= 0 {
-			return
-		}
-		failures, count := 0, 0
-		every := policy.Interval.Seconds()
-		for t := every; t <= horizon && !done[p]; t += every {
-			if failed(t, every) {
-				failures++
-			}
-			count++
-			switch {
-			case failures > policy.FailureLimit:
-				if sc.Goal == rollout.Rollback {
-					out[p], done[p] = t, true
-				}
-				failures, count = 0, 0
-			case count == policy.Count:
-				if sc.Goal == rollout.Proceed {
-					out[p], done[p] = t, true
-				}
-				failures, count = 0, 0 // the next run begins
-			}
-		}
-	}
-	argoRun(Argo, opts.Argo)
-	argoRun(ArgoFast, opts.ArgoFast)
-	flaggerFailures := 0
-	flagger := opts.Flagger.Interval.Seconds()
-	for t := flagger; t <= horizon && !done[Flagger]; t += flagger {
-		if !failed(t, flagger) {
-			if sc.Goal == rollout.Proceed {
-				out[Flagger], done[Flagger] = t, true
-			}
-			continue
-		}
-		flaggerFailures++
-		if flaggerFailures >= opts.Flagger.Threshold && sc.Goal == rollout.Rollback {
-			out[Flagger], done[Flagger] = t, true
-		}
-	}
-	return out
+// rowSeed derives a row's streams from its name, so that a row's figures do not depend on
+// which other rows run.
+func rowSeed(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
 }
 
-// thresholdTemplate is the template as a threshold policy applies it: the same guards on
-// one window's values, with no sequential test, no baseline (neither Argo Rollouts nor
-// Flagger captures one), no minimum sample and every check judged afresh.
-func thresholdTemplate(t rollout.Template) rollout.Template {
-	out := t
-	out.MinStepDuration = 0
-	out.Checks = nil
-	for _, c := range t.Checks {
-		c.Sequential, c.MannWhitney = nil, nil
-		c.MinSamples = 0
-		var guards []rollout.Guard
-		for _, g := range c.Guards {
-			if g.Against == rollout.AgainstBaseline {
-				continue
-			}
-			g.Critical = false
-			guards = append(guards, g)
-		}
-		c.Guards = guards
-		out.Checks = append(out.Checks, c)
-	}
+// epoch is the simulated analysis' start; any fixed time does.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// simulateRun runs one scenario once under every policy. Each policy drives its own world
+// (the controller's weights follow its verdicts), laid out alike and drawing from the same
+// random streams.
+func simulateRun(opts *Options, sc *Scenario, scenario, run uint64) [policies]Outcome {
+	var out [policies]Outcome
+	out[Analyzerd] = runAnalyzerd(opts, newWorld(sc, opts, opts.Seed, scenario, run))
+	out[Argo] = runThreshold(opts, newWorld(sc, opts, opts.Seed, scenario, run), Argo)
+	out[Flagger] = runThreshold(opts, newWorld(sc, opts, opts.Seed, scenario, run), Flagger)
 	return out
 }
 
 // String describes a policy.
 func (a ArgoPolicy) String() string {
-	return fmt.Sprintf("interval %s, failureLimit %d, count %d", a.Interval, a.FailureLimit, a.Count)
+	return fmt.Sprintf("interval %s, failureLimit %d, count %d, consecutiveErrorLimit %d", a.Interval, a.FailureLimit, a.Count, a.ConsecutiveErrorLimit)
 }
 
 // String describes a policy.
