@@ -79,6 +79,9 @@ type Options struct {
 	Resolution time.Duration
 	// DrainTimeout bounds how long a stop waits for evaluations in flight (default 10s).
 	DrainTimeout time.Duration
+	// IdleExpiry ends, as aborted with reason "idle", an analysis whose latest start or step
+	// event is older than it; 0 never does.
+	IdleExpiry time.Duration
 	// Now is the scheduler's clock; evaluations take their time from it (time.Now when nil).
 	Now        func() time.Time
 	Tracer     trace.Tracer
@@ -126,9 +129,11 @@ type Analyzer struct {
 	seen   *recent[struct{}] // ids of applied events
 	gen    uint64
 
-	// latest is what the read API serves; written by the loop, read by HTTP handlers.
-	mu     sync.RWMutex
-	latest map[rollout.Ref]rollout.Verdict
+	// latest and positions are what the read API serves; written by the loop, read by HTTP
+	// handlers.
+	mu        sync.RWMutex
+	latest    map[rollout.Ref]rollout.Verdict
+	positions map[rollout.Ref]rollout.Position
 
 	// storeRetryAt and storeBackoff space out writes while the store fails. Owned by the loop.
 	storeRetryAt time.Time
@@ -192,16 +197,17 @@ func New(opts Options) (*Analyzer, error) {
 		return nil, err
 	}
 	return &Analyzer{
-		opts:    opts,
-		events:  make(chan eventRequest),
-		results: make(chan result, opts.Workers),
-		done:    make(chan struct{}),
-		metrics: m,
-		live:    map[rollout.Ref]*analysis{},
-		others:  map[rollout.Ref]state.Entry{},
-		seen:    newRecent[struct{}](1 << 16),
-		latest:  map[rollout.Ref]rollout.Verdict{},
-		acked:   map[rollout.Key]uint64{},
+		opts:      opts,
+		events:    make(chan eventRequest),
+		results:   make(chan result, opts.Workers),
+		done:      make(chan struct{}),
+		metrics:   m,
+		live:      map[rollout.Ref]*analysis{},
+		others:    map[rollout.Ref]state.Entry{},
+		seen:      newRecent[struct{}](1 << 16),
+		latest:    map[rollout.Ref]rollout.Verdict{},
+		positions: map[rollout.Ref]rollout.Position{},
+		acked:     map[rollout.Key]uint64{},
 	}, nil
 }
 
@@ -238,6 +244,15 @@ func (a *Analyzer) Latest(ref rollout.Ref) (rollout.Verdict, bool) {
 	defer a.mu.RUnlock()
 	v, ok := a.latest[ref]
 	return v, ok
+}
+
+// Position returns where the live analysis of a rollout stands, whether or not it has a
+// verdict yet: any replica answers for every rollout.
+func (a *Analyzer) Position(ref rollout.Ref) (rollout.Position, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	p, ok := a.positions[ref]
+	return p, ok
 }
 
 // List returns the latest verdict of every live rollout that has one, sorted by rollout.
@@ -407,6 +422,10 @@ func (a *Analyzer) scan(ctx context.Context) {
 	now := a.opts.Now()
 	a.pruneAcked()
 	for _, an := range a.live {
+		if a.opts.IdleExpiry > 0 && now.Sub(an.rec.StepStarted) >= a.opts.IdleExpiry {
+			a.expire(ctx, an, now)
+			continue
+		}
 		if an.republish {
 			a.republish(ctx, an)
 		}
@@ -424,6 +443,25 @@ func (a *Analyzer) scan(ctx context.Context) {
 		}
 		a.claim(ctx, ref, e)
 	}
+}
+
+// expire ends an analysis no event has touched for IdleExpiry, as a rollout.aborted event with
+// reason "idle" would: a controller that forgot it (or never says it is done) does not keep
+// it for ever. A later start of the revision resumes its sequence and evidence. When the
+// store cannot be written it is tried again at the next scan.
+func (a *Analyzer) expire(ctx context.Context, an *analysis, now time.Time) {
+	r := an.rec
+	ev := rollout.Event{
+		ID:     fmt.Sprintf("idle/%s/%d/%d", r.Key(), r.Started.UnixNano(), r.StepGen),
+		Source: "analyzerd", Type: rollout.EventAborted, Time: now,
+		Rollout: r.Rollout, Revision: r.Revision, Reason: "idle",
+	}
+	if err := a.apply(ctx, ev); err != nil {
+		a.opts.Logger.Warn("could not end an idle analysis; trying again", zap.Stringer("rollout", r.Key()), zap.Error(err))
+		return
+	}
+	a.opts.Logger.Info("idle analysis ended as aborted", zap.Stringer("rollout", r.Key()),
+		zap.Duration("idleFor", now.Sub(r.StepStarted)), zap.Duration("idleExpiry", a.opts.IdleExpiry))
 }
 
 // claim takes over a rollout whose owner's lease expired.

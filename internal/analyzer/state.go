@@ -171,20 +171,10 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 		}
 		t, ok := a.opts.Templates[ev.Analysis]
 		if !ok {
-			return "", rollout.Invalidf("data.analysis: no analysis template named %q", ev.Analysis)
+			return "", rollout.ErrUnknownTemplate(ev.Analysis)
 		}
-		for _, name := range t.Args {
-			if _, ok := ev.Args[name]; !ok {
-				return "", rollout.Invalidf("data.args.%s: required by analysis template %q", name, t.Name)
-			}
-		}
-		for _, name := range t.Variables {
-			if _, ok := ev.Canary[name]; !ok {
-				return "", rollout.Invalidf("data.canary.%s: required by analysis template %q", name, t.Name)
-			}
-			if _, ok := ev.Stable[name]; !ok {
-				return "", rollout.Invalidf("data.stable.%s: required by analysis template %q", name, t.Name)
-			}
+		if err := t.CheckStart(ev); err != nil {
+			return "", err
 		}
 		if exists && ev.Time.Before(cur.Record.Started) {
 			return "stale", nil // an older revision's start, delivered late
@@ -341,12 +331,13 @@ func (a *Analyzer) forget(ref rollout.Ref) {
 // remember keeps the latest verdict of every live record, owned here or not, for the read
 // API: any replica answers for every rollout.
 func (a *Analyzer) remember(rec state.Record) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.positions[rec.Rollout] = rollout.Position{Revision: rec.Revision, Step: rec.Step, Weight: rec.Weight}
 	last, ok := rec.Last()
 	if !ok {
 		return
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if cur, ok := a.latest[rec.Rollout]; !ok || cur.Revision != last.Revision || cur.Sequence <= last.Sequence {
 		a.latest[rec.Rollout] = last
 	}
@@ -357,6 +348,7 @@ func (a *Analyzer) unremember(ref rollout.Ref) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.latest, ref)
+	delete(a.positions, ref)
 }
 
 // recent remembers the most recent entries put into it, up to a capacity, forgetting the

@@ -155,10 +155,25 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Addr, err)
 	}
 	var up atomic.Pointer[running]
+	writeToken, err := cfg.WriteToken(opts.LookupEnv)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	byName := make(map[string]rollout.Template, len(cfg.Templates))
+	for _, t := range cfg.Templates {
+		byName[t.Name] = t
+	}
 	web := httpapi.New(httpapi.Options{
-		Verdicts: lazyVerdicts{&up},
-		Gatherer: reg,
-		Logger:   log.Named("http"),
+		Verdicts:                   lazyVerdicts{&up},
+		Positions:                  lazyVerdicts{&up},
+		Events:                     lazyPublisher{&up},
+		Templates:                  byName,
+		WriteToken:                 writeToken,
+		AllowUnauthenticatedWrites: cfg.HTTP.AllowUnauthenticatedWrites,
+		MaxEventBytes:              cfg.Ingest.MaxEventBytes,
+		Gatherer:                   reg,
+		Logger:                     log.Named("http"),
 		Ready: []httpapi.Check{
 			{Name: "nats", Check: func(context.Context) error {
 				r := up.Load()
@@ -245,6 +260,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		},
 		ReplicaID:    replicaID,
 		Lease:        cfg.State.Lease,
+		IdleExpiry:   cfg.State.IdleExpiry,
 		Resolution:   opts.Resolution,
 		DrainTimeout: cfg.ShutdownTimeout / 2,
 		Now:          opts.Now,
@@ -273,7 +289,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 	}
 
 	info.HTTPAddr = ln.Addr().String()
-	up.Store(&running{nc: nc, js: js, an: an})
+	up.Store(&running{nc: nc, js: js, an: an, events: ingest.NewPublisher(js, cfg.NATS.SubjectPrefix)})
 
 	// The group: everything runs until ctx is done or one part fails; then all stop.
 	runCtx, cancel := context.WithCancel(connCtx)
@@ -457,9 +473,10 @@ func (g *group) wait() error {
 
 // running is what the HTTP server needs of the parts that start once NATS is reached.
 type running struct {
-	nc *nats.Conn
-	js jetstream.JetStream
-	an *analyzer.Analyzer
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	an     *analyzer.Analyzer
+	events *ingest.Publisher
 }
 
 // lazyVerdicts serves the analyzer's verdicts once it exists, and none before.
@@ -470,6 +487,24 @@ func (l lazyVerdicts) Latest(ref rollout.Ref) (rollout.Verdict, bool) {
 		return r.an.Latest(ref)
 	}
 	return rollout.Verdict{}, false
+}
+
+func (l lazyVerdicts) Position(ref rollout.Ref) (rollout.Position, bool) {
+	if r := l.up.Load(); r != nil {
+		return r.an.Position(ref)
+	}
+	return rollout.Position{}, false
+}
+
+// lazyPublisher stores the events of the HTTP endpoints once NATS is reached, and refuses
+// them (503) before.
+type lazyPublisher struct{ up *atomic.Pointer[running] }
+
+func (l lazyPublisher) Publish(ctx context.Context, ev rollout.Event) error {
+	if r := l.up.Load(); r != nil {
+		return r.events.Publish(ctx, ev)
+	}
+	return httpapi.ErrNotConnected
 }
 
 func (l lazyVerdicts) List() []rollout.Verdict {

@@ -94,6 +94,9 @@ type State struct {
 	// EndedTTL is how long what is left of an ended revision is kept (for a retry or a
 	// revert of that revision to resume its sequence and evidence).
 	EndedTTL time.Duration `yaml:"endedTTL"`
+	// IdleExpiry ends, as aborted with reason "idle", an analysis whose latest start or step
+	// event is older than it (a controller that never says the rollout ended); 0 never does.
+	IdleExpiry time.Duration `yaml:"idleExpiry"`
 }
 
 // Embedded configures the embedded NATS server.
@@ -131,9 +134,17 @@ type TLS struct {
 	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
 }
 
-// HTTP configures the HTTP server (metrics, health, read API).
+// HTTP configures the HTTP server (metrics, health, read API, and the endpoints that write
+// events: POST /v1/events, /v1/argo/analysis and Flagger's self-starting webhooks).
 type HTTP struct {
 	Addr string `yaml:"addr"`
+	// WriteTokenFile holds the bearer token the endpoints that write events require, read
+	// at start; or ANALYZERD_HTTP_WRITE_TOKEN. Without one they refuse every call, unless
+	// AllowUnauthenticatedWrites.
+	WriteTokenFile string `yaml:"writeTokenFile"`
+	// AllowUnauthenticatedWrites opens the endpoints that write events to anyone who can
+	// reach the HTTP server, when no token is configured (a trusted network, a demo).
+	AllowUnauthenticatedWrites bool `yaml:"allowUnauthenticatedWrites"`
 }
 
 // Ingest configures the event consumer.
@@ -177,6 +188,7 @@ const (
 	EnvNATSToken             = "ANALYZERD_NATS_TOKEN"
 	EnvPrometheusBearerToken = "ANALYZERD_PROMETHEUS_BEARER_TOKEN"
 	EnvPrometheusPassword    = "ANALYZERD_PROMETHEUS_PASSWORD"
+	EnvHTTPWriteToken        = "ANALYZERD_HTTP_WRITE_TOKEN"
 )
 
 // Env looks an environment variable up as os.LookupEnv does, which a nil Env stands for.
@@ -218,7 +230,7 @@ func Default() Config {
 		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 30 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
 		Tracing:         Tracing{SampleRatio: 1},
-		State:           State{Bucket: "ANALYZERD_STATE", Lease: 15 * time.Second, EndedTTL: 7 * 24 * time.Hour},
+		State:           State{Bucket: "ANALYZERD_STATE", Lease: 15 * time.Second, EndedTTL: 7 * 24 * time.Hour, IdleExpiry: 24 * time.Hour},
 		ShutdownTimeout: 15 * time.Second,
 	}
 }
@@ -434,6 +446,7 @@ var secretKeys = map[string]string{
 	"nats.auth.credentials":         "nats.auth.credentialsFile",
 	"prometheus.bearerToken":        "prometheus.bearerTokenFile or the environment variable " + EnvPrometheusBearerToken,
 	"prometheus.basicAuth.password": "prometheus.basicAuth.passwordFile or the environment variable " + EnvPrometheusPassword,
+	"http.writeToken":               "http.writeTokenFile or the environment variable " + EnvHTTPWriteToken,
 }
 
 // secretHint says where the secret goes when path is a key for a secret in clear.
@@ -534,6 +547,9 @@ func (c Config) ValidateEnv(env Env) error {
 	if c.State.EndedTTL < time.Minute {
 		add("state.endedTTL", "must be at least 1m, got %s", c.State.EndedTTL)
 	}
+	if c.State.IdleExpiry != 0 && c.State.IdleExpiry < time.Minute {
+		add("state.idleExpiry", "must be 0 (never) or at least 1m, got %s", c.State.IdleExpiry)
+	}
 	if !subjectToken.MatchString(c.NATS.SubjectPrefix) {
 		add("nats.subjectPrefix", "must be one subject token of [A-Za-z0-9_-], got %q", c.NATS.SubjectPrefix)
 	}
@@ -609,6 +625,18 @@ func (c Config) ValidateEnv(env Env) error {
 
 	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
 		add("http.addr", "%q is not host:port (e.g. :8080)", c.HTTP.Addr)
+	}
+	writeTokenEnv := env.Value(EnvHTTPWriteToken) != ""
+	if writeTokenEnv && c.HTTP.WriteTokenFile != "" {
+		add("http.writeTokenFile", "cannot be used together with %s: give the token one way", EnvHTTPWriteToken)
+	}
+	if (writeTokenEnv || c.HTTP.WriteTokenFile != "") && c.HTTP.AllowUnauthenticatedWrites {
+		add("http.allowUnauthenticatedWrites", "cannot be true when a write token is configured")
+	}
+	if c.HTTP.WriteTokenFile != "" {
+		if err := readable(c.HTTP.WriteTokenFile); err != nil {
+			add("http.writeTokenFile", "%v", err)
+		}
 	}
 	if c.Ingest.MaxEventBytes < 1024 || c.Ingest.MaxEventBytes > 1<<20 {
 		add("ingest.maxEventBytes", "must be within 1024..1048576, got %d", c.Ingest.MaxEventBytes)
@@ -809,4 +837,22 @@ func Errors(err error) []error {
 		return joined.Unwrap()
 	}
 	return []error{err}
+}
+
+// WriteToken returns the bearer token of the HTTP endpoints that write events, from
+// http.writeTokenFile or ANALYZERD_HTTP_WRITE_TOKEN (trimmed of surrounding white space); ""
+// when none is configured. The error names the file, never what it holds.
+func (c Config) WriteToken(env Env) (string, error) {
+	if c.HTTP.WriteTokenFile == "" {
+		return env.Value(EnvHTTPWriteToken), nil
+	}
+	b, err := os.ReadFile(c.HTTP.WriteTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("http.writeTokenFile: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("http.writeTokenFile: %s is empty", c.HTTP.WriteTokenFile)
+	}
+	return token, nil
 }

@@ -36,7 +36,9 @@ const metadataRollout = "rollout"
 const maxWebhookBytes = 64 << 10
 
 // hookAnswer is the body of a webhook's answer: the verdict it was decided from, and what it
-// means for the hook. Flagger logs the body of a refusal, so message says why.
+// means for the hook; message says why. (Flagger records the body of a refusal in its events
+// only for pre- and post-rollout hooks, not for gates and rollback hooks: analyzerd's log and
+// the read API say why a gate stays closed.)
 type hookAnswer struct {
 	Rollout   rollout.Ref      `json:"rollout"`
 	Hook      string           `json:"hook"`
@@ -48,75 +50,151 @@ type hookAnswer struct {
 	DecidedAt string           `json:"decidedAt"`
 	TraceID   string           `json:"traceId"`
 	Message   string           `json:"message"`
+	// Stale marks a verdict about an earlier step than the one Flagger is at (optional).
+	Stale bool `json:"stale,omitempty"`
 }
 
-// flaggerGate answers Flagger's gate hooks (confirm-traffic-increase, confirm-promotion): 200
-// when the rollout's latest verdict is proceed; 425 Too Early on pause (Flagger asks again);
-// 403 on rollback (the gate never opens for that revision); 404 for a rollout not under
-// analysis; 400 for a payload that is not Flagger's.
+// flaggerGate answers Flagger's gate hooks (confirm-traffic-increase, confirm-promotion).
+//
+// Without metadata.analysis it judges an analysis started by events on NATS: 200 when the
+// rollout's latest verdict is proceed; 425 Too Early on pause (Flagger asks again); 403 on
+// rollback (the gate never opens for that revision); 404 for a rollout not under analysis.
+//
+// With metadata.analysis it runs the analysis itself (see selfStart): the first call for a
+// new checksum stores rollout.started at 0% and opens the gate (nothing to judge before
+// traffic), granting the first step; each later call is judged on the evidence of the step
+// analyzerd last granted, and a 200 grants the next one (stores rollout.step at its weight).
+// 400 for a payload that is not Flagger's.
 func (s *Server) flaggerGate(w http.ResponseWriter, r *http.Request) {
-	p, ref, v, ok := s.flaggerVerdict(w, r, "gate")
+	p, ok := s.flaggerPayload(w, r)
 	if !ok {
 		return
 	}
-	a := answer(p, ref, v, "gate")
+	if p.Metadata[metadataAnalysis] != "" {
+		s.selfStartGate(w, r, p)
+		return
+	}
+	ref, v, ok := s.flaggerVerdict(w, p, "gate")
+	if !ok {
+		return
+	}
+	s.gateAnswer(w, p, ref, stepVerdict{Verdict: v}, "the latest verdict")
+}
+
+// gateAnswer answers a gate from sv: 200 on proceed, 403 on rollback, 425 otherwise.
+func (s *Server) gateAnswer(w http.ResponseWriter, p flaggerPayload, ref rollout.Ref, sv stepVerdict, what string) {
+	a := answer(p, ref, sv.Verdict, "gate")
 	status := http.StatusOK
-	switch v.Verdict {
+	switch sv.Verdict.Verdict {
 	case rollout.Proceed:
-		a.Message = "open: the latest verdict is proceed"
+		a.Message = "open: " + what + " is proceed"
 	case rollout.Rollback:
 		status = http.StatusForbidden
-		a.Message = "closed for good: the latest verdict is rollback"
+		a.Message = "closed for good: " + what + " is rollback"
 	default:
 		status = http.StatusTooEarly
-		a.Message = fmt.Sprintf("closed for now: the latest verdict is %s", v.Verdict)
+		a.Message = fmt.Sprintf("closed for now: %s is %s", what, sv.Verdict.Verdict)
 	}
+	a.Stale = sv.Stale
 	writeJSON(w, status, a)
 }
 
 // flaggerRollback answers Flagger's rollback hook: 200 when the rollout's latest verdict is
-// rollback, so that Flagger stops the analysis and rolls back; 409 Conflict otherwise; 404 for
-// a rollout not under analysis; 400 for a payload that is not Flagger's.
+// rollback (of the canary's checksum, with metadata.analysis), so that Flagger stops the
+// analysis and rolls back; 409 Conflict otherwise; 404 for a rollout not under analysis; 400
+// for a payload that is not Flagger's.
 func (s *Server) flaggerRollback(w http.ResponseWriter, r *http.Request) {
-	p, ref, v, ok := s.flaggerVerdict(w, r, "rollback")
+	p, ok := s.flaggerPayload(w, r)
+	if !ok {
+		return
+	}
+	ref, v, ok := s.flaggerVerdict(w, p, "rollback")
 	if !ok {
 		return
 	}
 	a := answer(p, ref, v, "rollback")
 	status := http.StatusOK
-	if v.Verdict == rollout.Rollback {
+	switch {
+	case p.Metadata[metadataAnalysis] != "" && v.Revision != p.Checksum:
+		status = http.StatusConflict
+		a.Message = fmt.Sprintf("no rollback: the latest verdict is about revision %q, not the canary's checksum %q", v.Revision, p.Checksum)
+	case v.Verdict == rollout.Rollback:
 		a.Message = "roll back: the latest verdict is rollback"
-	} else {
+	default:
 		status = http.StatusConflict
 		a.Message = fmt.Sprintf("no rollback: the latest verdict is %s", v.Verdict)
 	}
 	writeJSON(w, status, a)
 }
 
-// flaggerVerdict decodes Flagger's payload and finds the latest verdict of the rollout it
-// names. It answers the request itself, and returns false, when it cannot.
-func (s *Server) flaggerVerdict(w http.ResponseWriter, r *http.Request, hook string) (flaggerPayload, rollout.Ref, rollout.Verdict, bool) {
+// flaggerPostRollout answers Flagger's post-rollout hook, which Flagger calls once the canary
+// is promoted (phase Succeeded) or rolled back (phase Failed): it stores rollout.completed or
+// rollout.aborted for the canary's checksum, so that the analysis ends at once. 200 once
+// stored; 400 for another phase or a payload without checksum; 401/403 without the token.
+func (s *Server) flaggerPostRollout(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.flaggerPayload(w, r)
+	if !ok {
+		return
+	}
+	if !s.authorize(w, r, p.Metadata[metadataToken]) {
+		return
+	}
+	ref, err := flaggerRollout(p)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	ev := rollout.Event{Source: flaggerSource, Time: s.opts.Now(), Rollout: ref, Revision: p.Checksum}
+	switch p.Phase {
+	case "Succeeded":
+		ev.Type = rollout.EventCompleted
+	case "Failed":
+		ev.Type, ev.Reason = rollout.EventAborted, "flagger: the canary failed and was rolled back"
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("phase: the post-rollout hook ends an analysis on Succeeded or Failed, got %q", p.Phase)})
+		return
+	}
+	ev.ID = derivedID("flagger", ref, ev.Revision, ev.Type, 0, 0)
+	if err := s.validEvent(ev); err != nil {
+		writeInvalid(w, err)
+		return
+	}
+	if !s.publish(w, r, ev) {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rollout": ref, "hook": "post-rollout", "phase": p.Phase,
+		"revision": ev.Revision, "published": ev.Type, "message": fmt.Sprintf("stored %s for revision %q", ev.Type, ev.Revision)})
+}
+
+// flaggerPayload decodes Flagger's payload, answering the request itself when it cannot.
+func (s *Server) flaggerPayload(w http.ResponseWriter, r *http.Request) (flaggerPayload, bool) {
 	var p flaggerPayload
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxWebhookBytes))
 	if err := dec.Decode(&p); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{
 			"error": "the body is not a Flagger webhook payload ({\"name\", \"namespace\", \"phase\", \"metadata\"}): " + decodeError(err),
 		})
-		return p, rollout.Ref{}, rollout.Verdict{}, false
+		return p, false
 	}
+	return p, true
+}
+
+// flaggerVerdict finds the latest verdict of the rollout a payload names. It answers the
+// request itself, and returns false, when it cannot.
+func (s *Server) flaggerVerdict(w http.ResponseWriter, p flaggerPayload, hook string) (rollout.Ref, rollout.Verdict, bool) {
 	ref, err := flaggerRollout(p)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		return p, ref, rollout.Verdict{}, false
+		return ref, rollout.Verdict{}, false
 	}
 	v, ok := s.opts.Verdicts.Latest(ref)
 	s.opts.Logger.Debug("flagger webhook", zap.String("hook", hook), zap.String("rollout", ref.String()),
 		zap.String("phase", p.Phase), zap.Bool("known", ok), zap.String("verdict", string(v.Verdict)))
 	if !ok {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live analysis of rollout %s", ref)})
-		return p, ref, v, false
+		return ref, v, false
 	}
-	return p, ref, v, true
+	return ref, v, true
 }
 
 // flaggerRollout is the rollout a payload is about: metadata.rollout when set, else the

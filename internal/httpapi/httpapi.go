@@ -1,7 +1,11 @@
 // Package httpapi serves analyzerd's HTTP endpoints: /metrics, /healthz, /readyz, the read
 // API for pull-based controllers, GET /v1/rollouts and GET /v1/rollouts/{namespace}/{name}
-// (an Argo Rollouts web metric reads the latter), and Flagger's webhooks,
-// POST /v1/flagger/gate and POST /v1/flagger/rollback.
+// (step-aware with ?step=&weight=), and the endpoints through which controllers start and
+// drive analyses with no NATS publisher of their own: POST /v1/events (CloudEvents over
+// HTTP), POST /v1/argo/analysis (an Argo Rollouts web metric), and Flagger's webhooks
+// POST /v1/flagger/gate, /v1/flagger/rollback and /v1/flagger/post-rollout. Every event they
+// stand for is stored on the ROLLOUT_EVENTS stream before they answer, so that dedupe, crash
+// safety and replicas hold as for events published on NATS.
 package httpapi
 
 import (
@@ -41,6 +45,22 @@ type Options struct {
 	// Ready are the conditions /readyz checks.
 	Ready  []Check
 	Logger *zap.Logger
+
+	// Positions says where live analyses stand; nil knows none (no endpoint then starts or
+	// steps an analysis more than once per call).
+	Positions Positions
+	// Events stores the events the write endpoints stand for; nil refuses them with 503.
+	Events EventPublisher
+	// Templates are the analysis templates a start may name.
+	Templates map[string]rollout.Template
+	// WriteToken is the bearer token the write endpoints require. Empty: they refuse every
+	// call with 403, unless AllowUnauthenticatedWrites.
+	WriteToken                 string
+	AllowUnauthenticatedWrites bool
+	// MaxEventBytes bounds an event's size, as ingest.maxEventBytes (64 KiB when zero).
+	MaxEventBytes int
+	// Now is the clock of the events' times (time.Now when nil).
+	Now func() time.Time
 }
 
 // Server is the HTTP server.
@@ -53,6 +73,15 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxEventBytes <= 0 {
+		opts.MaxEventBytes = 64 << 10
+	}
+	if opts.Positions == nil {
+		opts.Positions = noPositions{}
 	}
 	s := &Server{opts: opts}
 	s.srv = &http.Server{
@@ -77,18 +106,33 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}", s.get)
 	mux.HandleFunc("POST /v1/flagger/gate", s.flaggerGate)
 	mux.HandleFunc("POST /v1/flagger/rollback", s.flaggerRollback)
+	mux.HandleFunc("POST /v1/flagger/post-rollout", s.flaggerPostRollout)
+	mux.HandleFunc("POST /v1/argo/analysis", s.argoAnalysis)
+	mux.HandleFunc("POST /v1/events", s.events)
 	return mux
 }
 
-// get answers the latest verdict of one rollout, exactly as it was published on NATS.
+type noPositions struct{}
+
+func (noPositions) Position(rollout.Ref) (rollout.Position, bool) { return rollout.Position{}, false }
+
+// get answers the latest verdict of one rollout, exactly as it was published on NATS. With
+// the query parameters step, weight (and revision), it answers for that step: pause, with
+// "stale": true, while the latest verdict is about an earlier step (a rollback of the
+// revision is final and answered as it is).
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	ref := rollout.Ref{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+	a, err := askedOf(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
 	v, ok := s.opts.Verdicts.Latest(ref)
 	if !ok {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live analysis of rollout %s", ref)})
 		return
 	}
-	body, err := publish.MarshalVerdict(v)
+	body, err := about(v, a).marshal(a)
 	if err != nil {
 		s.internalError(w, err)
 		return

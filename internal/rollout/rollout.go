@@ -63,3 +63,11 @@ func VerdictsSubject(prefix string, r Ref) string {
 
 // DeadLetterSubject is the subject rejected events are republished on.
 func DeadLetterSubject(prefix string) string { return prefix + ".deadletter.events" }
+
+// Position is where a live analysis stands, judged or not: the revision analysed and the step
+// and weight of the latest rollout.started or rollout.step event applied to it.
+type Position struct {
+	Revision string
+	Step     int
+	Weight   int
+}

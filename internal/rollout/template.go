@@ -508,3 +508,28 @@ const (
 	DefaultPriorScale            = 1.0
 	DefaultConsecutiveErrorLimit = 4
 )
+
+// CheckStart reports why a rollout.started event cannot start an analysis with t: an argument
+// or a variable of either side that t needs and the event does not give. The error wraps
+// ErrInvalid and names the field as a dead letter does.
+func (t Template) CheckStart(ev Event) error {
+	for _, name := range t.Args {
+		if _, ok := ev.Args[name]; !ok {
+			return Invalidf("data.args.%s: required by analysis template %q", name, t.Name)
+		}
+	}
+	for _, name := range t.Variables {
+		if _, ok := ev.Canary[name]; !ok {
+			return Invalidf("data.canary.%s: required by analysis template %q", name, t.Name)
+		}
+		if _, ok := ev.Stable[name]; !ok {
+			return Invalidf("data.stable.%s: required by analysis template %q", name, t.Name)
+		}
+	}
+	return nil
+}
+
+// ErrUnknownTemplate is the error of a rollout.started event naming no template.
+func ErrUnknownTemplate(name string) error {
+	return Invalidf("data.analysis: no analysis template named %q", name)
+}
