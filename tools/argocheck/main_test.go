@@ -2,6 +2,7 @@ package argocheck
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +35,10 @@ var (
 	readme   string
 )
 
+var readmePath = flag.String("readme", "", "the README whose YAML the tests use (default: the repository's README.md)")
+
 func TestMain(m *testing.M) {
+	flag.Parse()
 	os.Exit(run(m))
 }
 
@@ -45,7 +49,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	repoRoot = root
-	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	path := *readmePath
+	if path == "" {
+		path = filepath.Join(repoRoot, "README.md")
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "argocheck:", err)
 		return 1
@@ -87,16 +95,18 @@ var (
 const daemonToken = "argocheck-token-0123456789"
 
 // daemonConfig is the shipped configuration with short intervals, so that a step takes
-// seconds: the template's interval 1s (10s shipped) and minimum step 6s (1m shipped).
+// seconds: the template's interval 1s (10s shipped) and minimum step 6s (1m shipped), with
+// ingest.maxClockSkew (which must stay below the minimum step) at 2s.
 func daemonConfig() (string, error) {
 	b, err := os.ReadFile(filepath.Join(repoRoot, "configs", "analyzerd.yaml"))
 	if err != nil {
 		return "", err
 	}
-	return ctlharness.Replace(string(b),
+	cfg, err := ctlharness.Replace(string(b),
 		"interval: 10s", "interval: 1s",
 		"minStepDuration: 1m", "minStepDuration: 6s",
 	)
+	return cfg + "\ningest:\n  maxClockSkew: 2s\n", err
 }
 
 func setup(t *testing.T) {
@@ -122,16 +132,9 @@ func startEnv() error {
 	if err != nil {
 		return err
 	}
-	tokenFile := filepath.Join(workDir, "token")
-	if err := os.WriteFile(tokenFile, []byte(daemonToken+"\n"), 0o600); err != nil {
-		return err
-	}
 	env.token = daemonToken
-	cfg, err = withHTTPToken(cfg, tokenFile)
-	if err != nil {
-		return err
-	}
-	if env.daemon, err = ctlharness.StartDaemon(bins.Analyzerd, filepath.Join(workDir, "analyzerd"), env.prom, ctlharness.DaemonOptions{Config: cfg}); err != nil {
+	opts := ctlharness.DaemonOptions{Config: cfg, Env: []string{"ANALYZERD_HTTP_WRITE_TOKEN=" + daemonToken}}
+	if env.daemon, err = ctlharness.StartDaemon(bins.Analyzerd, filepath.Join(workDir, "analyzerd"), env.prom, opts); err != nil {
 		return err
 	}
 	if env.rec, err = ctlharness.NewRecorder(env.daemon.URL); err != nil {
@@ -139,12 +142,6 @@ func startEnv() error {
 	}
 	env.argo, err = startArgo()
 	return err
-}
-
-// withHTTPToken configures the bearer token analyzerd's write endpoints accept.
-func withHTTPToken(cfg, tokenFile string) (string, error) {
-	// TODO(h-api): the key the daemon reads; replaced when the h-api branch lands.
-	return ctlharness.Replace(cfg, "http:\n  addr: \":8080\"\n", "http:\n  addr: \":8080\"\n  auth:\n    tokenFile: "+tokenFile+"\n")
 }
 
 func stopEnv() {

@@ -80,7 +80,17 @@ func newScenario(t *testing.T, tag string) *scenario {
 	}
 	s.setStep(steps[0])
 	run := s.newRun(steps[0])
-	m, err := analysisutil.ResolveMetricArgs(run.Spec.Metrics[0], run.Spec.Args)
+	// The controller reads secret arguments from the cluster when it measures; the preview
+	// of the request only needs the others.
+	args := make([]v1alpha1.Argument, len(run.Spec.Args))
+	for i, a := range run.Spec.Args {
+		args[i] = *a.DeepCopy()
+		if a.ValueFrom != nil && a.ValueFrom.SecretKeyRef != nil {
+			hidden := "(secret)"
+			args[i].Value, args[i].ValueFrom = &hidden, nil
+		}
+	}
+	m, err := analysisutil.ResolveMetricArgs(run.Spec.Metrics[0], args)
 	if err != nil {
 		t.Fatalf("resolving the README metric's args: %v", err)
 	}
@@ -264,15 +274,15 @@ func (s *scenario) finishStep(st analysisStep, name string, created time.Time) s
 			continue
 		}
 		var req struct {
-			Namespace string `json:"namespace"`
-			Name      string `json:"name"`
-			Weight    *int   `json:"weight"`
+			Namespace string          `json:"namespace"`
+			Name      string          `json:"name"`
+			Weight    json.RawMessage `json:"weight"` // a number, or digits in a string
 		}
 		if json.Unmarshal([]byte(ex.RequestBody), &req) != nil || req.Namespace != s.rollout.Namespace || req.Name != s.rollout.Name {
 			continue
 		}
-		if req.Weight == nil || int32(*req.Weight) != st.weight {
-			s.t.Errorf("%s: a request for weight %v during the step at %d%%: %s", name, req.Weight, st.weight, ex.RequestBody)
+		if w := strings.Trim(string(req.Weight), `"`); w != fmt.Sprint(st.weight) {
+			s.t.Errorf("%s: a request for weight %s during the step at %d%%: %s", name, w, st.weight, ex.RequestBody)
 			continue
 		}
 		res.exchanges = append(res.exchanges, ex)
@@ -314,19 +324,46 @@ func (s *scenario) report(res stepResult) {
 		fmt.Fprintf(&b, "\n  metric %s: phase %s count %d successful %d failed %d inconclusive %d error %d consecutiveError %d consecutiveSuccess %d",
 			mr.Name, mr.Phase, mr.Count, mr.Successful, mr.Failed, mr.Inconclusive, mr.Error, mr.ConsecutiveError, mr.ConsecutiveSuccess)
 		for i, m := range mr.Measurements {
-			fmt.Fprintf(&b, "\n    #%d %-12s started %s finished %s value %q", i+1, m.Phase, fmtTime(m.StartedAt), fmtTime(m.FinishedAt), m.Value)
+			fmt.Fprintf(&b, "\n    #%d %-12s started %s finished %s value %s", i+1, m.Phase, fmtTime(m.StartedAt), fmtTime(m.FinishedAt), valueSummary(m.Value))
 			if m.Message != "" {
 				fmt.Fprintf(&b, " message %q", m.Message)
 			}
-			if i < len(res.verdicts) && res.verdicts[i] != nil {
-				v := res.verdicts[i]
-				fmt.Fprintf(&b, " | analyzerd %d: %s step %s weight %s stale %t reason %q", res.exchanges[i].Status, v.Verdict, intp(v.Step), intp(v.Weight), v.Stale, v.Reason)
-			} else if i < len(res.exchanges) {
-				fmt.Fprintf(&b, " | analyzerd: status %d %s", res.exchanges[i].Status, res.exchanges[i].Err)
+			if i >= len(res.exchanges) {
+				continue
+			}
+			ex := res.exchanges[i]
+			switch {
+			case ex.Err != "":
+				fmt.Fprintf(&b, " | analyzerd unreachable")
+			case ex.Status != http.StatusOK:
+				fmt.Fprintf(&b, " | analyzerd %d %s", ex.Status, short(ex.ResponseBody, 300))
+			case res.verdicts[i] != nil:
+				fmt.Fprintf(&b, " | analyzerd 200 reason %q", short(res.verdicts[i].Reason, 120))
 			}
 		}
 	}
 	s.t.Log(b.String())
+}
+
+// valueSummary is the measurement's value, the verdict JSON, in brief.
+func valueSummary(value string) string {
+	var v verdict
+	if value == "" || json.Unmarshal([]byte(value), &v) != nil {
+		return fmt.Sprintf("%q", short(value, 80))
+	}
+	stale := ""
+	if v.Stale {
+		stale = " stale"
+	}
+	return fmt.Sprintf("{verdict %s step %s weight %s%s}", v.Verdict, intp(v.Step), intp(v.Weight), stale)
+}
+
+func short(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 func fmtTime(t *metav1.Time) string {
@@ -515,6 +552,15 @@ func testAnalyzerdRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
+	// Down long enough for Argo to record the failed request (an Error measurement, which
+	// consecutiveErrorLimit tolerates).
+	err := ctlharness.Eventually(time.Minute, "an Error measurement while analyzerd is down", func() (bool, error) {
+		ms := measurements(s.getRun(name))
+		return ms[len(ms)-1].Phase == v1alpha1.AnalysisPhaseError, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := env.daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
