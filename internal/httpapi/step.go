@@ -80,7 +80,19 @@ func describe(a asked) string {
 // marshal is the verdict JSON of CONTRACT.md section 4, with, when stale, the optional fields
 // "stale": true, "askedStep" and "askedWeight".
 func (sv stepVerdict) marshal(a asked) ([]byte, error) {
-	body, err := publish.MarshalVerdict(sv.Verdict)
+	var body []byte
+	var err error
+	if sv.Verdict.Sequence == 0 {
+		// No verdict yet (notYet): the same shape, sequence 0, which no published verdict has.
+		v := sv.Verdict
+		body, err = json.Marshal(map[string]any{
+			"rollout": v.Rollout, "revision": v.Revision, "step": v.Step, "weight": v.Weight,
+			"verdict": v.Verdict, "reason": v.Reason, "sequence": 0, "checks": []rollout.CheckResult{},
+			"decidedAt": v.DecidedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"), "cause": "", "traceId": "",
+		})
+	} else {
+		body, err = publish.MarshalVerdict(sv.Verdict)
+	}
 	if err != nil {
 		return nil, err
 	}
