@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,7 @@ type stepResult struct {
 	run       *v1alpha1.AnalysisRun
 	exchanges []ctlharness.Exchange
 	verdicts  []*verdict // per measurement, nil when the request got no verdict
+	askedStep string     // the step the requests asked about ("" when they name none)
 }
 
 // startStep sets the rollout at the step and creates its AnalysisRun for Argo's controller.
@@ -276,6 +278,7 @@ func (s *scenario) finishStep(st analysisStep, name string, created time.Time) s
 		var req struct {
 			Namespace string          `json:"namespace"`
 			Name      string          `json:"name"`
+			Step      json.RawMessage `json:"step"`
 			Weight    json.RawMessage `json:"weight"` // a number, or digits in a string
 		}
 		if json.Unmarshal([]byte(ex.RequestBody), &req) != nil || req.Namespace != s.rollout.Namespace || req.Name != s.rollout.Name {
@@ -285,6 +288,7 @@ func (s *scenario) finishStep(st analysisStep, name string, created time.Time) s
 			s.t.Errorf("%s: a request for weight %s during the step at %d%%: %s", name, w, st.weight, ex.RequestBody)
 			continue
 		}
+		res.askedStep = strings.Trim(string(req.Step), `"`)
 		res.exchanges = append(res.exchanges, ex)
 	}
 	ms := measurements(run)
@@ -398,9 +402,10 @@ func (s *scenario) checkOwnEvidence(res stepResult) {
 			continue
 		}
 		v := res.verdicts[i]
-		if v.Verdict != "proceed" || v.Stale || v.Weight == nil || int32(*v.Weight) != res.step.weight {
-			s.t.Errorf("step %d (weight %d%%): measurement #%d Successful on verdict %s for weight %s (stale %t): not the step's own evidence",
-				res.step.index, res.step.weight, i+1, v.Verdict, intp(v.Weight), v.Stale)
+		if v.Verdict != "proceed" || v.Stale || v.Weight == nil || int32(*v.Weight) != res.step.weight ||
+			(res.askedStep != "" && intp(v.Step) != res.askedStep) {
+			s.t.Errorf("step %d (weight %d%%, asked step %s): measurement #%d Successful on verdict %s for step %s weight %s (stale %t): not the step's own evidence",
+				res.step.index, res.step.weight, res.askedStep, i+1, v.Verdict, intp(v.Step), intp(v.Weight), v.Stale)
 		}
 	}
 }
@@ -447,7 +452,11 @@ func testHealthyWholeRollout(t *testing.T) {
 		weights = append(weights, st.weight)
 	}
 	if fmt.Sprint(weights) != "[10 25 50 75]" {
-		t.Errorf("README Rollout's analysis steps are at %v, want [10 25 50 75] (then 100)", weights)
+		// The README's Rollout is shorter: the same analysis step after each of the weights,
+		// with its step and weight arguments set as the README sets them.
+		s.rollout.Spec.Strategy.Canary.Steps = extendSteps(t, s.objs.template, steps[0], []int32{10, 25, 50, 75})
+		steps = analysisSteps(t, s.rollout)
+		t.Logf("the README Rollout's analysis steps are at weights %v: the whole rollout uses its first analysis step after setWeight 10, 25, 50 and 75", weights)
 	}
 	for _, st := range steps {
 		res := s.runStep(st)
@@ -457,6 +466,60 @@ func testHealthyWholeRollout(t *testing.T) {
 			return
 		}
 	}
+}
+
+// bodyArgs are the template arguments the request body's step and weight fields are made of
+// ("{{args.step}}" and "{{args.weight}}" in the README).
+func bodyArgs(t *testing.T, tmpl *v1alpha1.AnalysisTemplate) (step, weight string) {
+	t.Helper()
+	web := tmpl.Spec.Metrics[0].Provider.Web
+	raw := []byte(web.Body)
+	if len(web.JSONBody) > 0 {
+		raw = web.JSONBody
+	}
+	var body map[string]any
+	if err := json.Unmarshal(raw, &body); err != nil {
+		t.Fatal(err)
+	}
+	arg := regexp.MustCompile(`^\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}$`)
+	for _, f := range []struct {
+		field string
+		dst   *string
+	}{{"step", &step}, {"weight", &weight}} {
+		v, _ := body[f.field].(string)
+		m := arg.FindStringSubmatch(v)
+		if m == nil {
+			t.Fatalf("the README template's body field %s is %v, want {{args.NAME}}", f.field, body[f.field])
+		}
+		*f.dst = m[1]
+	}
+	return step, weight
+}
+
+// extendSteps is setWeight W and a copy of the pattern analysis step for each weight, with the
+// step's step and weight arguments numbered 1, 2, ... and W.
+func extendSteps(t *testing.T, tmpl *v1alpha1.AnalysisTemplate, pattern analysisStep, weights []int32) []v1alpha1.CanaryStep {
+	t.Helper()
+	stepArg, weightArg := bodyArgs(t, tmpl)
+	var steps []v1alpha1.CanaryStep
+	for i, w := range weights {
+		w := w
+		a := pattern.analysis.DeepCopy()
+		for j := range a.Args {
+			var v string
+			switch a.Args[j].Name {
+			case stepArg:
+				v = fmt.Sprint(i + 1)
+			case weightArg:
+				v = fmt.Sprint(w)
+			default:
+				continue
+			}
+			a.Args[j].Value, a.Args[j].ValueFrom = v, nil
+		}
+		steps = append(steps, v1alpha1.CanaryStep{SetWeight: &w}, v1alpha1.CanaryStep{Analysis: a})
+	}
+	return steps
 }
 
 // (b) a canary that turns bad at 50%: Failed there, never Successful.
