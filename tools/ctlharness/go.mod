@@ -1,0 +1,3 @@
+module github.com/analyzerd/analyzerd/tools/ctlharness
+
+go 1.26.0
