@@ -224,9 +224,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		refs = against(c.Sequential)
 		theta0 = 1 + margin(c.Sequential)
 		prior = logPrior(priorScale(c.Sequential))
-		if c.Kind == rollout.KindRatio {
-			tol = tolerance(c.Sequential)
-		}
+		tol = floorOf(c)
 	}
 	ga := guardAlpha(in.Template, ce.Steps)
 
@@ -348,14 +346,30 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				}
 				ce.StepLogLR = step
 				for i := range cR {
-					l := make([]float64, gridSize)
-					copy(l, step[i])
-					if i < len(ce.LogLR) {
+					// The analysis's whole evidence (the steps over, and this one's), weighed
+					// 1/2, and the restarts within this step, each weighed by restartWeight.
+					terms := make([]float64, 0, gridSize*(1+len(ce.Restarts)))
+					for k := 0; k < gridSize; k++ {
+						l := step[i][k]
+						if i < len(ce.LogLR) {
+							l += ce.LogLR[i][k]
+						}
+						terms = append(terms, prior[k]+math.Log(0.5)+l)
+					}
+					for _, rs := range ce.Restarts {
+						if i >= len(rs.Canary) || i >= len(rs.Stable) {
+							continue
+						}
+						dc := Pair{Events: math.Max(0, cR[i].Events-rs.Canary[i].Events), Total: math.Max(0, cR[i].Total-rs.Canary[i].Total)}
+						ds := Pair{Events: math.Max(0, sR[i].Events-rs.Stable[i].Events), Total: math.Max(0, sR[i].Total-rs.Stable[i].Total)}
+						l := make([]float64, gridSize)
+						conditionalUpdate(l, theta0, counts{dc.Events, dc.Total}, counts{ds.Events, ds.Total})
+						w := math.Log(restartWeight(rs.Index))
 						for k := range l {
-							l[k] += ce.LogLR[i][k]
+							terms = append(terms, prior[k]+w+l[k])
 						}
 					}
-					e := math.Exp(logMixture(l, prior))
+					e := math.Exp(logSumExp(terms))
 					if math.IsNaN(e) {
 						e = 1
 					}
@@ -364,6 +378,14 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 						rejectedAgainst = ref
 						rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
 					}
+				}
+				// This cut is where the next restart begins.
+				ce.Starts++
+				ce.Restarts = append(ce.Restarts, Restart{Index: ce.Starts,
+					Canary: pairsOf(c.Kind, m.Canary.Counts, tested, forPass, true),
+					Stable: pairsOf(c.Kind, m.Stable.Counts, tested, forPass, false)})
+				if len(ce.Restarts) > maxRestarts {
+					ce.Restarts = ce.Restarts[len(ce.Restarts)-maxRestarts:]
 				}
 			case rollout.AgainstBaseline:
 				bp := pairsOf(c.Kind, baselineCounts(m), tested, estimated, false)
@@ -410,6 +432,9 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		desc := "canary " + what + " <= " + strings.Join(described, ", ")
 		if tol > 0 {
 			desc += " or <= " + formatValue(rollout.KindRatio, tol)
+			if c.Kind == rollout.KindHistogram {
+				desc += " of requests"
+			}
 		}
 		j.result.Threshold = strings.TrimPrefix(j.result.Threshold+"; "+desc, "; ")
 	}
@@ -529,6 +554,32 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	return j
 }
 
+// maxRestarts bounds the restarts a check keeps: the latest ones (dropping a restart only
+// lowers the e-value, which keeps the test valid).
+const maxRestarts = 24
+
+// restartWeight is the weight of the test restarted at the analysis's n-th start (n >= 1):
+// the weights of all restarts sum to 1/2 (with the whole analysis's test weighed 1/2, the
+// mixture's expectation stays at most 1 under "no worse", so it remains an e-process). Each
+// restarted test is an e-process from its own start, which a cut (known before the counts
+// after it) fixes in advance.
+func restartWeight(n int) float64 {
+	return 0.5 * 6 / (math.Pi * math.Pi * float64(n) * float64(n))
+}
+
+// floorOf is the rate below which a tested count neither fails nor needs comparing: a ratio
+// check's tolerance (an error rate good enough whatever stable does), or, for a histogram
+// check, half its quantile's tail (1 - quantile) / 2: a bound that fewer requests than that
+// exceed lies above the quantile, and its share cannot move it. Coarse buckets often leave a
+// bound whose share is a fraction of a percent, which no test could show within a relative
+// margin.
+func floorOf(c rollout.Check) float64 {
+	if c.Kind == rollout.KindHistogram {
+		return (1 - c.Quantile) / 2
+	}
+	return tolerance(c.Sequential)
+}
+
 // aboveTolerance reports whether the canary's rate is shown above the tolerance t (always,
 // when t is 0): below it the check never rolls back.
 func aboveTolerance(p Pair, t, alpha float64) bool {
@@ -549,11 +600,17 @@ func passTest(c rollout.Check, m rollout.Measurement, refs []rollout.Reference, 
 		return false, "no canary counts to show it within its margin", nil
 	}
 	threshold := float64(len(cP)) / alpha
-	if tol > 0 {
-		_, upper := rateCS(cP[0].Events, cP[0].Total, alpha/2)
-		if upper < tol {
-			return true, "", []string{fmt.Sprintf("%s shown below %s", c.Name, formatValue(rollout.KindRatio, tol))}
+	// below says whether tested count i is shown below the floor: a ratio check's tolerance,
+	// or a share of slower requests too small to move the quantile.
+	below := func(i int) bool {
+		if tol <= 0 {
+			return false
 		}
+		_, upper := rateCS(cP[i].Events, cP[i].Total, alpha/(2*float64(len(cP))))
+		return upper < tol
+	}
+	if c.Kind == rollout.KindRatio && below(0) {
+		return true, "", []string{fmt.Sprintf("%s shown below %s", c.Name, formatValue(rollout.KindRatio, tol))}
 	}
 	compared := 0
 	var proved []string
@@ -561,6 +618,9 @@ func passTest(c rollout.Check, m rollout.Measurement, refs []rollout.Reference, 
 		switch {
 		case ref == rollout.AgainstStable && stableCounted:
 			for i := range cP {
+				if c.Kind == rollout.KindHistogram && below(i) {
+					continue
+				}
 				l := make([]float64, gridSize)
 				conditionalBelow(l, theta0, cP[i], sP[i])
 				e := math.Exp(logMixture(l, prior))
