@@ -36,6 +36,10 @@ type Options struct {
 	// ScrapeInterval is the global scrape and rule evaluation interval, a whole number of
 	// milliseconds; DefaultScrapeInterval when zero.
 	ScrapeInterval time.Duration
+	// JobScrapeIntervals overrides ScrapeInterval for the scrape jobs it names (Target.Job),
+	// each a whole number of milliseconds: targets of one job share its interval, so a test
+	// can scrape some targets every 15 s and others every 30 s or 60 s.
+	JobScrapeIntervals map[string]time.Duration
 	// Log receives Prometheus's output (stdout and stderr); discarded when nil. Write errors
 	// are ignored.
 	Log io.Writer
@@ -53,13 +57,29 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+func validInterval(d time.Duration) bool {
+	return d >= time.Millisecond && d%time.Millisecond == 0
+}
+
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // Validate reports the first invalid option, defaults applied.
 func (o Options) Validate() error {
 	o = o.withDefaults()
-	if o.ScrapeInterval < time.Millisecond || o.ScrapeInterval%time.Millisecond != 0 {
+	if !validInterval(o.ScrapeInterval) {
 		return fmt.Errorf("scrape interval must be a positive whole number of milliseconds, got %s", o.ScrapeInterval)
+	}
+	jobs := map[string]bool{}
+	for _, t := range o.Targets {
+		jobs[t.Job] = true
+	}
+	for job, d := range o.JobScrapeIntervals {
+		if !jobs[job] {
+			return fmt.Errorf("scrape interval of job %q: no target has that job", job)
+		}
+		if !validInterval(d) {
+			return fmt.Errorf("scrape interval of job %q must be a positive whole number of milliseconds, got %s", job, d)
+		}
 	}
 	seen := map[[2]string]bool{}
 	for i, t := range o.Targets {
@@ -97,8 +117,10 @@ type globalConfig struct {
 }
 
 type scrapeConfig struct {
-	JobName       string         `json:"job_name"`
-	StaticConfigs []staticConfig `json:"static_configs"`
+	JobName        string         `json:"job_name"`
+	ScrapeInterval string         `json:"scrape_interval,omitempty"`
+	ScrapeTimeout  string         `json:"scrape_timeout,omitempty"`
+	StaticConfigs  []staticConfig `json:"static_configs"`
 }
 
 type staticConfig struct {
@@ -107,17 +129,20 @@ type staticConfig struct {
 }
 
 // renderConfig returns prometheus.yml for valid options: one scrape job per distinct Job, in
-// the order of first appearance, one static config per target.
+// the order of first appearance, one static config per target; a job of JobScrapeIntervals
+// has its own interval (and a timeout of at most that).
 func renderConfig(o Options) ([]byte, error) {
 	o = o.withDefaults()
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	timeout := min(o.ScrapeInterval, 10*time.Second) // Prometheus's default, at most the interval
+	timeout := func(interval time.Duration) string {
+		return promDuration(min(interval, 10*time.Second)) // Prometheus's default, at most the interval
+	}
 	cfg := promConfig{
 		Global: globalConfig{
 			ScrapeInterval:     promDuration(o.ScrapeInterval),
-			ScrapeTimeout:      promDuration(timeout),
+			ScrapeTimeout:      timeout(o.ScrapeInterval),
 			EvaluationInterval: promDuration(o.ScrapeInterval),
 		},
 		ScrapeConfigs: []scrapeConfig{},
@@ -128,7 +153,11 @@ func renderConfig(o Options) ([]byte, error) {
 		if !ok {
 			i = len(cfg.ScrapeConfigs)
 			jobs[t.Job] = i
-			cfg.ScrapeConfigs = append(cfg.ScrapeConfigs, scrapeConfig{JobName: t.Job})
+			sc := scrapeConfig{JobName: t.Job}
+			if d, ok := o.JobScrapeIntervals[t.Job]; ok {
+				sc.ScrapeInterval, sc.ScrapeTimeout = promDuration(d), timeout(d)
+			}
+			cfg.ScrapeConfigs = append(cfg.ScrapeConfigs, sc)
 		}
 		cfg.ScrapeConfigs[i].StaticConfigs = append(cfg.ScrapeConfigs[i].StaticConfigs,
 			staticConfig{Targets: []string{t.Address}, Labels: t.Labels})

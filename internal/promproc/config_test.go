@@ -42,6 +42,26 @@ func TestRenderConfig(t *testing.T) {
 	got, err = renderConfig(Options{ScrapeInterval: time.Minute})
 	require.NoError(t, err)
 	require.Contains(t, string(got), `"scrape_timeout": "10000ms"`)
+
+	// A job with its own interval, and a timeout of at most it; the others keep the global one.
+	got, err = renderConfig(Options{
+		ScrapeInterval:     15 * time.Second,
+		JobScrapeIntervals: map[string]time.Duration{"slow": time.Minute, "fast": 5 * time.Second},
+		Targets: []Target{
+			{Job: "slow", Address: "127.0.0.1:9101"},
+			{Job: "fast", Address: "127.0.0.1:9102"},
+			{Job: "global", Address: "127.0.0.1:9103"},
+		},
+	})
+	require.NoError(t, err)
+	require.JSONEq(t, `{
+	  "global": {"scrape_interval": "15000ms", "scrape_timeout": "10000ms", "evaluation_interval": "15000ms"},
+	  "scrape_configs": [
+	    {"job_name": "slow", "scrape_interval": "60000ms", "scrape_timeout": "10000ms", "static_configs": [{"targets": ["127.0.0.1:9101"]}]},
+	    {"job_name": "fast", "scrape_interval": "5000ms", "scrape_timeout": "5000ms", "static_configs": [{"targets": ["127.0.0.1:9102"]}]},
+	    {"job_name": "global", "static_configs": [{"targets": ["127.0.0.1:9103"]}]}
+	  ]
+	}`, string(got))
 }
 
 // promtool, from the same Debian package, accepts what renderConfig writes.
@@ -53,7 +73,7 @@ func TestRenderedConfigPassesPromtool(t *testing.T) {
 	cfg, err := renderConfig(Options{Targets: []Target{
 		{Job: "stable", Address: "127.0.0.1:9101", Labels: map[string]string{"version": "v1", "yes": "on"}},
 		{Job: "canary", Address: "localhost:9102"},
-	}})
+	}, JobScrapeIntervals: map[string]time.Duration{"canary": 30 * time.Second}})
 	require.NoError(t, err)
 	file := filepath.Join(t.TempDir(), "prometheus.yml")
 	require.NoError(t, os.WriteFile(file, cfg, 0o644))
@@ -73,6 +93,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"bad address", Options{Targets: []Target{{Job: "j", Address: "127.0.0.1"}}}, `address "127.0.0.1" is not host:port`},
 		{"duplicate", Options{Targets: []Target{{Job: "j", Address: "h:1"}, {Job: "j", Address: "h:1"}}}, `target 1: job "j" lists h:1 twice`},
 		{"bad label", Options{Targets: []Target{{Job: "j", Address: "h:1", Labels: map[string]string{"a-b": "x"}}}}, `invalid label name "a-b"`},
+		{"job interval without the job", Options{JobScrapeIntervals: map[string]time.Duration{"j": time.Second}}, `scrape interval of job "j": no target has that job`},
+		{"bad job interval", Options{Targets: []Target{{Job: "j", Address: "h:1"}}, JobScrapeIntervals: map[string]time.Duration{"j": 0}}, `scrape interval of job "j" must be a positive whole number of milliseconds`},
 		{"reserved label", Options{Targets: []Target{{Job: "j", Address: "h:1", Labels: map[string]string{"__name__": "x"}}}}, `invalid label name "__name__"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
