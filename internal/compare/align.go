@@ -51,6 +51,8 @@ type Spans struct {
 	At time.Time
 	// Recent is the length of the recent span that ends where the counts end (0: none).
 	Recent time.Duration
+	// bounded takes every edge at its bounds, calm or not (for tests of the bounds).
+	bounded bool
 }
 
 // rangeFor is the range a counter check's selector is read over at At.
@@ -133,9 +135,21 @@ func (tr track) at(x time.Time) rollout.Bounds {
 	return rollout.Bounds{Low: lo, Est: lo + f*(hi-lo), High: hi}
 }
 
+// edges says which of a span's two edges are calm: taken at their estimate rather than at
+// their bounds (see calm).
+type edges struct{ from, through bool }
+
+func (e edges) at(tr track, x time.Time, calm bool) rollout.Bounds {
+	b := tr.at(x)
+	if calm {
+		return rollout.Exact(b.Est)
+	}
+	return b
+}
+
 // between is the series' count in (from, through].
-func (tr track) between(from, through time.Time) rollout.Bounds {
-	end, start := tr.at(through), tr.at(from)
+func (tr track) between(from, through time.Time, e edges) rollout.Bounds {
+	end, start := e.at(tr, through, e.through), e.at(tr, from, e.from)
 	// The two edges are bounded on their own; the count between them is at least
 	// end.Low - start.High and at most end.High - start.Low.
 	return end.Sub(start)
@@ -154,10 +168,35 @@ func tracksOf(r Response, at time.Time) group {
 	return g
 }
 
-func (g group) between(from, through time.Time) rollout.Bounds {
+func (g group) between(from, through time.Time, e edges) rollout.Bounds {
 	var sum rollout.Bounds
 	for _, tr := range g {
-		sum = sum.Add(tr.between(from, through))
+		sum = sum.Add(tr.between(from, through, e))
+	}
+	return sum
+}
+
+// around is the series' samples around x: the last at or before it and the first at or after
+// it (x itself where there is none on a side).
+func (tr track) around(x time.Time) (lo, hi time.Time) {
+	lo, hi = x, x
+	i := sort.Search(len(tr.t), func(i int) bool { return tr.t[i].After(x) })
+	if i > 0 {
+		lo = tr.t[i-1]
+	}
+	if i < len(tr.t) && (i == 0 || !tr.t[i-1].Equal(x)) {
+		hi = tr.t[i]
+	}
+	return lo, hi
+}
+
+// bracket is what the group's series counted between their samples around x: what the
+// instant x leaves unknown.
+func (g group) bracket(x time.Time) float64 {
+	sum := 0.0
+	for _, tr := range g {
+		b := tr.at(x)
+		sum += b.High - b.Low
 	}
 	return sum
 }
@@ -295,14 +334,14 @@ func (h histogramTracks) groups() []group {
 	return out
 }
 
-func (h histogramTracks) counts(from, through time.Time) rollout.Counts {
+func (h histogramTracks) counts(from, through time.Time, e edges) rollout.Counts {
 	c := rollout.Counts{From: from, Through: through}
 	for _, le := range h.les {
-		b := rollout.BucketCounts{UpperBound: le, Count: h.count[le].between(from, through)}
+		b := rollout.BucketCounts{UpperBound: le, Count: h.count[le].between(from, through, e)}
 		if math.IsInf(le, 1) {
 			c.Total = b.Count
 		} else {
-			b.Slower = h.slower[le].between(from, through)
+			b.Slower = h.slower[le].between(from, through, e)
 		}
 		c.Buckets = append(c.Buckets, b)
 	}
@@ -349,15 +388,104 @@ func (st sideTracks) groups(kind rollout.CheckKind) []group {
 	return st.histogram.groups()
 }
 
-func (st sideTracks) counts(kind rollout.CheckKind, from, through time.Time) rollout.Counts {
+func (st sideTracks) counts(kind rollout.CheckKind, from, through time.Time, e edges) rollout.Counts {
 	if kind == rollout.KindHistogram {
 		if st.empty {
 			return rollout.Counts{From: from, Through: through}
 		}
-		return st.histogram.counts(from, through)
+		return st.histogram.counts(from, through, e)
 	}
 	return rollout.Counts{From: from, Through: through,
-		Events: st.ratio[0].between(from, through), Total: st.ratio[1].between(from, through)}
+		Events: st.ratio[0].between(from, through, e), Total: st.ratio[1].between(from, through, e)}
+}
+
+// eventPairs are the side's counted series in pairs (events, all): a ratio check's errors
+// and requests, or each finite bound's slower observations and all observations.
+func (st sideTracks) eventPairs(kind rollout.CheckKind) [][2]group {
+	if st.err != nil || st.empty {
+		return nil
+	}
+	if kind == rollout.KindRatio {
+		return [][2]group{st.ratio}
+	}
+	var out [][2]group
+	for _, le := range st.histogram.les {
+		if !math.IsInf(le, 1) {
+			out = append(out, [2]group{st.histogram.slower[le], st.histogram.count[math.Inf(1)]})
+		}
+	}
+	return out
+}
+
+// calm reports whether the events the series counted between their samples around x, both
+// sides pooled, are what the events' rate next to x (over ref, a span on x's inner side)
+// explains: no burst begins or ends within a scrape interval of x. A calm edge is taken at its
+// estimate (linear between the samples, exact for a steady rate); an edge where the pooled
+// rate jumps is taken at its bounds, so that a burst both sides share, seen by one side's
+// scrape and not yet by the other's, can never count as the canary's. The test looks only
+// at both sides pooled, never at the canary's share, and it is two-sided (a burst that ends
+// is as misleading as one that begins).
+func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, after bool, limit time.Time, sides ...sideTracks) bool {
+	var pairs [][2]group
+	for _, st := range sides {
+		pairs = append(pairs, st.eventPairs(kind)...)
+	}
+	if len(pairs) == 0 {
+		return true
+	}
+	// The reference span lies beside the samples around x, never overlapping them.
+	first, last := x, x
+	for _, p := range pairs {
+		for _, g := range p {
+			for _, tr := range g {
+				lo, hi := tr.around(x)
+				if lo.Before(first) {
+					first = lo
+				}
+				if hi.After(last) {
+					last = hi
+				}
+			}
+		}
+	}
+	refFrom, refThrough := first.Add(-inner), first
+	if after {
+		refFrom, refThrough = last, last.Add(inner)
+		if refThrough.After(limit) {
+			refThrough = limit
+		}
+	}
+	if !refThrough.After(refFrom) {
+		return false // nothing beside the edge to judge it by yet
+	}
+	exact := edges{true, true}
+	e := exact
+	// The sides' pairs line up bound by bound (ratio: one pair a side).
+	n := len(pairs) / max(1, len(sides))
+	for i := 0; i < n; i++ {
+		var kEdge, nEdge, kRef, nRef float64
+		for j := i; j < len(pairs); j += n {
+			kEdge += pairs[j][0].bracket(x)
+			nEdge += pairs[j][1].bracket(x)
+			kRef += pairs[j][0].between(refFrom, refThrough, e).Est
+			nRef += pairs[j][1].between(refFrom, refThrough, e).Est
+		}
+		if nEdge <= 0 {
+			continue
+		}
+		if nRef <= 0 {
+			if kEdge > 0 {
+				return false
+			}
+			continue
+		}
+		lambda := kRef / nRef * nEdge
+		slack := 4*math.Sqrt(lambda) + 5
+		if kEdge > 2*lambda+slack || kEdge < lambda/2-slack {
+			return false
+		}
+	}
+	return true
 }
 
 // MeasureCounters turns one counter check's answers into its measurement: canary and
@@ -370,12 +498,23 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 	cs, ss := sideOf(c.Kind, canary, spans.At), sideOf(c.Kind, stable, spans.At)
 	k := cutOf(spans.At, append(cs.groups(c.Kind), ss.groups(c.Kind)...)...)
 	m.Through, m.ScrapeInterval, m.NextSample = k.through, k.interval, k.next
-	m.Canary = counterReading(c, cs, spans, k.through)
-	m.Stable = counterReading(c, ss, spans, k.through)
+	var e edges
+	if k.through.After(spans.From) && !spans.bounded {
+		// Each edge is judged against the rate beside it, inside the span: a recent window's
+		// length after From, and before Through.
+		ref := spans.Recent
+		if ref <= 0 {
+			ref = time.Minute
+		}
+		e.from = calm(c.Kind, spans.From, ref, true, k.through, cs, ss)
+		e.through = calm(c.Kind, k.through, ref, false, k.through, cs, ss)
+	}
+	m.Canary = counterReading(c, cs, spans, k.through, e)
+	m.Stable = counterReading(c, ss, spans, k.through, e)
 	return m
 }
 
-func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time) rollout.Reading {
+func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time, e edges) rollout.Reading {
 	switch {
 	case st.err != nil:
 		return errorReading(st.err)
@@ -388,14 +527,14 @@ func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Ti
 		return noData("no live series: every series' last sample is stale")
 	}
 	from := spans.From
-	counts := st.counts(c.Kind, from, through)
+	counts := st.counts(c.Kind, from, through, e)
 	r := rollout.Reading{Counts: &counts}
 	if spans.Recent > 0 {
 		rf := through.Add(-spans.Recent)
 		if rf.Before(from) {
 			rf = from
 		}
-		recent := st.counts(c.Kind, rf, through)
+		recent := st.counts(c.Kind, rf, through, edges{from: rf.After(from) || e.from, through: e.through})
 		r.Recent = &recent
 	}
 	if !through.After(from) {

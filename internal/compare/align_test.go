@@ -117,7 +117,7 @@ func (s side) truth(from, through float64) (events, total float64) {
 }
 
 func measureRatio(canary, stable side, from, at float64) rollout.Measurement {
-	spans := Spans{From: sec(from), At: sec(at)}
+	spans := Spans{From: sec(from), At: sec(at), bounded: true}
 	rng := spans.rangeFor().Seconds()
 	return MeasureCounters(ratioCheck, canary.responses(at, rng), stable.responses(at, rng), spans)
 }
@@ -432,5 +432,54 @@ func TestNextEvaluation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, sec(tc.want), NextEvaluation(now, tc.t, tc.ms))
 		})
+	}
+}
+
+// TestCalmEdges: an edge whose samples around it hold what the pooled rate beside it
+// explains is taken at its estimate; one where a burst both sides share begins or ends is
+// taken at its bounds, so that the burst, seen by one side's scrape first, never favours the
+// canary's side.
+func TestCalmEdges(t *testing.T) {
+	measure := func(canary, stable side, from, at float64) rollout.Measurement {
+		spans := Spans{From: sec(from), At: sec(at), Recent: time.Minute}
+		rng := spans.rangeFor().Seconds()
+		return MeasureCounters(ratioCheck, canary.responses(at, rng), stable.responses(at, rng), spans)
+	}
+	// Steady traffic: both edges calm, the counts are their estimates.
+	a, aErr := pod("a", 3, 15, 10, 0.5)
+	c, cErr := pod("c", 11, 15, 10, 0.5)
+	steady := measure(side{[]proc{a}, []proc{aErr}}, side{[]proc{c}, []proc{cErr}}, 7, 150)
+	for _, r := range []rollout.Reading{steady.Canary, steady.Stable} {
+		require.Equal(t, r.Counts.Events.Low, r.Counts.Events.High, "steady: calm edges: %+v", r.Counts.Events)
+		require.Equal(t, r.Counts.Total.Low, r.Counts.Total.High)
+	}
+
+	// A burst both sides share, at every moment around the newest samples: the edge it
+	// falls in is taken at its bounds, never favouring the canary.
+	for _, burstAt := range []float64{120, 128, 131, 140} {
+		a, aErr := pod("a", 3, 15, 10, 0.05)
+		c, cErr := pod("c", 11, 15, 10, 0.05)
+		aErr.bursts = [][2]float64{{burstAt, 300}}
+		cErr.bursts = [][2]float64{{burstAt, 300}}
+		canary, stable := side{[]proc{a}, []proc{aErr}}, side{[]proc{c}, []proc{cErr}}
+		// The first scrape that sees the burst (offsets 3 and 11, every 15 s).
+		seenAt := math.Inf(1)
+		for _, offset := range []float64{3, 11} {
+			seenAt = math.Min(seenAt, offset+15*math.Ceil((burstAt-offset)/15))
+		}
+		checked := 0
+		for at := 100.0; at <= 200; at++ {
+			m := measure(canary, stable, 7, at)
+			ce, se := m.Canary.Counts.Events, m.Stable.Counts.Events
+			require.LessOrEqual(t, ce.Low, se.High+1e-9, "burst at %g, at %g: canary %+v stable %+v", burstAt, at, ce, se)
+			require.LessOrEqual(t, se.Low, ce.High+1e-9, "burst at %g, at %g: the other way round", burstAt, at)
+			if through := seconds(m.Through); at >= seenAt && through < burstAt {
+				checked++
+				// One side's scrape has seen the burst, the span does not reach it yet: the
+				// edge is taken at its bounds.
+				require.True(t, ce.Low < ce.High || se.Low < se.High, "burst at %g, at %g: the edge is taken at its bounds: %+v %+v", burstAt, at, ce, se)
+			}
+		}
+		require.Positive(t, checked, "burst at %g: the span lagged the burst at some evaluation", burstAt)
 	}
 }

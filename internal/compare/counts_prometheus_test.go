@@ -418,8 +418,10 @@ func TestCountsSinceStartPrometheus(t *testing.T) {
 			require.InDelta(t, cpBurst+errs.rate*(through-cpBurstBorn), want, 1e-9)
 			require.InDelta(t, want, got.Counts.Events.Est, 1e-9, "at %gs", e)
 			require.InDelta(t, want, got.Counts.Events.High, 1e-9, "at %gs", e)
-			require.InDelta(t, want-errs.points[slices.IndexFunc(errs.points, func(p cpSample) bool { return p.t > cpBurstBorn })].v,
-				got.Counts.Events.Low, 1e-9, "at %gs", e)
+			// At its bound the first value may predate From; a calm edge takes the estimate.
+			first := errs.points[slices.IndexFunc(errs.points, func(p cpSample) bool { return p.t > cpBurstBorn })].v
+			low := got.Counts.Events.Low
+			require.True(t, math.Abs(low-(want-first)) < 1e-9 || math.Abs(low-want) < 1e-9, "at %gs: low %g", e, low)
 		}
 	})
 }

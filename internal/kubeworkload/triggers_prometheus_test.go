@@ -138,12 +138,13 @@ func (tr *triggers) analysis(service string) *analysis { return &analysis{tr: tr
 // evaluate measures and decides once, now.
 func (a *analysis) evaluate(ctx context.Context) decide.Result {
 	now := time.Now()
-	window := now.Sub(a.tr.stepStart)
 	ms := a.tr.comparer.Measure(ctx, compare.Target{
 		Template: a.tr.compiled,
 		Args:     map[string]string{"service": a.service},
-		Canary:   compare.Side{Vars: map[string]string{"version": canary}, Window: window, At: now},
-		Stable:   compare.Side{Vars: map[string]string{"version": stable}, Window: window, At: now},
+		Canary:   compare.Side{Vars: map[string]string{"version": canary}},
+		Stable:   compare.Side{Vars: map[string]string{"version": stable}},
+		From:     a.tr.stepStart,
+		At:       now,
 	})
 	res := decide.Decide(decide.Input{Template: a.tr.template, Step: 1, Weight: 10, StepStarted: a.tr.stepStart,
 		Now: now, Measurements: ms, Evidence: a.evidence})

@@ -1,7 +1,10 @@
 package rollout
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -62,3 +65,30 @@ func (c Counts) EstBuckets() []Bucket {
 
 // Empty reports whether nothing was counted at all.
 func (c Counts) Empty() bool { return c.Total.High <= 0 }
+
+type bucketCountsJSON struct {
+	// LE is the upper bound as Prometheus writes it ("+Inf" for the last), since JSON
+	// numbers cannot be infinite.
+	LE     string `json:"le"`
+	Count  Bounds `json:"count"`
+	Slower Bounds `json:"slower"`
+}
+
+// MarshalJSON encodes the bucket with its bound as Prometheus writes it: {"le": "+Inf", ...}.
+func (b BucketCounts) MarshalJSON() ([]byte, error) {
+	return json.Marshal(bucketCountsJSON{LE: strconv.FormatFloat(b.UpperBound, 'g', -1, 64), Count: b.Count, Slower: b.Slower})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (b *BucketCounts) UnmarshalJSON(data []byte) error {
+	var raw bucketCountsJSON
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	ub, err := strconv.ParseFloat(raw.LE, 64)
+	if err != nil || math.IsNaN(ub) {
+		return fmt.Errorf("bucket le %q is not a number", raw.LE)
+	}
+	b.UpperBound, b.Count, b.Slower = ub, raw.Count, raw.Slower
+	return nil
+}

@@ -72,3 +72,19 @@ func TestBucketJSON(t *testing.T) {
 	require.Equal(t, in, out)
 	require.Error(t, json.Unmarshal([]byte(`[{"le":"fast","count":1}]`), &out))
 }
+
+// TestReadingWithCountsEncodes: a histogram reading's counts, +Inf bucket included, survive
+// JSON (the state store keeps baselines and evidence as JSON).
+func TestReadingWithCountsEncodes(t *testing.T) {
+	c := &Counts{Total: Exact(10), Buckets: []BucketCounts{
+		{UpperBound: 0.1, Count: Bounds{Low: 4, Est: 5, High: 6}, Slower: Exact(5)},
+		{UpperBound: math.Inf(1), Count: Exact(10)}}}
+	in := Reading{Status: StatusOK, Value: 0.1, Counts: c, Recent: c}
+	data, err := json.Marshal(in)
+	require.NoError(t, err)
+	require.Contains(t, string(data), `"le":"+Inf"`)
+	var out Reading
+	require.NoError(t, json.Unmarshal(data, &out))
+	require.Equal(t, in, out)
+	require.Error(t, json.Unmarshal([]byte(`{"le":"slow","count":{},"slower":{}}`), &BucketCounts{}))
+}
