@@ -291,11 +291,11 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 
 	// Which histogram buckets the tests follow: chosen once, from data that says nothing of
 	// the canary's share (the baseline, or both sides pooled).
-	if c.Kind == rollout.KindHistogram && ce.Tested == nil {
-		switch {
-		case m.Baseline != nil && thinBaseline == "" && m.Baseline.Counts != nil:
+	if c.Kind == rollout.KindHistogram && len(ce.Tested) == 0 {
+		if m.Baseline != nil && thinBaseline == "" && m.Baseline.Counts != nil {
 			ce.Tested = chooseBuckets(tallyOfCounts(m.Baseline.Counts), c.Quantile)
-		case m.Stable.Counts != nil:
+		}
+		if len(ce.Tested) == 0 && m.Stable.Counts != nil {
 			pooled := tallyOfCounts(m.Canary.Counts)
 			st := tallyOfCounts(m.Stable.Counts)
 			for i := range pooled.Buckets {

@@ -181,7 +181,8 @@ const maxTested = 3
 
 // chooseBuckets picks the buckets a histogram check's tests follow: up to maxTested finite
 // bounds whose share of slower requests is nearest the quantile's tail (1 - q), among those
-// with a share in (0, 0.5]. It needs about 20 expected slower requests; before that it
+// with a share in (0, 1): coarse buckets can leave the quantile between a bound that half the
+// requests exceed and one that almost none do, and both then follow it. It needs about 20 expected slower requests; before that it
 // returns nil. The choice is made from data that says nothing of the canary's share (the
 // baseline, or both sides pooled), so it costs the tests no validity.
 func chooseBuckets(t Tally, q float64) []float64 {
@@ -199,7 +200,7 @@ func chooseBuckets(t Tally, q float64) []float64 {
 			continue
 		}
 		share := (all - b.Count) / all
-		if share <= 0 || share > 0.5 {
+		if share <= 0 || share >= 1 {
 			continue
 		}
 		cs = append(cs, candidate{b.UpperBound, math.Abs(math.Log(share / tail))})

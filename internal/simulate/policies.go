@@ -90,38 +90,6 @@ func (k *tracker) verdict(now time.Duration, step int, d rollout.Decision, reaso
 	}
 }
 
-// DefaultMinInterval is the analyzer's bound on how often a rollout is evaluated when the
-// template sets none.
-const DefaultMinInterval = time.Second
-
-// nextEvaluation mirrors the analyzer's pace (internal/analyzer): the next evaluation comes
-// when the next sample a check waits for is due (the earliest NextSample of the
-// measurements), but no sooner than the template's minInterval and no later than its
-// interval. A measurement that knows of no next sample (no live series) leaves the pace to
-// the interval.
-func nextEvaluation(t rollout.Template, now time.Time, ms []rollout.Measurement) time.Time {
-	lo := t.MinInterval
-	if lo <= 0 {
-		lo = DefaultMinInterval
-	}
-	var next time.Time
-	for _, m := range ms {
-		if !m.NextSample.IsZero() && (next.IsZero() || m.NextSample.Before(next)) {
-			next = m.NextSample
-		}
-	}
-	if next.IsZero() {
-		return now.Add(t.Interval)
-	}
-	if hi := now.Add(t.Interval); next.After(hi) {
-		next = hi
-	}
-	if lo := now.Add(lo); next.Before(lo) {
-		next = lo
-	}
-	return next
-}
-
 // measure is the daemon's measurement of tmpl's counter checks at now for the step that
 // began at from: each side's selectors answered as range vectors of raw samples, counted by
 // compare.MeasureCounters.
@@ -191,7 +159,9 @@ func runAnalyzerd(opts *Options, w *world) Outcome {
 		case res.Decision == rollout.Rollback:
 			return k.o
 		case res.Decision == rollout.Proceed && sc.whole():
-			if step == len(sc.Weights)-1 {
+			if step >= len(sc.Weights)-2 {
+				// Promoted once the step before full traffic proceeds, as the threshold
+				// policies are (controllers analyse the steps before promotion).
 				k.o.Completed, k.o.CompletedAt = true, now
 				return k.o
 			}
@@ -202,7 +172,7 @@ func runAnalyzerd(opts *Options, w *world) Outcome {
 			stepStart = now
 			continue
 		}
-		now = nextEvaluation(tmpl, at(now), ms).Sub(epoch)
+		now = compare.NextEvaluation(at(now), tmpl, ms).Sub(epoch) // the analyzer's pace
 	}
 	return k.o
 }

@@ -22,7 +22,7 @@ import (
 func Benchmark() []Scenario {
 	const total = 1000
 	whole := func(name string, f func(*Scenario)) Scenario {
-		sc := Scenario{Name: name, Kind: RowRollout, Weights: WholeRollout, TotalRPS: total, Horizon: 25 * time.Minute}
+		sc := Scenario{Name: name, Kind: RowRollout, Weights: WholeRollout, TotalRPS: total, Horizon: 45 * time.Minute}
 		if f != nil {
 			f(&sc)
 		}
@@ -259,7 +259,7 @@ func minInterval(t rollout.Template) time.Duration {
 	if t.MinInterval > 0 {
 		return t.MinInterval
 	}
-	return DefaultMinInterval
+	return time.Second
 }
 
 func joinInts(xs []int, sep string) string {

@@ -200,24 +200,6 @@ func TestWorldAnswersLikePrometheus(t *testing.T) {
 	require.InEpsilon(t, 500*span, m.Stable.Counts.Total.Est, 0.1)
 }
 
-func TestNextEvaluationFollowsTheData(t *testing.T) {
-	tm := inCode()
-	now := epoch
-	ms := func(next ...time.Duration) []rollout.Measurement {
-		var out []rollout.Measurement
-		for _, n := range next {
-			out = append(out, rollout.Measurement{NextSample: now.Add(n)})
-		}
-		return out
-	}
-	require.Equal(t, now.Add(3*time.Second), nextEvaluation(tm, now, ms(5*time.Second, 3*time.Second)))
-	require.Equal(t, now.Add(time.Second), nextEvaluation(tm, now, ms(-time.Second)), "no sooner than minInterval (1 s by default)")
-	require.Equal(t, now.Add(10*time.Second), nextEvaluation(tm, now, ms(time.Minute)), "no later than the interval")
-	require.Equal(t, now.Add(10*time.Second), nextEvaluation(tm, now, []rollout.Measurement{{}}), "no next sample known")
-	tm.MinInterval = 2 * time.Second
-	require.Equal(t, now.Add(2*time.Second), nextEvaluation(tm, now, ms(time.Second)))
-}
-
 // TestExtrapolatedIncrease: Prometheus's increase() of a counter, resets and extrapolation
 // included.
 func TestExtrapolatedIncrease(t *testing.T) {

@@ -226,7 +226,9 @@ func TestRollouts(t *testing.T) {
 	ns := natstest.Start(t)
 
 	// The workloads: every service has a stable v1 and a canary v2.
-	healthy := workload.Profile{Rate: 100, ErrorRate: 0.005, LatencyMedian: 50 * time.Millisecond}
+	// 2,000 req/s a side: the shipped template proceeds once the canary's error rate is shown
+	// below 1.25 x stable's, which at 0.5% takes a few hundred errors on each side.
+	healthy := workload.Profile{Rate: 2000, ErrorRate: 0.005, LatencyMedian: 50 * time.Millisecond}
 	faulty := healthy
 	faulty.ErrorRate = 0.10
 	idle := healthy
