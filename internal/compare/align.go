@@ -511,7 +511,35 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 	}
 	m.Canary = counterReading(c, cs, spans, k.through, e)
 	m.Stable = counterReading(c, ss, spans, k.through, e)
+	for _, side := range []struct {
+		r  *rollout.Reading
+		st sideTracks
+	}{{&m.Canary, cs}, {&m.Stable, ss}} {
+		if side.r.Counts != nil {
+			side.r.Counts.Live = side.st.live(c.Kind, spans.At, k.interval)
+		}
+	}
 	return m
+}
+
+// live counts the side's series that are still scraped at `at` (the rule of cutOf).
+func (st sideTracks) live(kind rollout.CheckKind, at time.Time, interval time.Duration) int {
+	n := 0
+	for _, g := range st.groups(kind) {
+		for _, tr := range g {
+			iv := tr.interval
+			if iv == 0 {
+				iv = interval
+			}
+			if iv == 0 {
+				iv = lookback / 2
+			}
+			if at.Sub(tr.last()) <= 2*iv+scrapeGrace {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time, e edges) rollout.Reading {

@@ -490,7 +490,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 			}
 			failed = append(failed, g)
 			j.critical = j.critical || g.Critical
-		case !shownInside(g, v) && !g.Critical:
+		case !shownInside(g, v) && !g.Critical && !heldRecently(c, g, m, ga):
 			// A critical guard is a brake, not a condition for proceeding: only a shown
 			// violation matters.
 			waiting = append(waiting, fmt.Sprintf("%s not yet shown (%s within %s..%s)", g.Expression(),
@@ -500,7 +500,10 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 
 	// What the step's counts say about the canary serving at all.
 	stopped := ""
-	if ce.Last != nil && ce.StepStarted.Equal(in.StepStarted) && !ce.Through.IsZero() &&
+	if m.Canary.Counts != nil && m.Canary.Counts.Live == 0 && m.Stable.Counts != nil && m.Stable.Counts.Live > 0 {
+		stopped = "the canary stopped serving: none of its targets has been scraped for two scrape intervals (its last counts reach " +
+			m.Through.UTC().Format(time.RFC3339) + ")"
+	} else if ce.Last != nil && ce.StepStarted.Equal(in.StepStarted) && !ce.Through.IsZero() &&
 		m.Canary.Total <= ce.Canary.Total && m.Stable.OK() && m.Stable.Total > ce.Stable.Total {
 		stopped = fmt.Sprintf("the canary served no requests from %s to %s while stable served %d",
 			ce.Through.UTC().Format(time.RFC3339), m.Through.UTC().Format(time.RFC3339), int64(m.Stable.Total-ce.Stable.Total))
@@ -578,6 +581,30 @@ func floorOf(c rollout.Check) float64 {
 		return (1 - c.Quantile) / 2
 	}
 	return tolerance(c.Sequential)
+}
+
+// heldRecently reports whether a guard against stable (or the canary's own value) is shown to
+// hold over the recent window: after a shared incident, the step's counts hold its errors and
+// their spread for a long time, while the last recentWindow says how the canary does now. A
+// guard fails only on the step's counts; it may pass on either.
+func heldRecently(c rollout.Check, g rollout.Guard, m rollout.Measurement, a float64) bool {
+	if g.Against == rollout.AgainstBaseline || m.Canary.Recent == nil {
+		return false
+	}
+	cv, ok := valueInterval(c, m.Canary.Recent, a)
+	if !ok {
+		return false
+	}
+	ref := interval{}
+	if g.Against == rollout.AgainstStable {
+		if m.Stable.Recent == nil {
+			return false
+		}
+		if ref, ok = valueInterval(c, m.Stable.Recent, a); !ok {
+			return false
+		}
+	}
+	return shownInside(g, measureInterval(g, cv, ref))
 }
 
 // aboveTolerance reports whether the canary's rate is shown above the tolerance t (always,

@@ -43,6 +43,9 @@ type Counts struct {
 	Total  Bounds `json:"total"`
 	// Buckets are a histogram's buckets in order of their upper bound.
 	Buckets []BucketCounts `json:"buckets,omitempty"`
+	// Live is how many of the side's series were still being scraped (not gone) at the
+	// evaluation: 0 when every target of the side stopped reporting (its pods gone).
+	Live int `json:"live"`
 }
 
 // BucketCounts is one histogram bucket's counts: observations at or below UpperBound, and
