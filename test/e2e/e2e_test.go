@@ -350,7 +350,7 @@ func TestRollouts(t *testing.T) {
 		require.NotNil(t, c.Baseline, "the baseline was captured before the canary")
 		require.NotNil(t, c.Delta)
 		require.InDelta(t, *c.Canary-*c.Stable, *c.Delta, 1e-12)
-		require.Contains(t, c.Threshold, "canary rate <= 1.1 x stable (e-value < 300)")
+		require.Contains(t, c.Threshold, "canary rate <= 1.25 x stable (e-value < 300) or <= 0.1%")
 		require.Positive(t, c.Samples.Canary)
 		require.Equal(t, "start-faulty", final.Cause)
 		require.Equal(t, "v2", final.Revision, "the duplicate id (naming v3) was not applied")
