@@ -243,18 +243,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	}
 	needStable := (seqOn && contains(refs, rollout.AgainstStable)) || needs(active, rollout.AgainstStable)
 
-	r := rollout.CheckResult{Metric: c.Name, Samples: rollout.Samples{Canary: m.Canary.Samples, Stable: m.Stable.Samples}}
-	if m.Canary.OK() {
-		r.Canary = ptr(m.Canary.Value)
-	}
-	if m.Stable.OK() {
-		r.Stable = ptr(m.Stable.Value)
-	}
-	if m.Baseline != nil && m.Baseline.OK() {
-		r.Baseline = ptr(m.Baseline.Value)
-	}
-	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
-	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
+	r := numbers(c, m)
 	r.Threshold = expressions(active)
 	j := judgement{check: c, result: r}
 	set := func(o rollout.Outcome, msg string) judgement {

@@ -348,21 +348,7 @@ func trimFloat(v float64, prec int) string {
 // needStable is set when something other than a guard (a sequential test) needs the stable
 // side, so that its error is the check's error.
 func judgeGuards(c rollout.Check, m rollout.Measurement, step, weight int, needStable bool) judgement {
-	r := rollout.CheckResult{
-		Metric:  c.Name,
-		Samples: rollout.Samples{Canary: m.Canary.Samples, Stable: m.Stable.Samples},
-	}
-	if m.Canary.OK() {
-		r.Canary = ptr(m.Canary.Value)
-	}
-	if m.Stable.OK() {
-		r.Stable = ptr(m.Stable.Value)
-	}
-	if m.Baseline != nil && m.Baseline.OK() {
-		r.Baseline = ptr(m.Baseline.Value)
-	}
-	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
-	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
+	r := numbers(c, m)
 
 	// A baseline that was captured but holds no data, or too few samples to compare with (a
 	// service with little or no history before the canary), cannot be compared with: its
@@ -438,6 +424,24 @@ func judgeGuards(c rollout.Check, m rollout.Measurement, step, weight int, needS
 		return set(rollout.Inconclusive, strings.Join(waiting, "; "))
 	}
 	return set(rollout.Pass, "")
+}
+
+// numbers is a check's result with the numbers of its measurement: each side's value and
+// samples, the baseline, and the deltas.
+func numbers(c rollout.Check, m rollout.Measurement) rollout.CheckResult {
+	r := rollout.CheckResult{Metric: c.Name, Samples: rollout.Samples{Canary: m.Canary.Samples, Stable: m.Stable.Samples}}
+	if m.Canary.OK() {
+		r.Canary = ptr(m.Canary.Value)
+	}
+	if m.Stable.OK() {
+		r.Stable = ptr(m.Stable.Value)
+	}
+	if m.Baseline != nil && m.Baseline.OK() {
+		r.Baseline = ptr(m.Baseline.Value)
+	}
+	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
+	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
+	return r
 }
 
 // thin says why a captured baseline cannot be compared with (no data, or too few samples),
