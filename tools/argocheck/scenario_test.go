@@ -292,8 +292,13 @@ func (s *scenario) finishStep(st analysisStep, name string, created time.Time) s
 		res.exchanges = append(res.exchanges, ex)
 	}
 	ms := measurements(run)
-	if len(ms) != len(res.exchanges) {
+	switch {
+	case len(ms) > len(res.exchanges):
 		s.t.Errorf("%s: %d measurements but analyzerd saw %d requests", name, len(ms), len(res.exchanges))
+	case len(ms) < len(res.exchanges):
+		// Argo keeps the latest measurements only (measurementRetention, 10 by default): they
+		// pair with the latest requests.
+		res.exchanges = res.exchanges[len(res.exchanges)-len(ms):]
 	}
 	for i := range ms {
 		var v *verdict
