@@ -548,64 +548,38 @@ func (st sideTracks) live(kind rollout.CheckKind, at time.Time, interval time.Du
 // dispersionStretches bounds how many stretches a span is cut into to measure dispersion.
 const dispersionStretches = 120
 
-// dispersion is how much more a side's events vary between its series (its pods, its error
-// codes) from one stretch of (from, through] to the next than independent events would:
-// Pearson's statistic of each stretch's events per series against the series' share of the
-// span's events, over its degrees of freedom. An incident that raises every series' events
-// together moves no series' share and is no dispersion; a burst on one pod is. Stretches are
-// at least two scrape intervals (and 10 s) long, so that each holds samples of every series.
-// 0 when it cannot be told: fewer than 2 series or 4 stretches, or no events.
-func dispersion(events group, from, through time.Time, interval time.Duration) float64 {
-	if len(events) < 2 {
-		return 0
-	}
+// dispersion is how much more the events (of all) vary across stretches of (from, through]
+// than independent events would: Pearson's statistic of the stretches' event counts against
+// the span's rate, over its degrees of freedom. Stretches are at least two scrape intervals
+// (and 10 s) long, so that each holds samples of every series; 0 below 4 stretches.
+func dispersion(events, all group, from, through time.Time, interval time.Duration) float64 {
 	stretch := max(2*interval, 10*time.Second, through.Sub(from)/dispersionStretches)
 	n := int(through.Sub(from) / stretch)
 	if n < 4 {
 		return 0
 	}
 	exact := edges{true, true}
-	x := make([][]float64, n) // stretch, series
-	share := make([]float64, len(events))
-	all := 0.0
-	for i := range x {
+	var xs, ns []float64
+	var sx, sn float64
+	for i := 0; i < n; i++ {
 		a, b := from.Add(time.Duration(i)*stretch), from.Add(time.Duration(i+1)*stretch)
-		x[i] = make([]float64, len(events))
-		for k, tr := range events {
-			x[i][k] = tr.between(a, b, exact).Est
-			share[k] += x[i][k]
-			all += x[i][k]
-		}
+		x, m := events.between(a, b, exact).Est, all.between(a, b, exact).Est
+		xs, ns = append(xs, x), append(ns, m)
+		sx, sn = sx+x, sn+m
 	}
-	if all <= 0 {
+	if sn <= 0 || sx <= 0 {
 		return 0
 	}
-	used := 0
-	for k := range share {
-		share[k] /= all
-		if share[k] > 0 {
-			used++
-		}
-	}
-	chi, rows := 0.0, 0
-	for i := range x {
-		sum := 0.0
-		for _, v := range x[i] {
-			sum += v
-		}
-		if sum <= 0 {
+	rate := sx / sn
+	chi, df := 0.0, -1
+	for i := range xs {
+		if ns[i] <= 0 {
 			continue
 		}
-		rows++
-		for k, v := range x[i] {
-			if share[k] <= 0 || share[k] >= 1 {
-				continue
-			}
-			e := sum * share[k]
-			chi += (v - e) * (v - e) / (e * (1 - share[k]))
-		}
+		e := ns[i] * rate * (1 - math.Min(rate, 0.999))
+		chi += (xs[i] - ns[i]*rate) * (xs[i] - ns[i]*rate) / e
+		df++
 	}
-	df := (rows - 1) * (used - 1)
 	if df < 3 {
 		return 0
 	}
@@ -627,11 +601,11 @@ func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Ti
 	from := spans.From
 	counts := st.counts(c.Kind, from, through, e)
 	if c.Kind == rollout.KindRatio {
-		counts.Dispersion = dispersion(st.ratio[0], from, through, spans.interval)
+		counts.Dispersion = dispersion(st.ratio[0], st.ratio[1], from, through, spans.interval)
 	} else {
 		for i, b := range counts.Buckets {
 			if !math.IsInf(b.UpperBound, 1) {
-				counts.Buckets[i].Dispersion = dispersion(st.histogram.slower[b.UpperBound], from, through, spans.interval)
+				counts.Buckets[i].Dispersion = dispersion(st.histogram.slower[b.UpperBound], st.histogram.count[math.Inf(1)], from, through, spans.interval)
 			}
 		}
 	}

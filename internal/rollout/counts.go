@@ -46,10 +46,10 @@ type Counts struct {
 	// Live is how many of the side's series were still being scraped (not gone) at the
 	// evaluation: 0 when every target of the side stopped reporting (its pods gone).
 	Live int `json:"live"`
-	// Dispersion is how much more the side's events vary between its series (pods, codes)
-	// from one stretch of the span to the next than independent events would (Pearson's
-	// statistic over its degrees of freedom; about 1 for independent events, more when errors
-	// come in bursts on one pod). 0 when it cannot be told.
+	// Dispersion is how much more the side's events vary from one stretch of the span to the
+	// next than independent events would (Pearson's statistic over its degrees of freedom; 1
+	// for independent events, more when errors come in bursts). 0 when too little is counted
+	// to tell.
 	Dispersion float64 `json:"dispersion,omitempty"`
 }
 
