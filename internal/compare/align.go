@@ -53,8 +53,6 @@ type Spans struct {
 	Recent time.Duration
 	// bounded takes every edge at its bounds, calm or not (for tests of the bounds).
 	bounded bool
-	// interval is the shortest scrape interval of the check's series (set by MeasureCounters).
-	interval time.Duration
 }
 
 // rangeFor is the range a counter check's selector is read over at At.
@@ -500,7 +498,6 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 	cs, ss := sideOf(c.Kind, canary, spans.At), sideOf(c.Kind, stable, spans.At)
 	k := cutOf(spans.At, append(cs.groups(c.Kind), ss.groups(c.Kind)...)...)
 	m.Through, m.ScrapeInterval, m.NextSample = k.through, k.interval, k.next
-	spans.interval = k.interval
 	var e edges
 	if k.through.After(spans.From) && !spans.bounded {
 		// Each edge is judged against the rate beside it, inside the span: a recent window's
@@ -545,47 +542,6 @@ func (st sideTracks) live(kind rollout.CheckKind, at time.Time, interval time.Du
 	return n
 }
 
-// dispersionStretches bounds how many stretches a span is cut into to measure dispersion.
-const dispersionStretches = 120
-
-// dispersion is how much more the events (of all) vary across stretches of (from, through]
-// than independent events would: Pearson's statistic of the stretches' event counts against
-// the span's rate, over its degrees of freedom. Stretches are at least two scrape intervals
-// (and 10 s) long, so that each holds samples of every series; 0 below 4 stretches.
-func dispersion(events, all group, from, through time.Time, interval time.Duration) float64 {
-	stretch := max(2*interval, 10*time.Second, through.Sub(from)/dispersionStretches)
-	n := int(through.Sub(from) / stretch)
-	if n < 4 {
-		return 0
-	}
-	exact := edges{true, true}
-	var xs, ns []float64
-	var sx, sn float64
-	for i := 0; i < n; i++ {
-		a, b := from.Add(time.Duration(i)*stretch), from.Add(time.Duration(i+1)*stretch)
-		x, m := events.between(a, b, exact).Est, all.between(a, b, exact).Est
-		xs, ns = append(xs, x), append(ns, m)
-		sx, sn = sx+x, sn+m
-	}
-	if sn <= 0 || sx <= 0 {
-		return 0
-	}
-	rate := sx / sn
-	chi, df := 0.0, -1
-	for i := range xs {
-		if ns[i] <= 0 {
-			continue
-		}
-		e := ns[i] * rate * (1 - math.Min(rate, 0.999))
-		chi += (xs[i] - ns[i]*rate) * (xs[i] - ns[i]*rate) / e
-		df++
-	}
-	if df < 3 {
-		return 0
-	}
-	return chi / float64(df)
-}
-
 func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time, e edges) rollout.Reading {
 	switch {
 	case st.err != nil:
@@ -600,15 +556,6 @@ func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Ti
 	}
 	from := spans.From
 	counts := st.counts(c.Kind, from, through, e)
-	if c.Kind == rollout.KindRatio {
-		counts.Dispersion = dispersion(st.ratio[0], st.ratio[1], from, through, spans.interval)
-	} else {
-		for i, b := range counts.Buckets {
-			if !math.IsInf(b.UpperBound, 1) {
-				counts.Buckets[i].Dispersion = dispersion(st.histogram.slower[b.UpperBound], st.histogram.count[math.Inf(1)], from, through, spans.interval)
-			}
-		}
-	}
 	r := rollout.Reading{Counts: &counts}
 	if spans.Recent > 0 {
 		rf := through.Add(-spans.Recent)

@@ -85,9 +85,8 @@ func rateInterval(c *rollout.Counts, a float64) (interval, bool) {
 	if c == nil || c.Total.Est <= 0 {
 		return interval{}, false
 	}
-	phi := math.Max(1, c.Dispersion) // bursts widen it
-	lo, _ := rateCS(c.Events.Low/phi, c.Total.High/phi, a/2)
-	_, hi := rateCS(c.Events.High/phi, c.Total.Low/phi, a/2)
+	lo, _ := rateCS(c.Events.Low, c.Total.High, a/2)
+	_, hi := rateCS(c.Events.High, c.Total.Low, a/2)
 	return interval{lo: lo, est: c.Events.Est / c.Total.Est, hi: hi}, true
 }
 
@@ -115,9 +114,8 @@ func quantileInterval(c *rollout.Counts, q, a float64) (interval, bool) {
 		if math.IsInf(b.UpperBound, 1) {
 			continue
 		}
-		phi := math.Max(1, b.Dispersion)
-		sLo, _ := rateCS(b.Slower.Low/phi, c.Total.High/phi, ab)
-		_, sHi := rateCS(b.Slower.High/phi, c.Total.Low/phi, ab)
+		sLo, _ := rateCS(b.Slower.Low, c.Total.High, ab)
+		_, sHi := rateCS(b.Slower.High, c.Total.Low, ab)
 		hiCDF = append(hiCDF, rollout.Bucket{UpperBound: b.UpperBound, Count: 1 - math.Min(1, sLo)})
 		loCDF = append(loCDF, rollout.Bucket{UpperBound: b.UpperBound, Count: 1 - math.Min(1, sHi)})
 	}
@@ -312,10 +310,6 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	cP := pairsOf(c.Kind, m.Canary.Counts, tested, forPass, true)
 	sP := pairsOf(c.Kind, m.Stable.Counts, tested, forPass, false)
 	stableCounted := m.Stable.OK() && m.Stable.Counts != nil
-	// The tests read the counts as independent events would give them: errors that come in
-	// bursts (overdispersion, measured on the stable side and the baseline) count for less.
-	phis := dispersions(c, m, tested)
-	tcR, tsR, tcP, tsP := temper(cR, phis), temper(sR, phis), temper(cP, phis), temper(sP, phis)
 
 	// The sequential tests: rollback once the canary is shown worse than the margin.
 	eValue := 1.0
@@ -325,7 +319,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	shown, shownWhy := !seqOn, ""
 	var proved []string
 	if seqOn && ready {
-		cum := temper(addPairs(ce.Settled, cR), phis)
+		cum := addPairs(ce.Settled, cR)
 		for _, ref := range refs {
 			switch ref {
 			case rollout.AgainstStable:
@@ -337,7 +331,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				step := make([][]float64, len(cR))
 				for i := range cR {
 					step[i] = make([]float64, gridSize)
-					conditionalUpdate(step[i], theta0, counts{tcR[i].Events, tcR[i].Total}, counts{tsR[i].Events, tsR[i].Total})
+					conditionalUpdate(step[i], theta0, counts{cR[i].Events, cR[i].Total}, counts{sR[i].Events, sR[i].Total})
 				}
 				ce.StepLogLR = step
 				for i := range cR {
@@ -355,9 +349,8 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 						if i >= len(rs.Canary) || i >= len(rs.Stable) {
 							continue
 						}
-						phi := phis[min(i, len(phis)-1)]
-						dc := Pair{Events: math.Max(0, cR[i].Events-rs.Canary[i].Events) / phi, Total: math.Max(0, cR[i].Total-rs.Canary[i].Total) / phi}
-						ds := Pair{Events: math.Max(0, sR[i].Events-rs.Stable[i].Events) / phi, Total: math.Max(0, sR[i].Total-rs.Stable[i].Total) / phi}
+						dc := Pair{Events: math.Max(0, cR[i].Events-rs.Canary[i].Events), Total: math.Max(0, cR[i].Total-rs.Canary[i].Total)}
+						ds := Pair{Events: math.Max(0, sR[i].Events-rs.Stable[i].Events), Total: math.Max(0, sR[i].Total-rs.Stable[i].Total)}
 						l := make([]float64, gridSize)
 						conditionalUpdate(l, theta0, counts{dc.Events, dc.Total}, counts{ds.Events, ds.Total})
 						w := math.Log(restartWeight(rs.Index))
@@ -419,7 +412,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		if rejected != "" {
 			rejectedMsg = fmt.Sprintf("the canary's %s is more than %s times the %s's: %s", what, trimFloat(theta0, 4), rejectedAgainst, rejected)
 		}
-		shown, shownWhy, proved = passTest(c, m, refs, theta0, tol, alpha, prior, tcP, tsP, stableCounted, thinBaseline, tested)
+		shown, shownWhy, proved = passTest(c, m, refs, theta0, tol, alpha, prior, cP, sP, stableCounted, thinBaseline, tested)
 	} else if seqOn {
 		shownWhy = "not enough observations yet to choose the tail's buckets"
 	}
@@ -551,48 +544,6 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	last := j.result
 	ce.Last = &last
 	return j
-}
-
-// dispersions is each tested count's overdispersion factor: the larger of the stable side's
-// (over the step) and the baseline's, at least 1. The canary's own is left out: a regression
-// that begins during the step would look like dispersion and weaken the test that should
-// catch it.
-func dispersions(c rollout.Check, m rollout.Measurement, tested []float64) []float64 {
-	of := func(cs *rollout.Counts, i int) float64 {
-		if cs == nil {
-			return 0
-		}
-		if c.Kind == rollout.KindRatio {
-			return cs.Dispersion
-		}
-		for _, b := range cs.Buckets {
-			if i < len(tested) && b.UpperBound == tested[i] {
-				return b.Dispersion
-			}
-		}
-		return 0
-	}
-	n := 1
-	if c.Kind == rollout.KindHistogram {
-		n = max(1, len(tested))
-	}
-	out := make([]float64, n)
-	for i := range out {
-		out[i] = math.Max(1, math.Max(of(m.Stable.Counts, i), of(baselineCounts(m), i)))
-	}
-	return out
-}
-
-// temper divides each count by its dispersion factor: the quasi-likelihood reading of
-// overdispersed counts (the tests' log likelihood ratios shrink by the factor, their
-// confidence sequences widen by its square root).
-func temper(ps []Pair, phis []float64) []Pair {
-	out := make([]Pair, len(ps))
-	for i, p := range ps {
-		phi := phis[min(i, len(phis)-1)]
-		out[i] = Pair{Events: p.Events / phi, Total: p.Total / phi}
-	}
-	return out
 }
 
 // maxRestarts bounds the restarts a check keeps: the latest ones (dropping a restart only

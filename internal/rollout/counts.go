@@ -46,11 +46,6 @@ type Counts struct {
 	// Live is how many of the side's series were still being scraped (not gone) at the
 	// evaluation: 0 when every target of the side stopped reporting (its pods gone).
 	Live int `json:"live"`
-	// Dispersion is how much more the side's events vary from one stretch of the span to the
-	// next than independent events would (Pearson's statistic over its degrees of freedom; 1
-	// for independent events, more when errors come in bursts). 0 when too little is counted
-	// to tell.
-	Dispersion float64 `json:"dispersion,omitempty"`
 }
 
 // BucketCounts is one histogram bucket's counts: observations at or below UpperBound, and
@@ -60,8 +55,6 @@ type BucketCounts struct {
 	UpperBound float64 `json:"le"`
 	Count      Bounds  `json:"count"`
 	Slower     Bounds  `json:"slower"`
-	// Dispersion is Counts.Dispersion for the observations above the bound.
-	Dispersion float64 `json:"dispersion,omitempty"`
 }
 
 // EstBuckets are the estimated cumulative buckets, as Quantile takes them.
@@ -79,16 +72,14 @@ func (c Counts) Empty() bool { return c.Total.High <= 0 }
 type bucketCountsJSON struct {
 	// LE is the upper bound as Prometheus writes it ("+Inf" for the last), since JSON
 	// numbers cannot be infinite.
-	LE         string  `json:"le"`
-	Count      Bounds  `json:"count"`
-	Slower     Bounds  `json:"slower"`
-	Dispersion float64 `json:"dispersion,omitempty"`
+	LE     string `json:"le"`
+	Count  Bounds `json:"count"`
+	Slower Bounds `json:"slower"`
 }
 
 // MarshalJSON encodes the bucket with its bound as Prometheus writes it: {"le": "+Inf", ...}.
 func (b BucketCounts) MarshalJSON() ([]byte, error) {
-	return json.Marshal(bucketCountsJSON{LE: strconv.FormatFloat(b.UpperBound, 'g', -1, 64), Count: b.Count, Slower: b.Slower,
-		Dispersion: b.Dispersion})
+	return json.Marshal(bucketCountsJSON{LE: strconv.FormatFloat(b.UpperBound, 'g', -1, 64), Count: b.Count, Slower: b.Slower})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.
@@ -101,6 +92,6 @@ func (b *BucketCounts) UnmarshalJSON(data []byte) error {
 	if err != nil || math.IsNaN(ub) {
 		return fmt.Errorf("bucket le %q is not a number", raw.LE)
 	}
-	b.UpperBound, b.Count, b.Slower, b.Dispersion = ub, raw.Count, raw.Slower, raw.Dispersion
+	b.UpperBound, b.Count, b.Slower = ub, raw.Count, raw.Slower
 	return nil
 }
