@@ -335,30 +335,15 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				}
 				ce.StepLogLR = step
 				for i := range cR {
-					// The analysis's whole evidence (the steps over, and this one's), weighed
-					// 1/2, and the restarts within this step, each weighed by restartWeight.
-					terms := make([]float64, 0, gridSize*(1+len(ce.Restarts)))
-					for k := 0; k < gridSize; k++ {
-						l := step[i][k]
-						if i < len(ce.LogLR) {
-							l += ce.LogLR[i][k]
-						}
-						terms = append(terms, prior[k]+math.Log(0.5)+l)
-					}
-					for _, rs := range ce.Restarts {
-						if i >= len(rs.Canary) || i >= len(rs.Stable) {
-							continue
-						}
-						dc := Pair{Events: math.Max(0, cR[i].Events-rs.Canary[i].Events), Total: math.Max(0, cR[i].Total-rs.Canary[i].Total)}
-						ds := Pair{Events: math.Max(0, sR[i].Events-rs.Stable[i].Events), Total: math.Max(0, sR[i].Total-rs.Stable[i].Total)}
-						l := make([]float64, gridSize)
-						conditionalUpdate(l, theta0, counts{dc.Events, dc.Total}, counts{ds.Events, ds.Total})
-						w := math.Log(restartWeight(rs.Index))
+					// The analysis's whole evidence: the steps over, and this one's.
+					l := make([]float64, gridSize)
+					copy(l, step[i])
+					if i < len(ce.LogLR) {
 						for k := range l {
-							terms = append(terms, prior[k]+w+l[k])
+							l[k] += ce.LogLR[i][k]
 						}
 					}
-					e := math.Exp(logSumExp(terms))
+					e := math.Exp(logMixture(l, prior))
 					if math.IsNaN(e) {
 						e = 1
 					}
@@ -367,14 +352,6 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 						rejectedAgainst = ref
 						rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
 					}
-				}
-				// This cut is where the next restart begins.
-				ce.Starts++
-				ce.Restarts = append(ce.Restarts, Restart{Index: ce.Starts,
-					Canary: pairsOf(c.Kind, m.Canary.Counts, tested, forPass, true),
-					Stable: pairsOf(c.Kind, m.Stable.Counts, tested, forPass, false)})
-				if len(ce.Restarts) > maxRestarts {
-					ce.Restarts = ce.Restarts[len(ce.Restarts)-maxRestarts:]
 				}
 			case rollout.AgainstBaseline:
 				bp := pairsOf(c.Kind, baselineCounts(m), tested, estimated, false)
@@ -546,32 +523,6 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	return j
 }
 
-// maxRestarts bounds the restarts a check keeps: the latest ones (dropping a restart only
-// lowers the e-value, which keeps the test valid).
-const maxRestarts = 24
-
-// restartWeight is the weight of the test restarted at the analysis's n-th start (n >= 1):
-// the weights of all restarts sum to 1/2 (with the whole analysis's test weighed 1/2, the
-// mixture's expectation stays at most 1 under "no worse", so it remains an e-process). Each
-// restarted test is an e-process from its own start, which a cut (known before the counts
-// after it) fixes in advance.
-func restartWeight(n int) float64 {
-	return 0.5 * 6 / (math.Pi * math.Pi * float64(n) * float64(n))
-}
-
-// floorOf is the rate below which a tested count neither fails nor needs comparing: a ratio
-// check's tolerance (an error rate good enough whatever stable does), or, for a histogram
-// check, half its quantile's tail (1 - quantile) / 2: a bound that fewer requests than that
-// exceed lies above the quantile, and its share cannot move it. Coarse buckets often leave a
-// bound whose share is a fraction of a percent, which no test could show within a relative
-// margin.
-func floorOf(c rollout.Check) float64 {
-	if c.Kind == rollout.KindHistogram {
-		return (1 - c.Quantile) / 2
-	}
-	return tolerance(c.Sequential)
-}
-
 // heldRecently reports whether a guard against stable (or the canary's own value) is shown to
 // hold over the recent window: after a shared incident, the step's counts hold its errors and
 // their spread for a long time, while the last recentWindow says how the canary does now. A
@@ -594,6 +545,19 @@ func heldRecently(c rollout.Check, g rollout.Guard, m rollout.Measurement, a flo
 		}
 	}
 	return shownInside(g, measureInterval(g, cv, ref))
+}
+
+// floorOf is the rate below which a tested count neither fails nor needs comparing: a ratio
+// check's tolerance (an error rate good enough whatever stable does), or, for a histogram
+// check, half its quantile's tail (1 - quantile) / 2: a bound that fewer requests than that
+// exceed lies above the quantile, and its share cannot move it. Coarse buckets often leave a
+// bound whose share is a fraction of a percent, which no test could show within a relative
+// margin.
+func floorOf(c rollout.Check) float64 {
+	if c.Kind == rollout.KindHistogram {
+		return (1 - c.Quantile) / 2
+	}
+	return tolerance(c.Sequential)
 }
 
 // aboveTolerance reports whether the canary's rate is shown above the tolerance t (always,

@@ -83,7 +83,7 @@ func Decide(in Input) Result {
 				}
 			}
 			ce.Settled = addPairs(ce.Settled, ce.StepCounts)
-			ce.StepLogLR, ce.StepCounts, ce.Restarts = nil, nil, nil
+			ce.StepLogLR, ce.StepCounts = nil, nil
 			ce.Canary, ce.Stable = Tally{}, Tally{}
 			ce.Through, ce.Last = time.Time{}, nil
 			ce.StepStarted = in.StepStarted

@@ -55,12 +55,7 @@ type CheckEvidence struct {
 	// tolerance.
 	Settled    []Pair `json:"settled,omitempty"`
 	StepCounts []Pair `json:"stepCounts,omitempty"`
-	// Restarts are the test against stable started again at the step's latest judged cuts
-	// (see restartWeight), and Starts counts the starts the analysis has made: a regression
-	// that begins late in a long step is weighed against the counts since shortly before it,
-	// not against all the healthy evidence before.
-	Restarts []Restart `json:"restarts,omitempty"`
-	Starts   int       `json:"starts,omitempty"`
+
 	// Canary and Stable are each side's estimated counts in the step as last judged, for the
 	// Mann-Whitney points and to tell a canary that stopped serving.
 	Canary Tally `json:"canary"`
@@ -70,15 +65,6 @@ type CheckEvidence struct {
 
 	// Points are the step's per-evaluation values of each side, for the Mann-Whitney judge.
 	Points Points `json:"points"`
-}
-
-// Restart is where a restarted test begins: the start's index in the analysis, and each
-// side's counts at that cut, at the bound that makes the counts since then least favourable
-// to a rollback (the canary's events high and requests low, the stable's the opposite).
-type Restart struct {
-	Index  int    `json:"index"`
-	Canary []Pair `json:"canary"`
-	Stable []Pair `json:"stable"`
 }
 
 // Pair is one tested count: events (errors, or requests slower than a bound) in a total.
@@ -119,13 +105,6 @@ func (c CheckEvidence) clone() CheckEvidence {
 	out.Tested = slices.Clone(c.Tested)
 	out.LogLR, out.StepLogLR = cloneLR(c.LogLR), cloneLR(c.StepLogLR)
 	out.Settled, out.StepCounts = slices.Clone(c.Settled), slices.Clone(c.StepCounts)
-	out.Restarts = make([]Restart, len(c.Restarts))
-	for i, r := range c.Restarts {
-		out.Restarts[i] = Restart{Index: r.Index, Canary: slices.Clone(r.Canary), Stable: slices.Clone(r.Stable)}
-	}
-	if c.Restarts == nil {
-		out.Restarts = nil
-	}
 	if c.Last != nil {
 		last := *c.Last
 		out.Last = &last
