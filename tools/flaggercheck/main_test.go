@@ -73,24 +73,6 @@ var (
 	wlMu      sync.Mutex
 )
 
-// daemonConfig is the shipped configuration with short intervals, so that a step takes
-// seconds: the template's interval 1s (10s shipped) and minimum step 6s (1m shipped), with
-// ingest.maxClockSkew (which must stay below the minimum step) at 2s.
-func daemonConfig() (string, error) {
-	b, err := os.ReadFile(filepath.Join(repoRoot, "configs", "analyzerd.yaml"))
-	if err != nil {
-		return "", err
-	}
-	cfg, err := ctlharness.Replace(string(b),
-		"interval: 10s", "interval: 1s",
-		"minStepDuration: 1m", "minStepDuration: 6s",
-		// A canary shown below a 1% error rate passes: showing 0.5% within 1.25 x stable's
-		// rate, as the shipped 0.1% tolerance asks, takes minutes at the test's traffic.
-		"tolerance: 0.001", "tolerance: 0.01",
-	)
-	return cfg + "\ningest:\n  maxClockSkew: 2s\n", err
-}
-
 func setup(t *testing.T) {
 	t.Helper()
 	envOnce.Do(func() { envErr = startEnv() })
@@ -110,7 +92,7 @@ func startEnv() error {
 	if env.prom, err = ctlharness.StartPrometheus(filepath.Join(workDir, "prometheus")); err != nil {
 		return err
 	}
-	cfg, err := daemonConfig()
+	cfg, err := ctlharness.FastConfig(repoRoot)
 	if err != nil {
 		return err
 	}
