@@ -55,6 +55,16 @@ type Spans struct {
 	bounded bool
 }
 
+// recentFrom is where the recent span starts when the counts end at through: Recent before
+// it, but not before From.
+func (s Spans) recentFrom(through time.Time) time.Time {
+	rf := through.Add(-s.Recent)
+	if rf.Before(s.From) {
+		return s.From
+	}
+	return rf
+}
+
 // rangeFor is the range a counter check's selector is read over at At.
 func (s Spans) rangeFor() time.Duration {
 	return max(s.At.Sub(s.From), 0) + lookback
@@ -67,6 +77,16 @@ type track struct {
 	t        []time.Time
 	cum      []float64
 	interval time.Duration // median gap between samples; 0 with a single sample
+	target   string        // the scrape target the series is of (see targetOf); "" unknown
+}
+
+// targetOf names the scrape target a series comes from: its pod label, or else its instance
+// label ("" when it has neither: the side is then not broken down by target).
+func targetOf(labels map[string]string) string {
+	if v := labels["pod"]; v != "" {
+		return v
+	}
+	return labels["instance"]
 }
 
 func newTrack(samples []Sample, at time.Time) (track, bool) {
@@ -137,7 +157,10 @@ func (tr track) at(x time.Time) rollout.Bounds {
 
 // edges says which of a span's two edges are calm: taken at their estimate rather than at
 // their bounds (see calm).
-type edges struct{ from, through bool }
+type edges struct {
+	from, through bool
+	recent        bool // the recent span's start, when it lies after from
+}
 
 func (e edges) at(tr track, x time.Time, calm bool) rollout.Bounds {
 	b := tr.at(x)
@@ -162,6 +185,7 @@ func tracksOf(r Response, at time.Time) group {
 	g := make(group, 0, len(r.Series))
 	for _, s := range r.Series {
 		if tr, ok := newTrack(s.Samples, at); ok {
+			tr.target = targetOf(s.Labels)
 			g = append(g, tr)
 		}
 	}
@@ -253,6 +277,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 	type member struct {
 		le      float64
 		samples []Sample
+		target  string
 	}
 	byGroup := map[string][]member{}
 	seen := map[float64]bool{}
@@ -265,12 +290,13 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 		if err != nil || math.IsNaN(le) {
 			return h, fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, raw)
 		}
-		byGroup[groupKey(s.Labels)] = append(byGroup[groupKey(s.Labels)], member{le, s.Samples})
+		byGroup[groupKey(s.Labels)] = append(byGroup[groupKey(s.Labels)], member{le, s.Samples, targetOf(s.Labels)})
 		if !seen[le] {
 			seen[le] = true
 			h.les = append(h.les, le)
 		}
 		if tr, ok := newTrack(s.Samples, at); ok {
+			tr.target = targetOf(s.Labels)
 			h.count[le] = append(h.count[le], tr)
 		}
 	}
@@ -300,6 +326,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 				}
 			}
 			if tr, ok := newTrack(derived, at); ok {
+				tr.target = m.target
 				h.slower[m.le] = append(h.slower[m.le], tr)
 			}
 		}
@@ -348,6 +375,17 @@ func (h histogramTracks) counts(from, through time.Time, e edges) rollout.Counts
 	return c
 }
 
+// only is the group's tracks of one target.
+func (g group) only(target string) group {
+	var out group
+	for _, tr := range g {
+		if tr.target == target {
+			out = append(out, tr)
+		}
+	}
+	return out
+}
+
 // sideTracks is one side's tracks of a counter check.
 type sideTracks struct {
 	ratio     [2]group // errors, total
@@ -376,6 +414,39 @@ func sideOf(kind rollout.CheckKind, resps []Response, at time.Time) sideTracks {
 		st.histogram, st.err = histogramOf(resps[0], at)
 	}
 	return st
+}
+
+// targets are the side's scrape targets, in order, or nil when a series names none.
+func (st sideTracks) targets(kind rollout.CheckKind) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, g := range st.groups(kind) {
+		for _, tr := range g {
+			if tr.target == "" {
+				return nil
+			}
+			if !seen[tr.target] {
+				seen[tr.target] = true
+				out = append(out, tr.target)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// only is the side's tracks of one target.
+func (st sideTracks) only(target string) sideTracks {
+	out := st
+	out.ratio = [2]group{st.ratio[0].only(target), st.ratio[1].only(target)}
+	out.histogram.count, out.histogram.slower = map[float64]group{}, map[float64]group{}
+	for le, g := range st.histogram.count {
+		out.histogram.count[le] = g.only(target)
+	}
+	for le, g := range st.histogram.slower {
+		out.histogram.slower[le] = g.only(target)
+	}
+	return out
 }
 
 func (st sideTracks) groups(kind rollout.CheckKind) []group {
@@ -449,16 +520,26 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, after bool, 
 		}
 	}
 	refFrom, refThrough := first.Add(-inner), first
+	loose := true // a jump of up to 2x beside the Poisson slack is still calm
 	if after {
 		refFrom, refThrough = last, last.Add(inner)
 		if refThrough.After(limit) {
 			refThrough = limit
 		}
+		if !refThrough.After(refFrom) {
+			// Nothing counted after the edge's samples yet (the span's first scrapes): the
+			// rate before it judges it instead, strictly (within the Poisson slack alone),
+			// since the weight changed at the edge: the canary's requests in the bracket
+			// are mostly after it, so a rate that changed within the bracket (an incident
+			// that ends there) would be misplaced by the estimate.
+			refFrom, refThrough = first.Add(-inner), first
+			loose = false
+		}
 	}
 	if !refThrough.After(refFrom) {
 		return false // nothing beside the edge to judge it by yet
 	}
-	exact := edges{true, true}
+	exact := edges{from: true, through: true}
 	e := exact
 	// The sides' pairs line up bound by bound (ratio: one pair a side).
 	n := len(pairs) / max(1, len(sides))
@@ -481,7 +562,11 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, after bool, 
 		}
 		lambda := kRef / nRef * nEdge
 		slack := 4*math.Sqrt(lambda) + 5
-		if kEdge > 2*lambda+slack || kEdge < lambda/2-slack {
+		hi, lo := lambda+slack, lambda-slack
+		if loose {
+			hi, lo = 2*lambda+slack, lambda/2-slack
+		}
+		if kEdge > hi || kEdge < lo {
 			return false
 		}
 	}
@@ -508,9 +593,15 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 		}
 		e.from = calm(c.Kind, spans.From, ref, true, k.through, cs, ss)
 		e.through = calm(c.Kind, k.through, ref, false, k.through, cs, ss)
+		if rf := spans.recentFrom(k.through); rf.After(spans.From) {
+			// The recent span's start is judged as the step's is: an incident that ends
+			// there, seen by each pod at its own scrape, must not stay in one side's
+			// recent counts more than in the other's.
+			e.recent = calm(c.Kind, rf, ref, true, k.through, cs, ss)
+		}
 	}
-	m.Canary = counterReading(c, cs, spans, k.through, e)
-	m.Stable = counterReading(c, ss, spans, k.through, e)
+	m.Canary = counterReading(c, cs, spans, k.through, e, &ss)
+	m.Stable = counterReading(c, ss, spans, k.through, e, nil)
 	for _, side := range []struct {
 		r  *rollout.Reading
 		st sideTracks
@@ -542,7 +633,9 @@ func (st sideTracks) live(kind rollout.CheckKind, at time.Time, interval time.Du
 	return n
 }
 
-func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time, e edges) rollout.Reading {
+// counterReading is one side's reading of a counter check. With other (the stable side's
+// tracks, for the canary's reading) it looks for bursts in its counts (see bursts).
+func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Time, e edges, other *sideTracks) rollout.Reading {
 	switch {
 	case st.err != nil:
 		return errorReading(st.err)
@@ -556,13 +649,20 @@ func counterReading(c rollout.Check, st sideTracks, spans Spans, through time.Ti
 	}
 	from := spans.From
 	counts := st.counts(c.Kind, from, through, e)
+	if other != nil {
+		counts.Steady, counts.Bursts = st.bursts(c.Kind, counts, e, *other)
+	}
 	r := rollout.Reading{Counts: &counts}
 	if spans.Recent > 0 {
-		rf := through.Add(-spans.Recent)
-		if rf.Before(from) {
-			rf = from
+		rf := spans.recentFrom(through)
+		re := edges{from: e.from, through: e.through}
+		if rf.After(from) {
+			re.from = e.recent
 		}
-		recent := st.counts(c.Kind, rf, through, edges{from: rf.After(from) || e.from, through: e.through})
+		recent := st.counts(c.Kind, rf, through, re)
+		if other != nil {
+			recent.Steady, recent.Bursts = st.bursts(c.Kind, recent, re, *other)
+		}
 		r.Recent = &recent
 	}
 	if !through.After(from) {

@@ -454,6 +454,23 @@ func TestCalmEdges(t *testing.T) {
 		require.Equal(t, r.Counts.Total.Low, r.Counts.Total.High)
 	}
 
+	// The step's first scrapes: with a sample after From on every series but nothing counted
+	// after those yet, the start is judged by the rate before it, and already counts.
+	early := measure(side{[]proc{a}, []proc{aErr}}, side{[]proc{c}, []proc{cErr}}, 7, 19)
+	require.Equal(t, sec(11), early.Through, "the oldest of the first samples after From")
+	for _, r := range []rollout.Reading{early.Canary, early.Stable} {
+		require.Equal(t, r.Counts.Events.Low, r.Counts.Events.High, "early: a calm start: %+v", r.Counts.Events)
+		require.Positive(t, r.Counts.Total.Low, "early: the first scrapes count")
+	}
+	// A burst both sides share just before From: the rate before the start does not explain
+	// the bracket around it, which is taken at its bounds.
+	bErr := cErr
+	bErr.bursts = [][2]float64{{5, 300}}
+	aBurst := aErr
+	aBurst.bursts = [][2]float64{{5, 300}}
+	early = measure(side{[]proc{a}, []proc{aBurst}}, side{[]proc{c}, []proc{bErr}}, 7, 19)
+	require.Less(t, early.Canary.Counts.Events.Low, early.Canary.Counts.Events.High, "a burst at the start: bounds")
+
 	// A burst both sides share, at every moment around the newest samples: the edge it
 	// falls in is taken at its bounds, never favouring the canary.
 	for _, burstAt := range []float64{120, 128, 131, 140} {

@@ -191,6 +191,18 @@ func conditionalBelow(logLR []float64, theta0 float64, canary, stable Pair) {
 	}
 }
 
+// addGrid is the step's log likelihood ratios plus the settled steps' for tested count i.
+func addGrid(step []float64, settled [][]float64, i int) []float64 {
+	l := make([]float64, len(step))
+	copy(l, step)
+	if i < len(settled) {
+		for k := range l {
+			l[k] += settled[i][k]
+		}
+	}
+	return l
+}
+
 func addPairs(a, b []Pair) []Pair {
 	out := make([]Pair, max(len(a), len(b)))
 	for i := range out {
@@ -310,6 +322,14 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	cP := pairsOf(c.Kind, m.Canary.Counts, tested, forPass, true)
 	sP := pairsOf(c.Kind, m.Stable.Counts, tested, forPass, false)
 	stableCounted := m.Stable.OK() && m.Stable.Counts != nil
+	// Bursts on single canary targets: rollbacks are judged without them too.
+	without, outlierWhy := steadyOf(m.Canary.Counts)
+	var cRw, cumW []Pair
+	if without != nil {
+		cRw = pairsOf(c.Kind, without, tested, forRollback, true)
+		cumW = addPairs(ce.Settled, cRw)
+	}
+	heldBack := false
 
 	// The sequential tests: rollback once the canary is shown worse than the margin.
 	eValue := 1.0
@@ -332,23 +352,27 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				for i := range cR {
 					step[i] = make([]float64, gridSize)
 					conditionalUpdate(step[i], theta0, counts{cR[i].Events, cR[i].Total}, counts{sR[i].Events, sR[i].Total})
+					if cRw != nil {
+						// Each alternative's evidence is the lesser of the two: at most
+						// what all the counts show.
+						w := make([]float64, gridSize)
+						conditionalUpdate(w, theta0, counts{cRw[i].Events, cRw[i].Total}, counts{sR[i].Events, sR[i].Total})
+						full := math.Exp(logMixture(addGrid(step[i], ce.LogLR, i), prior))
+						for k := range w {
+							step[i][k] = math.Min(step[i][k], w[k])
+						}
+						heldBack = heldBack || (full >= threshold && math.Exp(logMixture(addGrid(step[i], ce.LogLR, i), prior)) < threshold)
+					}
 				}
 				ce.StepLogLR = step
 				for i := range cR {
 					// The analysis's whole evidence: the steps over, and this one's.
-					l := make([]float64, gridSize)
-					copy(l, step[i])
-					if i < len(ce.LogLR) {
-						for k := range l {
-							l[k] += ce.LogLR[i][k]
-						}
-					}
-					e := math.Exp(logMixture(l, prior))
+					e := math.Exp(logMixture(addGrid(step[i], ce.LogLR, i), prior))
 					if math.IsNaN(e) {
 						e = 1
 					}
 					eValue = math.Max(eValue, e)
-					if e >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
+					if e >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) && (cumW == nil || aboveTolerance(cumW[i], tol, alpha)) {
 						rejectedAgainst = ref
 						rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
 					}
@@ -367,6 +391,11 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 					}
 					lambda0 := theta0 * poissonBound(bp[i].Events, bp[i].Total, a/2, true)
 					e := math.Exp(logMixture(poissonLogLR(cum[i].Events, cum[i].Total, lambda0), prior))
+					if cumW != nil && cumW[i].Total > 0 {
+						ew := math.Exp(logMixture(poissonLogLR(cumW[i].Events, cumW[i].Total, lambda0), prior))
+						heldBack = heldBack || (e >= threshold && ew < threshold)
+						e = math.Min(e, ew)
+					}
 					if math.IsNaN(e) {
 						e = 1
 					}
@@ -408,10 +437,11 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	// The guards, each judged with its uncertainty.
 	var failed []rollout.Guard
 	var waiting []string
+	recentWithout, recentWhy := steadyOf(m.Canary.Recent)
 	for _, g := range active {
-		counts := m.Canary.Counts
+		counts, rest, restWhy := m.Canary.Counts, without, outlierWhy
 		if g.Against == rollout.AgainstBaseline && m.Canary.Recent != nil {
-			counts = m.Canary.Recent
+			counts, rest, restWhy = m.Canary.Recent, recentWithout, recentWhy
 		}
 		cv, ok := valueInterval(c, counts, ga)
 		if !ok {
@@ -444,6 +474,14 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 			if g.Against == rollout.AgainstBaseline {
 				if why, ok := sharedWithStable(c, g, m, ref, ga); ok {
 					j.shared = strings.TrimPrefix(j.shared+"; "+why, "; ")
+					continue
+				}
+			}
+			if rest != nil {
+				// It fails only if it also does without the canary's bursts.
+				if rv, ok := valueInterval(c, rest, ga); ok && !shownOutside(g, measureInterval(g, rv, ref)) {
+					heldBack, outlierWhy = true, restWhy
+					waiting = append(waiting, g.Expression()+" fails only with the canary's bursts")
 					continue
 				}
 			}
@@ -507,6 +545,8 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		j.result.Outcome, j.result.Message = rollout.Inconclusive, fmt.Sprintf("%d of the %d canary samples it needs", m.Canary.Samples, c.MinSamples)
 	case len(active) == 0 && skippedCondition && !seqOn:
 		j.result.Outcome, j.result.Message = rollout.Inconclusive, "nothing to compare with: "+thinBaseline+" and no other guard applies at this step"
+	case heldBack:
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, outlierWhy
 	case len(waiting) > 0:
 		j.result.Outcome, j.result.Message = rollout.Inconclusive, strings.Join(waiting, "; ")
 	case !shown:

@@ -155,3 +155,37 @@ func TestStoppedCanaryPausesAndNoNewSamplesCountsNothing(t *testing.T) {
 	back := decide(at(150), at(150), counted(12, 13500), counted(100, 135000), stopped.Evidence)
 	require.Equal(t, rollout.Proceed, back.Decision, back.Reason)
 }
+
+// TestBurstOnOnePodIsNoRollback: a canary whose counts hold a burst on one pod (compare's
+// Bursts, with its steady counts without it) is not rolled back by the sequential test nor
+// failed by its guard while its steady counts are like the stable side's; the verdict names
+// the burst. A canary whose steady counts are as bad is rolled back.
+func TestBurstOnOnePodIsNoRollback(t *testing.T) {
+	tm := tmpl(fieldCheck())
+	base := counted(300, 60000)
+	withBurst := func(steadyErrors float64) rollout.Reading {
+		r := side(steadyErrors+375, 24000, 40, 6000)
+		r.Counts.Bursts = []rollout.Burst{{Target: "canary-0", From: t0.Add(time.Minute), Through: t0.Add(time.Minute + 15*time.Second),
+			Events: 380, Total: 3750, Rate: 0.005}}
+		r.Counts.Steady = &rollout.Counts{Events: rollout.Exact(steadyErrors), Total: rollout.Exact(24000 - 3750)}
+		return r
+	}
+	input := func(canary rollout.Reading) Input {
+		now := t0.Add(4 * time.Minute)
+		return Input{Template: tm, Step: 0, Weight: 50, StepStarted: t0, Now: now,
+			Measurements: []rollout.Measurement{{Check: "error-rate", Canary: canary, Stable: side(120, 24000, 30, 6000), Baseline: &base,
+				Through: now, ScrapeInterval: 15 * time.Second}}}
+	}
+	// 495 errors of 24,000 (2.1%) against stable's 0.5%: rolled back on all the counts alone.
+	full := side(495, 24000, 40, 6000)
+	require.Equal(t, rollout.Rollback, Decide(input(full)).Decision)
+
+	res := Decide(input(withBurst(100)))
+	require.Equal(t, rollout.Pause, res.Decision, res.Reason)
+	require.Contains(t, res.Reason, "judged without the canary's bursts on single targets too: canary-0 14:01:00 to 14:01:15 (380 of 3750, where 0.5% were expected)")
+	require.Zero(t, res.Evidence.Checks["error-rate"].Failures, "the guard does not fail on a burst alone")
+
+	// Steady counts as bad as all of them (1.8% without the burst): rollback.
+	res = Decide(input(withBurst(370)))
+	require.Equal(t, rollout.Rollback, res.Decision, res.Reason)
+}

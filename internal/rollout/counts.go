@@ -46,6 +46,46 @@ type Counts struct {
 	// Live is how many of the side's series were still being scraped (not gone) at the
 	// evaluation: 0 when every target of the side stopped reporting (its pods gone).
 	Live int `json:"live"`
+	// Bursts are stretches of one scrape target's counts out of line with the rest of the
+	// side's (errors in a burst on one pod), and Steady the counts without them; both only
+	// on the canary's side, when it has any. Decide judges a rollback with and without them.
+	Bursts []Burst `json:"bursts,omitempty"`
+	Steady *Counts `json:"steady,omitempty"`
+}
+
+// Burst is a stretch of one scrape target's counts, between two of its scrapes, that holds far
+// more events than the side's rate elsewhere explains.
+type Burst struct {
+	Target  string    `json:"target"`
+	From    time.Time `json:"from"`
+	Through time.Time `json:"through"`
+	// Events and Total are what the stretch counted (a histogram's: its slower requests at
+	// the bucket where it stands out most).
+	Events float64 `json:"events"`
+	Total  float64 `json:"total"`
+	// Rate is the rate it was judged against: the higher of the side's rate elsewhere and
+	// twice the other side's at the same time.
+	Rate float64 `json:"rate"`
+}
+
+// Minus is c without o, a part of it over the same span (a burst's counts), bound by bound
+// (see Bounds.Sub), bucket by bucket. Live, Bursts and Steady are not kept.
+func (c Counts) Minus(o Counts) Counts {
+	out := Counts{From: c.From, Through: c.Through, Events: c.Events.Sub(o.Events), Total: c.Total.Sub(o.Total)}
+	out.Buckets = make([]BucketCounts, len(c.Buckets))
+	for i, b := range c.Buckets {
+		out.Buckets[i] = BucketCounts{UpperBound: b.UpperBound, Count: b.Count, Slower: b.Slower}
+		for _, ob := range o.Buckets {
+			if ob.UpperBound == b.UpperBound {
+				out.Buckets[i].Count = b.Count.Sub(ob.Count)
+				out.Buckets[i].Slower = b.Slower.Sub(ob.Slower)
+			}
+		}
+	}
+	if len(out.Buckets) == 0 {
+		out.Buckets = nil
+	}
+	return out
 }
 
 // BucketCounts is one histogram bucket's counts: observations at or below UpperBound, and
