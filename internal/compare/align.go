@@ -519,30 +519,35 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, after bool, 
 			}
 		}
 	}
-	refFrom, refThrough := first.Add(-inner), first
-	loose := true // a jump of up to 2x beside the Poisson slack is still calm
-	if after {
-		refFrom, refThrough = last, last.Add(inner)
-		if refThrough.After(limit) {
-			refThrough = limit
-		}
-		if !refThrough.After(refFrom) {
-			// Nothing counted after the edge's samples yet (the span's first scrapes): the
-			// rate before it judges it instead, strictly (within the Poisson slack alone),
-			// since the weight changed at the edge: the canary's requests in the bracket
-			// are mostly after it, so a rate that changed within the bracket (an incident
-			// that ends there) would be misplaced by the estimate.
-			refFrom, refThrough = first.Add(-inner), first
-			loose = false
-		}
+	if !after {
+		return explains(pairs, len(sides), x, first.Add(-inner), first, true)
 	}
+	// A span's start: calm when the rate before it explains the bracket strictly (within
+	// the Poisson slack alone: the weight changed there, so the canary's requests in the
+	// bracket are mostly after it, and a rate that changed within the bracket would be
+	// misplaced by the estimate), or the rate after it, once counted, loosely. The rate
+	// before serves the step's first scrapes, and a start followed closely by an incident
+	// (which the rate after it would hold).
+	if explains(pairs, len(sides), x, first.Add(-inner), first, false) {
+		return true
+	}
+	refThrough := last.Add(inner)
+	if refThrough.After(limit) {
+		refThrough = limit
+	}
+	return explains(pairs, len(sides), x, last, refThrough, true)
+}
+
+// explains reports whether the events the pairs counted between their samples around x are
+// what their pooled rate over (refFrom, refThrough] explains: within the Poisson slack, and,
+// when loose, within a factor 2 beside it. False when there is nothing to judge by.
+func explains(pairs [][2]group, sides int, x, refFrom, refThrough time.Time, loose bool) bool {
 	if !refThrough.After(refFrom) {
-		return false // nothing beside the edge to judge it by yet
+		return false
 	}
-	exact := edges{from: true, through: true}
-	e := exact
+	e := edges{from: true, through: true}
 	// The sides' pairs line up bound by bound (ratio: one pair a side).
-	n := len(pairs) / max(1, len(sides))
+	n := len(pairs) / max(1, sides)
 	for i := 0; i < n; i++ {
 		var kEdge, nEdge, kRef, nRef float64
 		for j := i; j < len(pairs); j += n {

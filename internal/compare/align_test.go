@@ -462,6 +462,15 @@ func TestCalmEdges(t *testing.T) {
 		require.Equal(t, r.Counts.Events.Low, r.Counts.Events.High, "early: a calm start: %+v", r.Counts.Events)
 		require.Positive(t, r.Counts.Total.Low, "early: the first scrapes count")
 	}
+	// An incident both sides share soon after From (from 20 s to 60 s, 50 errors a second
+	// on each pod): the rate before the start explains its bracket, which stays calm.
+	aInc, cInc := aErr, cErr
+	for at := 20.0; at < 60; at++ {
+		aInc.bursts = append(aInc.bursts, [2]float64{at, 50})
+		cInc.bursts = append(cInc.bursts, [2]float64{at, 50})
+	}
+	later := measure(side{[]proc{a}, []proc{aInc}}, side{[]proc{c}, []proc{cInc}}, 7, 150)
+	require.Equal(t, later.Canary.Counts.Total.Low, later.Canary.Counts.Total.High, "an incident after the start: calm edges: %+v", later.Canary.Counts.Total)
 	// A burst both sides share just before From: the rate before the start does not explain
 	// the bracket around it, which is taken at its bounds.
 	bErr := cErr

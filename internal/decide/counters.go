@@ -323,10 +323,10 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	sP := pairsOf(c.Kind, m.Stable.Counts, tested, forPass, false)
 	stableCounted := m.Stable.OK() && m.Stable.Counts != nil
 	// Bursts on single canary targets: rollbacks are judged without them too.
-	without, outlierWhy := steadyOf(m.Canary.Counts)
+	steady, burstsWhy := steadyOf(m.Canary.Counts)
 	var cRw, cumW []Pair
-	if without != nil {
-		cRw = pairsOf(c.Kind, without, tested, forRollback, true)
+	if steady != nil {
+		cRw = pairsOf(c.Kind, steady, tested, forRollback, true)
 		cumW = addPairs(ce.Settled, cRw)
 	}
 	heldBack := false
@@ -437,11 +437,11 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	// The guards, each judged with its uncertainty.
 	var failed []rollout.Guard
 	var waiting []string
-	recentWithout, recentWhy := steadyOf(m.Canary.Recent)
+	recentSteady, recentBurstsWhy := steadyOf(m.Canary.Recent)
 	for _, g := range active {
-		counts, rest, restWhy := m.Canary.Counts, without, outlierWhy
+		counts, rest, restWhy := m.Canary.Counts, steady, burstsWhy
 		if g.Against == rollout.AgainstBaseline && m.Canary.Recent != nil {
-			counts, rest, restWhy = m.Canary.Recent, recentWithout, recentWhy
+			counts, rest, restWhy = m.Canary.Recent, recentSteady, recentBurstsWhy
 		}
 		cv, ok := valueInterval(c, counts, ga)
 		if !ok {
@@ -480,7 +480,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 			if rest != nil {
 				// It fails only if it also does without the canary's bursts.
 				if rv, ok := valueInterval(c, rest, ga); ok && !shownOutside(g, measureInterval(g, rv, ref)) {
-					heldBack, outlierWhy = true, restWhy
+					heldBack, burstsWhy = true, restWhy
 					waiting = append(waiting, g.Expression()+" fails only with the canary's bursts")
 					continue
 				}
@@ -546,7 +546,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	case len(active) == 0 && skippedCondition && !seqOn:
 		j.result.Outcome, j.result.Message = rollout.Inconclusive, "nothing to compare with: "+thinBaseline+" and no other guard applies at this step"
 	case heldBack:
-		j.result.Outcome, j.result.Message = rollout.Inconclusive, outlierWhy
+		j.result.Outcome, j.result.Message = rollout.Inconclusive, burstsWhy
 	case len(waiting) > 0:
 		j.result.Outcome, j.result.Message = rollout.Inconclusive, strings.Join(waiting, "; ")
 	case !shown:
