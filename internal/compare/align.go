@@ -416,16 +416,14 @@ func sideOf(kind rollout.CheckKind, resps []Response, at time.Time) sideTracks {
 	return st
 }
 
-// targets are the side's scrape targets, in order, or nil when a series names none.
+// targets are the side's scrape targets that its series name, in order (a series that names
+// none is counted, never searched for bursts).
 func (st sideTracks) targets(kind rollout.CheckKind) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, g := range st.groups(kind) {
 		for _, tr := range g {
-			if tr.target == "" {
-				return nil
-			}
-			if !seen[tr.target] {
+			if tr.target != "" && !seen[tr.target] {
 				seen[tr.target] = true
 				out = append(out, tr.target)
 			}
@@ -472,6 +470,21 @@ func (st sideTracks) counts(kind rollout.CheckKind, from, through time.Time, e e
 
 // eventPairs are the side's counted series in pairs (events, all): a ratio check's errors
 // and requests, or each finite bound's slower observations and all observations.
+// eventPairsAt are the same at the finite bounds les (a histogram's; a bound the side does
+// not have is an empty pair).
+func (st sideTracks) eventPairsAt(kind rollout.CheckKind, les []float64) [][2]group {
+	if st.err != nil || st.empty || kind == rollout.KindRatio {
+		return st.eventPairs(kind)
+	}
+	out := make([][2]group, 0, len(les))
+	for _, le := range les {
+		if !math.IsInf(le, 1) {
+			out = append(out, [2]group{st.histogram.slower[le], st.histogram.count[math.Inf(1)]})
+		}
+	}
+	return out
+}
+
 func (st sideTracks) eventPairs(kind rollout.CheckKind) [][2]group {
 	if st.err != nil || st.empty {
 		return nil
@@ -488,15 +501,24 @@ func (st sideTracks) eventPairs(kind rollout.CheckKind) [][2]group {
 	return out
 }
 
+// The kinds of edge calm judges.
+type edgeKind int
+
+const (
+	spanEnd    edgeKind = iota // judged by the rate before it
+	stepStart                  // by the rate before it (strictly) or after it (loosely)
+	movedStart                 // the recent span's start: by the rate after it
+)
+
 // calm reports whether the events the series counted between their samples around x, both
-// sides pooled, are what the events' rate next to x (over ref, a span on x's inner side)
-// explains: no burst begins or ends within a scrape interval of x. A calm edge is taken at its
-// estimate (linear between the samples, exact for a steady rate); an edge where the pooled
-// rate jumps is taken at its bounds, so that a burst both sides share, seen by one side's
-// scrape and not yet by the other's, can never count as the canary's. The test looks only
-// at both sides pooled, never at the canary's share, and it is two-sided (a burst that ends
-// is as misleading as one that begins).
-func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, after bool, limit time.Time, sides ...sideTracks) bool {
+// sides pooled, are what the pooled rate next to x explains (see explains): no burst begins or ends
+// within a scrape interval of x. A calm edge is taken at its estimate (linear between the
+// samples, exact for a steady rate); an edge where the rate jumps is taken at its bounds, so
+// that a burst both sides share, seen by one side's scrape and not yet by the other's, can
+// never count as the canary's. The test is two-sided (a burst that ends is as misleading as
+// one that begins). The reference span lies within inner of the samples around x, and not
+// after limit (the counts' end).
+func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, at edgeKind, limit time.Time, sides ...sideTracks) bool {
 	var pairs [][2]group
 	for _, st := range sides {
 		pairs = append(pairs, st.eventPairs(kind)...)
@@ -519,28 +541,33 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, after bool, 
 			}
 		}
 	}
-	if !after {
+	if at == spanEnd {
 		return explains(pairs, len(sides), x, first.Add(-inner), first, true)
-	}
-	// A span's start: calm when the rate before it explains the bracket strictly (within
-	// the Poisson slack alone: the weight changed there, so the canary's requests in the
-	// bracket are mostly after it, and a rate that changed within the bracket would be
-	// misplaced by the estimate), or the rate after it, once counted, loosely. The rate
-	// before serves the step's first scrapes, and a start followed closely by an incident
-	// (which the rate after it would hold).
-	if explains(pairs, len(sides), x, first.Add(-inner), first, false) {
-		return true
 	}
 	refThrough := last.Add(inner)
 	if refThrough.After(limit) {
 		refThrough = limit
 	}
-	return explains(pairs, len(sides), x, last, refThrough, true)
+	counted := refThrough.After(last)
+	// The step's start: calm when the rate before it explains the bracket strictly (within
+	// the Poisson slack alone: the weight changed there, so the canary's requests in the
+	// bracket are mostly after it, and a rate that changed within the bracket would be
+	// misplaced by the estimate), or the rate after it, once counted, loosely. The rate
+	// before serves the step's first scrapes, and a start followed closely by an incident
+	// (which the rate after it would hold). The recent span's start, which moves on with the
+	// counts, is judged by the rate after it (by the rate before it, strictly, only while
+	// none is counted after it).
+	if (at == stepStart || !counted) && explains(pairs, len(sides), x, first.Add(-inner), first, false) {
+		return true
+	}
+	return counted && explains(pairs, len(sides), x, last, refThrough, true)
 }
 
-// explains reports whether the events the pairs counted between their samples around x are
-// what their pooled rate over (refFrom, refThrough] explains: within the Poisson slack, and,
-// when loose, within a factor 2 beside it. False when there is nothing to judge by.
+// explains reports whether the events the pairs counted between their samples around x,
+// both sides pooled, are what their pooled rate over (refFrom, refThrough] explains: within
+// the Poisson slack, and, when loose, within a factor 2 beside it. False when there is
+// nothing to judge by. The test looks only at both sides pooled, never at the canary's
+// share.
 func explains(pairs [][2]group, sides int, x, refFrom, refThrough time.Time, loose bool) bool {
 	if !refThrough.After(refFrom) {
 		return false
@@ -590,19 +617,19 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 	m.Through, m.ScrapeInterval, m.NextSample = k.through, k.interval, k.next
 	var e edges
 	if k.through.After(spans.From) && !spans.bounded {
-		// Each edge is judged against the rate beside it, inside the span: a recent window's
-		// length after From, and before Through.
+		// Each edge is judged against the rate beside it over a recent window's length (see
+		// calm for which side of it).
 		ref := spans.Recent
 		if ref <= 0 {
 			ref = time.Minute
 		}
-		e.from = calm(c.Kind, spans.From, ref, true, k.through, cs, ss)
-		e.through = calm(c.Kind, k.through, ref, false, k.through, cs, ss)
+		e.from = calm(c.Kind, spans.From, ref, stepStart, k.through, cs, ss)
+		e.through = calm(c.Kind, k.through, ref, spanEnd, k.through, cs, ss)
 		if rf := spans.recentFrom(k.through); rf.After(spans.From) {
 			// The recent span's start is judged as the step's is: an incident that ends
 			// there, seen by each pod at its own scrape, must not stay in one side's
 			// recent counts more than in the other's.
-			e.recent = calm(c.Kind, rf, ref, true, k.through, cs, ss)
+			e.recent = calm(c.Kind, rf, ref, movedStart, k.through, cs, ss)
 		}
 	}
 	m.Canary = counterReading(c, cs, spans, k.through, e, &ss)
@@ -613,6 +640,9 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 	}{{&m.Canary, cs}, {&m.Stable, ss}} {
 		if side.r.Counts != nil {
 			side.r.Counts.Live = side.st.live(c.Kind, spans.At, k.interval)
+			if side.r.Counts.Steady != nil {
+				side.r.Counts.Steady.Live = side.r.Counts.Live
+			}
 		}
 	}
 	return m

@@ -509,3 +509,45 @@ func TestCalmEdges(t *testing.T) {
 		require.Positive(t, checked, "burst at %g: the span lagged the burst at some evaluation", burstAt)
 	}
 }
+
+// TestCalmRecentStartAfterSharedIncident: a shared incident (10 errors a second on every pod
+// of both sides) that ends as the recent window's start passes, with nine stable pods
+// scraped just after the incident's end and one canary pod scraped 7.5 s before and after
+// it. The rate before the start is the incident's; it must not make the canary's bracket,
+// mostly incident, calm and hand the canary's recent counts errors it did not have in them.
+func TestCalmRecentStartAfterSharedIncident(t *testing.T) {
+	const end = 303.0
+	mk := func(name string, offset float64) (proc, proc) {
+		ok, errs := pod(name, offset, 15, 20, 0.02)
+		for s := 180.0; s < end; s += 0.5 {
+			errs.bursts = append(errs.bursts, [2]float64{s, 10})
+		}
+		return ok, errs
+	}
+	var stable side
+	for i := range 9 {
+		ok, e := mk(string(rune('a'+i)), 0.5+0.3*float64(i))
+		stable.ok, stable.errs = append(stable.ok, ok), append(stable.errs, e)
+	}
+	cok, cerr := mk("canary", 7.5)
+	canary := side{[]proc{cok}, []proc{cerr}}
+	checked := 0
+	for at := 340.0; at <= 400; at++ {
+		spans := Spans{From: sec(0), At: sec(at), Recent: time.Minute}
+		rng := spans.rangeFor().Seconds()
+		m := MeasureCounters(ratioCheck, canary.responses(at, rng), stable.responses(at, rng), spans)
+		through := seconds(m.Through)
+		rf := through - 60
+		if rf < 292.5 || rf >= end {
+			continue // the recent start is not in the canary's bracket before the incident's end
+		}
+		checked++
+		ce, _ := canary.truth(rf, through)
+		se, _ := stable.truth(rf, through)
+		// What a rollback takes (the canary's errors low, the stable's high) never gives
+		// the canary more errors, nor the stable side fewer, than it had.
+		require.LessOrEqual(t, m.Canary.Recent.Events.Low, ce+1e-9, "canary at %g: %+v, truth %g", at, m.Canary.Recent.Events, ce)
+		require.GreaterOrEqual(t, m.Stable.Recent.Events.High, se-1e-9, "stable at %g: %+v, truth %g", at, m.Stable.Recent.Events, se)
+	}
+	require.Positive(t, checked)
+}

@@ -53,8 +53,9 @@ func (g group) estAt(xs []time.Time, out []float64) {
 }
 
 // stretches are the side's counts in (from, through] cut at each target's scrapes, as
-// estimates (inside the span the cuts are the target's own scrapes, so they are exact);
-// nil when a series names no target.
+// estimates (the cuts inside the span are the target's own scrapes, where its counts are
+// exact; the span's edges and the other side's counts are interpolated), with the other
+// side's over the same times, bound by bound.
 func (st sideTracks) stretches(kind rollout.CheckKind, from, through time.Time, other sideTracks) []stretch {
 	names := st.targets(kind)
 	if names == nil {
@@ -76,7 +77,7 @@ func (st sideTracks) stretches(kind rollout.CheckKind, from, through time.Time, 
 		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 		cuts := append([]time.Time{from}, slices.CompactFunc(times, func(a, b time.Time) bool { return a.Equal(b) })...)
 		cuts = append(cuts, through)
-		at, otherAt := estimates(sub.eventPairs(kind), cuts), estimates(other.eventPairs(kind), cuts)
+		at, otherAt := estimates(sub.eventPairs(kind), cuts), estimates(other.eventPairsAt(kind, st.histogram.les), cuts)
 		for k := 1; k < len(cuts); k++ {
 			s := stretch{target: name, from: cuts[k-1], through: cuts[k], pairs: diffs(at, k), other: diffs(otherAt, k)}
 			out = append(out, s)
@@ -113,8 +114,9 @@ func diffs(at [][2][]float64, k int) [][2]float64 {
 // and one request added, so that a first event is not a burst), the Chernoff bound
 // exp(-n KL(k/n || p)) on the chance of k or more is below burstLevel divided among the
 // stretches and pairs. So a burst is the target's alone: an incident that both sides see at
-// once is not one (see the shared degradation), and with no traffic on the other side
-// nothing is.
+// once is not one (see the shared degradation). With the other side counted but idle (no
+// requests) nothing is a burst; with no other side at all, the side's own rate elsewhere
+// judges.
 func (st sideTracks) bursts(kind rollout.CheckKind, all rollout.Counts, e edges, other sideTracks) (*rollout.Counts, []rollout.Burst) {
 	from, through := all.From, all.Through
 	ss := st.stretches(kind, from, through, other)

@@ -349,19 +349,19 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 					continue
 				}
 				step := make([][]float64, len(cR))
+				full := make([]float64, len(cR)) // each count's e-value on all the counts
 				for i := range cR {
 					step[i] = make([]float64, gridSize)
 					conditionalUpdate(step[i], theta0, counts{cR[i].Events, cR[i].Total}, counts{sR[i].Events, sR[i].Total})
+					full[i] = math.Exp(logMixture(addGrid(step[i], ce.LogLR, i), prior))
 					if cRw != nil {
 						// Each alternative's evidence is the lesser of the two: at most
 						// what all the counts show.
 						w := make([]float64, gridSize)
 						conditionalUpdate(w, theta0, counts{cRw[i].Events, cRw[i].Total}, counts{sR[i].Events, sR[i].Total})
-						full := math.Exp(logMixture(addGrid(step[i], ce.LogLR, i), prior))
 						for k := range w {
 							step[i][k] = math.Min(step[i][k], w[k])
 						}
-						heldBack = heldBack || (full >= threshold && math.Exp(logMixture(addGrid(step[i], ce.LogLR, i), prior)) < threshold)
 					}
 				}
 				ce.StepLogLR = step
@@ -372,9 +372,14 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 						e = 1
 					}
 					eValue = math.Max(eValue, e)
-					if e >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) && (cumW == nil || aboveTolerance(cumW[i], tol, alpha)) {
-						rejectedAgainst = ref
-						rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
+					onAll := full[i] >= threshold && aboveTolerance(cum[i], tol, alpha)
+					if onAll && e >= threshold && (cumW == nil || aboveTolerance(cumW[i], tol, alpha)) {
+						if rejected == "" {
+							rejectedAgainst = ref
+							rejected = fmt.Sprintf("e-value %s >= %s%s", formatE(e), formatE(threshold), bucketNote(c, tested, i))
+						}
+					} else if onAll {
+						heldBack = true // all the counts would reject; without the bursts they do not
 					}
 				}
 			case rollout.AgainstBaseline:
@@ -391,22 +396,28 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 					}
 					lambda0 := theta0 * poissonBound(bp[i].Events, bp[i].Total, a/2, true)
 					e := math.Exp(logMixture(poissonLogLR(cum[i].Events, cum[i].Total, lambda0), prior))
-					if cumW != nil && cumW[i].Total > 0 {
-						ew := math.Exp(logMixture(poissonLogLR(cumW[i].Events, cumW[i].Total, lambda0), prior))
-						heldBack = heldBack || (e >= threshold && ew < threshold)
-						e = math.Min(e, ew)
-					}
 					if math.IsNaN(e) {
 						e = 1
 					}
+					// Without the canary's bursts too: the e-value shown is the lesser.
+					steadyShows := true
+					if cumW != nil && cumW[i].Total > 0 {
+						ew := math.Exp(logMixture(poissonLogLR(cumW[i].Events, cumW[i].Total, lambda0), prior))
+						steadyShows = ew >= threshold && aboveTolerance(cumW[i], tol, alpha)
+						e = math.Min(e, ew)
+					}
 					eValue = math.Max(eValue, e)
-					if e >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
+					if e0 := math.Exp(logMixture(poissonLogLR(cum[i].Events, cum[i].Total, lambda0), prior)); e0 >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
 						// A degradation against the baseline that the stable side shares is
 						// not the canary's: it pauses (see sharedDegradation).
 						if stableCounted && i < len(sR) && rate(Pair{sR[i].Events, sR[i].Total}) > lambda0 {
 							j.shared = fmt.Sprintf("shared degradation: canary %s and stable %s both above %s x the baseline's %s",
 								formatValue(rollout.KindRatio, rate(cum[i])), formatValue(rollout.KindRatio, rate(sR[i])),
 								trimFloat(theta0, 4), formatValue(rollout.KindRatio, bp[i].Events/bp[i].Total))
+							continue
+						}
+						if !steadyShows {
+							heldBack = true
 							continue
 						}
 						rejectedAgainst = ref

@@ -188,4 +188,23 @@ func TestBurstOnOnePodIsNoRollback(t *testing.T) {
 	// Steady counts as bad as all of them (1.8% without the burst): rollback.
 	res = Decide(input(withBurst(370)))
 	require.Equal(t, rollout.Rollback, res.Decision, res.Reason)
+
+	// A canary shown below the tolerance on all its counts proceeds, bursts or not: what is
+	// judged without them only holds rollbacks back.
+	low := func(bursts bool) rollout.Reading {
+		r := side(50, 100000, 10, 20000)
+		if bursts {
+			r.Counts.Bursts = []rollout.Burst{{Target: "canary-0", Events: 38, Total: 2000, Rate: 0.0005}}
+			r.Counts.Steady = &rollout.Counts{Events: rollout.Exact(12), Total: rollout.Exact(98000)}
+		}
+		return r
+	}
+	lowInput := func(canary rollout.Reading) Input {
+		in := input(canary)
+		in.Measurements[0].Stable = side(100, 1000000, 20, 200000)
+		return in
+	}
+	require.Equal(t, rollout.Proceed, Decide(lowInput(low(false))).Decision)
+	res = Decide(lowInput(low(true)))
+	require.Equal(t, rollout.Proceed, res.Decision, res.Reason)
 }
