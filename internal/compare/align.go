@@ -505,9 +505,8 @@ func (st sideTracks) eventPairs(kind rollout.CheckKind) [][2]group {
 type edgeKind int
 
 const (
-	spanEnd    edgeKind = iota // judged by the rate before it
-	stepStart                  // by the rate before it (strictly) or after it (loosely)
-	movedStart                 // the recent span's start: by the rate after it
+	spanEnd   edgeKind = iota // judged by the rate before it
+	spanStart                 // by the rate before it (strictly) or after it (loosely)
 )
 
 // calm reports whether the events the series counted between their samples around x, both
@@ -548,19 +547,18 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, at edgeKind,
 	if refThrough.After(limit) {
 		refThrough = limit
 	}
-	counted := refThrough.After(last)
-	// The step's start: calm when the rate before it explains the bracket strictly (within
-	// the Poisson slack alone: the weight changed there, so the canary's requests in the
-	// bracket are mostly after it, and a rate that changed within the bracket would be
-	// misplaced by the estimate), or the rate after it, once counted, loosely. The rate
-	// before serves the step's first scrapes, and a start followed closely by an incident
-	// (which the rate after it would hold). The recent span's start, which moves on with the
-	// counts, is judged by the rate after it (by the rate before it, strictly, only while
-	// none is counted after it).
-	if (at == stepStart || !counted) && explains(pairs, len(sides), x, first.Add(-inner), first, false) {
+	// A start (the step's, the recent span's): calm when the rate before it explains the
+	// bracket strictly (within the Poisson slack alone: at the step's start the weight
+	// changed, so the canary's requests in the bracket are mostly after it, and a rate that
+	// changed within the bracket would be misplaced by the estimate), or the rate after it,
+	// once counted, loosely. The rate before serves the step's first scrapes, and a start
+	// followed closely by an incident (which the rate after it would hold). Neither sees a
+	// rate that changes late in the bracket: an incident that ends a few seconds after the
+	// start passes for calm by the rate before it (see the README's limits).
+	if explains(pairs, len(sides), x, first.Add(-inner), first, false) {
 		return true
 	}
-	return counted && explains(pairs, len(sides), x, last, refThrough, true)
+	return explains(pairs, len(sides), x, last, refThrough, true)
 }
 
 // explains reports whether the events the pairs counted between their samples around x,
@@ -623,13 +621,13 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 		if ref <= 0 {
 			ref = time.Minute
 		}
-		e.from = calm(c.Kind, spans.From, ref, stepStart, k.through, cs, ss)
+		e.from = calm(c.Kind, spans.From, ref, spanStart, k.through, cs, ss)
 		e.through = calm(c.Kind, k.through, ref, spanEnd, k.through, cs, ss)
 		if rf := spans.recentFrom(k.through); rf.After(spans.From) {
 			// The recent span's start is judged as the step's is: an incident that ends
 			// there, seen by each pod at its own scrape, must not stay in one side's
 			// recent counts more than in the other's.
-			e.recent = calm(c.Kind, rf, ref, movedStart, k.through, cs, ss)
+			e.recent = calm(c.Kind, rf, ref, spanStart, k.through, cs, ss)
 		}
 	}
 	m.Canary = counterReading(c, cs, spans, k.through, e, &ss)
