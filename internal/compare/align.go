@@ -376,10 +376,13 @@ func (h histogramTracks) counts(from, through time.Time, e edges) rollout.Counts
 }
 
 // only is the group's tracks of one target.
-func (g group) only(target string) group {
+func (g group) only(target string) group { return g.which(target, true) }
+
+// which is the group's tracks of one target (in) or of every other (not in).
+func (g group) which(target string, in bool) group {
 	var out group
 	for _, tr := range g {
-		if tr.target == target {
+		if (tr.target == target) == in {
 			out = append(out, tr)
 		}
 	}
@@ -434,15 +437,20 @@ func (st sideTracks) targets(kind rollout.CheckKind) []string {
 }
 
 // only is the side's tracks of one target.
-func (st sideTracks) only(target string) sideTracks {
+func (st sideTracks) only(target string) sideTracks { return st.which(target, true) }
+
+// except is the side's tracks of every target but one.
+func (st sideTracks) except(target string) sideTracks { return st.which(target, false) }
+
+func (st sideTracks) which(target string, in bool) sideTracks {
 	out := st
-	out.ratio = [2]group{st.ratio[0].only(target), st.ratio[1].only(target)}
+	out.ratio = [2]group{st.ratio[0].which(target, in), st.ratio[1].which(target, in)}
 	out.histogram.count, out.histogram.slower = map[float64]group{}, map[float64]group{}
 	for le, g := range st.histogram.count {
-		out.histogram.count[le] = g.only(target)
+		out.histogram.count[le] = g.which(target, in)
 	}
 	for le, g := range st.histogram.slower {
-		out.histogram.slower[le] = g.only(target)
+		out.histogram.slower[le] = g.which(target, in)
 	}
 	return out
 }

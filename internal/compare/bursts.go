@@ -27,6 +27,7 @@ type stretch struct {
 	from, through time.Time
 	pairs         [][2]float64 // estimated (events, all) per event pair
 	other         [][2]float64 // the same of the other side over the same time
+	rest          [][2]float64 // and of the side's other targets
 }
 
 // estAt adds the group's estimated count at each of the sorted instants xs to out.
@@ -58,8 +59,8 @@ func (g group) estAt(xs []time.Time, out []float64) {
 // side's over the same times, bound by bound.
 func (st sideTracks) stretches(kind rollout.CheckKind, from, through time.Time, other sideTracks) []stretch {
 	names := st.targets(kind)
-	if names == nil {
-		return nil
+	if len(names) < 2 {
+		return nil // a burst is one target's: with one, nothing tells it from the side's own
 	}
 	var out []stretch
 	for _, name := range names {
@@ -78,8 +79,9 @@ func (st sideTracks) stretches(kind rollout.CheckKind, from, through time.Time, 
 		cuts := append([]time.Time{from}, slices.CompactFunc(times, func(a, b time.Time) bool { return a.Equal(b) })...)
 		cuts = append(cuts, through)
 		at, otherAt := estimates(sub.eventPairs(kind), cuts), estimates(other.eventPairsAt(kind, st.histogram.les), cuts)
+		restAt := estimates(st.except(name).eventPairs(kind), cuts)
 		for k := 1; k < len(cuts); k++ {
-			s := stretch{target: name, from: cuts[k-1], through: cuts[k], pairs: diffs(at, k), other: diffs(otherAt, k)}
+			s := stretch{target: name, from: cuts[k-1], through: cuts[k], pairs: diffs(at, k), other: diffs(otherAt, k), rest: diffs(restAt, k)}
 			out = append(out, s)
 		}
 	}
@@ -113,8 +115,10 @@ func diffs(at [][2][]float64, k int) [][2]float64 {
 // over every other stretch and twice the other side's rate over the same time (each with one event
 // and one request added, so that a first event is not a burst), the Chernoff bound
 // exp(-n KL(k/n || p)) on the chance of k or more is below burstLevel divided among the
-// stretches and pairs. So a burst is the target's alone: an incident that both sides see at
-// once is not one (see the shared degradation). With the other side counted but idle (no
+// stretches and pairs, and twice the rate of the side's other targets over the same time.
+// So a burst is the target's alone: an incident that both sides see at once is not one (see
+// the shared degradation), nor a regression of the whole canary that begins mid-step; and a
+// side with a single target has none. With the other side counted but idle (no
 // requests) nothing is a burst; with no other side at all, the side's own rate elsewhere
 // judges.
 func (st sideTracks) bursts(kind rollout.CheckKind, all rollout.Counts, e edges, other sideTracks) (*rollout.Counts, []rollout.Burst) {
@@ -150,6 +154,11 @@ func (st sideTracks) bursts(kind rollout.CheckKind, all rollout.Counts, e edges,
 				// Twice the other side's: its counts over the stretch are estimates between
 				// its own scrapes, which spread an incident's events over its brackets.
 				r = math.Max(r, 2*(s.other[i][0]+1)/(s.other[i][1]+1))
+			}
+			if i < len(s.rest) {
+				// And twice the side's other targets' at the same time: a change of the
+				// whole canary (a regression that begins mid-step) is on every target.
+				r = math.Max(r, 2*(s.rest[i][0]+1)/(s.rest[i][1]+1))
 			}
 			if k/n <= r || r >= 1 {
 				continue

@@ -32,7 +32,7 @@ func TestBurstsOnOnePod(t *testing.T) {
 	require.Equal(t, sec(33), burst.From)
 	require.Equal(t, sec(48), burst.Through)
 	require.InDelta(t, 75+15*0.25, burst.Events, 1e-9)
-	require.InDelta(t, 0.01, burst.Rate, 0.002, "twice the stable side's 0.5% at the time")
+	require.InDelta(t, 0.011, burst.Rate, 0.003, "twice the other pods' 0.5% at the time")
 	require.NotNil(t, counts.Steady)
 	require.InDelta(t, counts.Events.Est-burst.Events, counts.Steady.Events.Est, 1e-9)
 	require.InDelta(t, counts.Total.Est-burst.Total, counts.Steady.Total.Est, 1e-9)
@@ -61,6 +61,24 @@ func TestNoBurstInARegression(t *testing.T) {
 		m := measureRatio(canary, stable, 0, at)
 		require.Nil(t, m.Canary.Counts.Bursts, "at %g", at)
 		require.Nil(t, m.Canary.Counts.Steady, "at %g", at)
+	}
+}
+
+// TestNoBurstInARegressionMidStep: both canary pods go from 0.5% to 5% errors a minute into
+// the step: a regression of the whole canary, out of line with the canary's rate before but
+// not with its other pod's at the same time, is no burst.
+func TestNoBurstInARegressionMidStep(t *testing.T) {
+	a, aErr := pod("a", 3, 15, 50, 0.25)
+	b, bErr := pod("b", 9, 15, 50, 0.25)
+	for at := 60.0; at < 300; at++ {
+		aErr.bursts = append(aErr.bursts, [2]float64{at, 2.25})
+		bErr.bursts = append(bErr.bursts, [2]float64{at, 2.25})
+	}
+	c, cErr := pod("c", 5, 15, 50, 0.25)
+	canary, stable := side{[]proc{a, b}, []proc{aErr, bErr}}, side{[]proc{c}, []proc{cErr}}
+	for at := 80.0; at <= 300; at += 7 {
+		m := measureRatio(canary, stable, 0, at)
+		require.Nil(t, m.Canary.Counts.Bursts, "at %g", at)
 	}
 }
 
