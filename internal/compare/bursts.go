@@ -115,7 +115,7 @@ func diffs(at [][2][]float64, k int) [][2]float64 {
 // over every other stretch and twice the other side's rate over the same time (each with one event
 // and one request added, so that a first event is not a burst), the Chernoff bound
 // exp(-n KL(k/n || p)) on the chance of k or more is below burstLevel divided among the
-// stretches and pairs, and twice the rate of the side's other targets over the same time.
+// stretches and pairs, and the rate of the side's other targets over the same time.
 // So a burst is the target's alone: an incident that both sides see at once is not one (see
 // the shared degradation), nor a regression of the whole canary that begins mid-step; and a
 // side with a single target has none. With the other side counted but idle (no
@@ -156,9 +156,10 @@ func (st sideTracks) bursts(kind rollout.CheckKind, all rollout.Counts, e edges,
 				r = math.Max(r, 2*(s.other[i][0]+1)/(s.other[i][1]+1))
 			}
 			if i < len(s.rest) {
-				// And twice the side's other targets' at the same time: a change of the
-				// whole canary (a regression that begins mid-step) is on every target.
-				r = math.Max(r, 2*(s.rest[i][0]+1)/(s.rest[i][1]+1))
+				// And the side's other targets' at the same time: a change of the whole
+				// canary (a regression that begins mid-step) is on every target. (Once,
+				// not twice: a change that lasts fills their stretches too.)
+				r = math.Max(r, (s.rest[i][0]+1)/(s.rest[i][1]+1))
 			}
 			if k/n <= r || r >= 1 {
 				continue
