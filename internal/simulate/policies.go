@@ -70,7 +70,7 @@ func (k *tracker) verdict(now time.Duration, step int, d rollout.Decision, reaso
 	win, watching := k.watched()
 	switch d {
 	case rollout.Rollback:
-		k.o.RolledBack, k.o.RollbackAt = true, now
+		k.o.RolledBack, k.o.RollbackAt = true, now-k.w.sc.RegressionAfter
 		k.o.ProceedFirst = k.proceeds[step]
 	case rollout.Proceed:
 		if !k.o.Proceeded {

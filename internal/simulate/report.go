@@ -71,6 +71,9 @@ func Benchmark() []Scenario {
 	}
 	rows = append(rows,
 		held("errors 0.5% -> 5% (10x) at 100 req/s", RowRegression, 10, 10*time.Minute, func(sc *Scenario) { sc.CanaryErrorRate = 0.05 }),
+		held("errors 0.5% -> 5% (10x) at 100 req/s from 1 min into the step (time from the fault)", RowRegression, 10, 10*time.Minute, func(sc *Scenario) {
+			sc.CanaryErrorRate, sc.RegressionAfter = 0.05, time.Minute
+		}),
 		held("errors 0.5% -> 5% (10x) at 100 req/s, 1 s scrapes", RowRegression, 10, 10*time.Minute, func(sc *Scenario) {
 			sc.CanaryErrorRate = 0.05
 			sc.Intervals = []time.Duration{time.Second}

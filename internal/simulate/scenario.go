@@ -43,6 +43,9 @@ type Scenario struct {
 	ErrorRate       float64
 	CanaryErrorRate float64
 	CanaryLatency   float64
+	// RegressionAfter starts the regression that long into the analysis instead (a fault
+	// that begins mid-step); the time to rollback is then counted from it.
+	RegressionAfter time.Duration
 	// CanaryPods and StablePods are each side's scrape targets (2 and 4 when 0); each pod
 	// draws its scrape interval from Intervals (Options.Scrape when empty) and a random
 	// offset. Requests spread evenly over a side's serving pods.

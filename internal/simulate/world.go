@@ -251,7 +251,7 @@ func (w *world) regime(p *pod, t time.Duration) regime {
 	if serving > 0 && p.serving(t) {
 		g.rps = side / float64(serving)
 	}
-	if p.side == canarySide && t >= 0 {
+	if p.side == canarySide && t >= sc.RegressionAfter {
 		if sc.CanaryErrorRate > 0 {
 			g.errorRate = sc.CanaryErrorRate
 		}
@@ -282,6 +282,7 @@ func (w *world) edges(p *pod, from, to time.Duration, buf []time.Duration) []tim
 		}
 	}
 	add(0)
+	add(w.sc.RegressionAfter)
 	for _, c := range w.weights[1:] {
 		add(c.at)
 	}
