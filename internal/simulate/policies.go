@@ -24,7 +24,8 @@ type Outcome struct {
 	// ProceedFirst: a proceed came at the step that was later rolled back.
 	ProceedFirst bool
 	// ProceedDuring: a proceed came while the incident, or the canary's crash, was in the
-	// data (from one scrape interval and compare's grace after it began, to its end);
+	// data (from one scrape interval and compare's grace after the incident began, from two
+	// after the crash, to its end);
 	// ProceedAfter: a proceed came after it ended.
 	ProceedDuring bool
 	ProceedAfter  bool
@@ -41,6 +42,7 @@ type tracker struct {
 	o        Outcome
 	w        *world
 	lag      time.Duration // the longest scrape interval and compare's grace
+	downLag  time.Duration // two of the longest scrape intervals, the grace and an evaluation
 	proceeds map[int]bool  // steps that had a proceed
 }
 
@@ -49,6 +51,11 @@ func newTracker(w *world) *tracker {
 	for _, p := range w.pods {
 		k.lag = max(k.lag, p.interval)
 	}
+	// An incident is in the data once every pod has been scraped during it. A crashed pod
+	// is known gone once it has missed two scrapes (compare's rule: a series whose last
+	// sample is older than two scrape intervals and the grace), and the next evaluation
+	// sees it.
+	k.downLag = 2*k.lag + 3*time.Second
 	k.lag += 2 * time.Second
 	return k
 }
@@ -77,7 +84,11 @@ func (k *tracker) verdict(now time.Duration, step int, d rollout.Decision, reaso
 			k.o.Proceeded, k.o.FirstProceed = true, now
 		}
 		k.proceeds[step] = true
-		if watching && now > win.From+k.lag && now <= win.To {
+		lag := k.lag
+		if k.w.sc.Down != nil {
+			lag = k.downLag
+		}
+		if watching && now > win.From+lag && now <= win.To {
 			k.o.ProceedDuring = true
 		}
 		if watching && now > win.To {

@@ -218,7 +218,7 @@ func Write(w io.Writer, opts Options, results []Result, leftOut []string) {
 			timed("time to rollback, p90", 0.9, TimeToRollback)
 			share("a proceed first at that step", ProceedFirst, false)
 		case RowDown:
-			share("proceed while down", ProceedDuring, false)
+			share("proceed while known down", ProceedDuring, false)
 			share("proceeded after it served again", ProceedAfter, false)
 			share("false rollbacks", RolledBack, false)
 		case RowLowTraffic:
