@@ -15,7 +15,7 @@ func TestSimulatePrintsTheTable(t *testing.T) {
 	require.Contains(t, out, `template "http-golden-signals", 3 runs per row, seed 1`)
 	require.Contains(t, out, "errors 0.5% -> 5% (10x) at 100 req/s, 1 s scrapes")
 	require.Contains(t, out, "time to rollback, median")
-	require.Contains(t, out, "proceed while down")
+	require.Contains(t, out, "proceed while known down")
 	require.NotContains(t, out, "healthy rollout")
 	_, again, _ := runCmd(args...)
 	require.Equal(t, out, again)
