@@ -476,10 +476,8 @@ func (st sideTracks) counts(kind rollout.CheckKind, from, through time.Time, e e
 		Events: st.ratio[0].between(from, through, e), Total: st.ratio[1].between(from, through, e)}
 }
 
-// eventPairs are the side's counted series in pairs (events, all): a ratio check's errors
-// and requests, or each finite bound's slower observations and all observations.
-// eventPairsAt are the same at the finite bounds les (a histogram's; a bound the side does
-// not have is an empty pair).
+// eventPairsAt are eventPairs at the finite bounds les (a histogram's; a bound the side
+// does not have is an empty pair), so that two sides' pairs line up bound by bound.
 func (st sideTracks) eventPairsAt(kind rollout.CheckKind, les []float64) [][2]group {
 	if st.err != nil || st.empty || kind == rollout.KindRatio {
 		return st.eventPairs(kind)
@@ -493,6 +491,8 @@ func (st sideTracks) eventPairsAt(kind rollout.CheckKind, les []float64) [][2]gr
 	return out
 }
 
+// eventPairs are the side's counted series in pairs (events, all): a ratio check's errors
+// and requests, or each finite bound's slower observations and all observations.
 func (st sideTracks) eventPairs(kind rollout.CheckKind) [][2]group {
 	if st.err != nil || st.empty {
 		return nil
