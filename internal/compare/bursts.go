@@ -30,25 +30,11 @@ type stretch struct {
 	rest          [][2]float64 // and of the side's other targets
 }
 
-// estAt adds the group's estimated count at each of the sorted instants xs to out.
+// estAt adds the group's estimated count (track.at's) at each of the instants xs to out.
 func (g group) estAt(xs []time.Time, out []float64) {
 	for _, tr := range g {
-		n := len(tr.t)
-		i := 0 // the first sample after x
 		for k, x := range xs {
-			for i < n && !tr.t[i].After(x) {
-				i++
-			}
-			switch {
-			case i == 0:
-				// Born after x: 0.
-			case i == n || tr.t[i-1].Equal(x):
-				out[k] += tr.cum[i-1]
-			default:
-				lo, hi := tr.cum[i-1], tr.cum[i]
-				f := float64(x.Sub(tr.t[i-1])) / float64(tr.t[i].Sub(tr.t[i-1]))
-				out[k] += lo + f*(hi-lo)
-			}
+			out[k] += tr.at(x).Est
 		}
 	}
 }
@@ -111,12 +97,12 @@ func diffs(at [][2][]float64, k int) [][2]float64 {
 
 // bursts finds the side's bursts in (from, through] and its counts without them (nil, nil
 // when there is none): all is the side's counts over the span, other the other side's
-// tracks. A stretch with k events of n is a burst when, under the higher of the side's rate
-// over every other stretch and twice the other side's rate over the same time (each with one event
-// and one request added, so that a first event is not a burst), the Chernoff bound
-// exp(-n KL(k/n || p)) on the chance of k or more is below burstLevel divided among the
-// stretches and pairs, and the rate of the side's other targets over the same time.
-// So a burst is the target's alone: an incident that both sides see at once is not one (see
+// tracks. A stretch with k events of n is a burst when, under the highest of the side's rate
+// over every other stretch, twice the other side's rate over the same time and the rate of
+// the side's other targets over the same time (each with one event and one request added,
+// so that a first event is not a burst), the Chernoff bound exp(-n KL(k/n || p)) on the
+// chance of k or more is below burstLevel divided among the stretches and pairs. So a burst
+// is the target's alone: an incident that both sides see at once is not one (see
 // the shared degradation), nor a regression of the whole canary that begins mid-step; and a
 // side with a single target has none. With the other side counted but idle (no
 // requests) nothing is a burst; with no other side at all, the side's own rate elsewhere
