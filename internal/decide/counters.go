@@ -399,6 +399,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 					if math.IsNaN(e) {
 						e = 1
 					}
+					eAll := e
 					// Without the canary's bursts too: the e-value shown is the lesser.
 					steadyShows := true
 					if cumW != nil && cumW[i].Total > 0 {
@@ -407,7 +408,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 						e = math.Min(e, ew)
 					}
 					eValue = math.Max(eValue, e)
-					if e0 := math.Exp(logMixture(poissonLogLR(cum[i].Events, cum[i].Total, lambda0), prior)); e0 >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
+					if eAll >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
 						// A degradation against the baseline that the stable side shares is
 						// not the canary's: it pauses (see sharedDegradation).
 						if stableCounted && i < len(sR) && rate(Pair{sR[i].Events, sR[i].Total}) > lambda0 {
