@@ -122,7 +122,8 @@ type Analyzer struct {
 	metrics *metrics
 
 	// Owned by the loop.
-	live map[rollout.Ref]*analysis
+	live  map[rollout.Ref]*analysis
+	sched schedule
 	// others are the live records other replicas own, as last seen: taken over when their
 	// lease expires.
 	others map[rollout.Ref]state.Entry
@@ -307,6 +308,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		case res := <-a.results:
 			<-slots
 			a.complete(workCtx, res)
+			a.dispatch(workCtx, &workers, slots) // a worker is free: the next due starts now
 		case u, ok := <-updates:
 			if !ok {
 				updates = nil // the watch ended: watched again at the next tick
@@ -319,6 +321,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			}
 			a.scan(workCtx)
 			a.dispatch(workCtx, &workers, slots)
+			a.measureBacklog()
 		}
 	}
 }
@@ -524,22 +527,43 @@ func (a *Analyzer) enqueuePending(an *analysis) {
 	}
 }
 
-// dispatch starts an evaluation of every due analysis, as far as workers are free.
+// plan sets when an analysis's next evaluation is due. An evaluation in flight plans the
+// next at its end; a final analysis is never evaluated again.
+func (a *Analyzer) plan(an *analysis, t time.Time) {
+	if an.inFlight || an.rec.Final {
+		an.next = t
+		return
+	}
+	a.sched.set(an, t)
+}
+
+// dispatch starts the due evaluations, oldest due first, as far as workers are free. It
+// runs at every tick, after every event applied and whenever an evaluation ends, so that a
+// free worker never waits for the next tick.
 func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, slots chan struct{}) {
 	now := a.opts.Now()
-	for _, an := range a.live {
-		if an.inFlight || an.rec.Final || now.Before(an.next) {
+	for {
+		an, ok := a.sched.first(now)
+		if !ok {
+			return
+		}
+		if a.live[an.rec.Rollout] != an || an.rec.Final {
+			a.sched.unset(an) // replaced, or rolled back since it was planned
 			continue
 		}
 		if an.rec.Sequence-max(an.rec.Published, a.ackedOf(an.key())) >= maxUnacknowledged {
-			continue // its verdicts wait to be published: no new number until they are
+			// Its verdicts wait to be published: no new number until they are.
+			a.sched.set(an, now.Add(a.opts.Resolution))
+			continue
 		}
 		select {
 		case slots <- struct{}{}:
 		default:
 			a.metrics.saturated.Inc()
-			return // every worker is busy; the next tick tries again
+			return // every worker is busy: the next to end starts the next due
 		}
+		a.sched.unset(an)
+		a.metrics.startDelay.Observe(now.Sub(an.next).Seconds())
 		j := an.job(now, a.opts.Tracer)
 		an.inFlight = true
 		workers.Add(1)
@@ -548,6 +572,14 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 			a.results <- a.evaluate(workCtx, j)
 		}()
 	}
+}
+
+// measureBacklog sets the backlog gauges: the analyses due and not started, and how late the
+// oldest of them is.
+func (a *Analyzer) measureBacklog() {
+	n, oldest := a.sched.overdue(a.opts.Now())
+	a.metrics.overdue.Set(float64(n))
+	a.metrics.overdueFor.Set(oldest.Seconds())
 }
 
 // drain waits for the evaluations in flight and completes them, then cancels the rest.
@@ -601,10 +633,10 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	}
 	an.inFlight = false
 	if unreachable(res) {
-		an.next = j.now.Add(an.backoff())
+		a.plan(an, j.now.Add(an.backoff()))
 	} else {
 		an.outage = 0
-		an.next = compare.NextEvaluation(j.now, an.template.Template, res.measurements)
+		a.plan(an, compare.NextEvaluation(j.now, an.template.Template, res.measurements))
 	}
 	if j.needBaseline && an.rec.Baseline == nil {
 		if res.baselineErr != nil {
@@ -623,7 +655,7 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	}
 	if j.stepGen != an.rec.StepGen {
 		// The step changed while the evaluation ran: its window is stale. Evaluate again now.
-		an.next = a.opts.Now()
+		a.plan(an, a.opts.Now())
 		return
 	}
 	for i := range res.measurements {
@@ -663,6 +695,7 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	}
 	if v.Verdict == rollout.Rollback {
 		an.rec.Final = true // rollback is final for a revision: no more evaluations
+		a.sched.unset(an)
 	}
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), j.span), carrier)
@@ -794,7 +827,7 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 			an.unstored = nil
 			a.adopt(cur.Record, cur.Revision, false)
 			a.enqueuePending(an)
-			an.next = now
+			a.plan(an, now)
 		}
 	default:
 		a.storeFailed(an, err)

@@ -212,7 +212,10 @@ func (h *harness) run(t *testing.T, opts Options, modify ...func(*rollout.Templa
 	r := &replica{sink: &fakeSink{}, done: make(chan error, 1)}
 	opts.Templates = map[string]*compare.Template{"t": testTemplate(t, modify...)}
 	opts.Measurer, opts.Sink = h.m, r.sink
-	opts.Resolution, opts.Now, opts.Registerer = 5*time.Millisecond, h.clock.Now, prometheus.NewRegistry()
+	if opts.Resolution == 0 {
+		opts.Resolution = 5 * time.Millisecond
+	}
+	opts.Now, opts.Registerer = h.clock.Now, prometheus.NewRegistry()
 	a, err := New(opts)
 	require.NoError(t, err)
 	r.a = a

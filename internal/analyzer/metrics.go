@@ -14,6 +14,9 @@ type metrics struct {
 	live         prometheus.Gauge
 	saturated    prometheus.Counter
 	firstVerdict prometheus.Histogram
+	overdue      prometheus.Gauge
+	overdueFor   prometheus.Gauge
+	startDelay   prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,7 +39,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		saturated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "analyzerd_evaluations_deferred_total",
-			Help: "Due evaluations deferred to the next tick because every worker was busy.",
+			Help: "Times a due evaluation found every worker busy (it starts when one is free; analyzerd_evaluations_overdue is the backlog).",
+		}),
+		overdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "analyzerd_evaluations_overdue",
+			Help: "Live rollouts whose evaluation is due and not started, at the last tick: the backlog.",
+		}),
+		overdueFor: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "analyzerd_evaluations_overdue_seconds",
+			Help: "How long the oldest overdue evaluation has been due, at the last tick (0: none).",
+		}),
+		startDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "analyzerd_evaluation_start_delay_seconds",
+			Help:    "Time from when an evaluation was due to when a worker started it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
 		firstVerdict: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "analyzerd_first_verdict_seconds",
@@ -61,6 +77,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.firstVerdict, err = telemetry.Register(reg, m.firstVerdict); err != nil {
+		return nil, err
+	}
+	if m.overdue, err = telemetry.Register(reg, m.overdue); err != nil {
+		return nil, err
+	}
+	if m.overdueFor, err = telemetry.Register(reg, m.overdueFor); err != nil {
+		return nil, err
+	}
+	if m.startDelay, err = telemetry.Register(reg, m.startDelay); err != nil {
 		return nil, err
 	}
 	// Every label value exists from the start, so that alerts see zeros, not absent series.

@@ -25,9 +25,12 @@ type analysis struct {
 	template *compare.Template
 	received time.Time // when this replica took it on, for the time-to-first-verdict metric
 
-	baselineErr  string // the last failure to capture the baseline, for logging changes only
-	next         time.Time
-	inFlight     bool
+	baselineErr string    // the last failure to capture the baseline, for logging changes only
+	next        time.Time // when the next evaluation is due (see plan)
+	inFlight    bool
+	// token and scheduled are the analysis's place in the schedule (schedule.go).
+	token        uint64
+	scheduled    bool
 	firstVerdict bool
 
 	// unstored are verdicts decided but not yet stored (the store was unreachable): they are
@@ -235,7 +238,7 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 		}
 		a.adopt(rec, rev, false)
 		if an := a.live[ev.Rollout]; an != nil {
-			an.next = now // evaluate the new step at once
+			a.plan(an, now) // evaluate the new step at once
 		}
 		log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
 		return "applied", nil
@@ -295,22 +298,29 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 		return
 	}
 	an := a.live[rec.Rollout]
-	if an == nil || an.key() != rec.Key() || fresh {
+	created := an == nil || an.key() != rec.Key() || fresh
+	if created {
 		a.gen++
-		an = &analysis{gen: a.gen, template: t, received: a.opts.Now(), next: a.opts.Now(), firstVerdict: true}
+		if an != nil {
+			a.sched.unset(an)
+		}
+		an = &analysis{gen: a.gen, template: t, received: a.opts.Now(), firstVerdict: true}
 		a.live[rec.Rollout] = an
 	}
 	if rev < an.rev {
 		return // an older write seen late
 	}
-	if rec.StepGen != an.rec.StepGen && !fresh {
-		an.next = a.opts.Now() // a step changed by an event another replica applied
-	}
+	// A new analysis is evaluated at once, and so is a step changed by an event another
+	// replica applied.
+	due := created || rec.StepGen != an.rec.StepGen
 	// Verdicts decided but not stored yet stay ahead of the stored sequence.
 	seq := an.rec.Sequence
 	an.rec, an.rev, an.template = rec, rev, t
 	if len(an.unstored) > 0 && seq > an.rec.Sequence {
 		an.rec.Sequence = seq
+	}
+	if due {
+		a.plan(an, a.opts.Now())
 	}
 	a.metrics.live.Set(float64(len(a.live)))
 }
@@ -319,6 +329,7 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 // another replica publishes them from now on (or the analysis ended).
 func (a *Analyzer) forget(ref rollout.Ref) {
 	if an := a.live[ref]; an != nil {
+		a.sched.unset(an)
 		if n := a.opts.Sink.Revoke(ref, an.rec.Revision); n > 0 {
 			a.opts.Logger.Info("queued verdicts left to the rollout's new owner", zap.String("rollout", ref.String()), zap.Int("verdicts", n))
 		}

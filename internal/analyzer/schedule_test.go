@@ -1,0 +1,119 @@
+package analyzer
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/rollout"
+)
+
+func TestScheduleOldestDueFirst(t *testing.T) {
+	var s schedule
+	ans := make([]*analysis, 5)
+	for i := range ans {
+		ans[i] = &analysis{gen: uint64(i + 1)}
+	}
+	// Due in the order 3, 1, 4, 0, 2; 0 is set twice (its first entry goes stale).
+	s.set(ans[0], t0)
+	s.set(ans[2], t0.Add(4*time.Second))
+	s.set(ans[4], t0.Add(2*time.Second))
+	s.set(ans[1], t0.Add(time.Second))
+	s.set(ans[3], t0)
+	s.set(ans[0], t0.Add(3*time.Second))
+
+	n, oldest := s.overdue(t0.Add(2500 * time.Millisecond))
+	require.Equal(t, 3, n, "3, 1 and 4 are due at 2.5s")
+	require.Equal(t, 2500*time.Millisecond, oldest)
+
+	var order []uint64
+	for {
+		an, ok := s.first(t0.Add(time.Minute))
+		if !ok {
+			break
+		}
+		s.unset(an)
+		order = append(order, an.gen-1)
+	}
+	require.Equal(t, []uint64{3, 1, 4, 0, 2}, order)
+	require.Zero(t, s.live)
+	_, ok := s.first(t0.Add(time.Hour))
+	require.False(t, ok, "nothing left once every analysis was taken")
+}
+
+func TestScheduleNotDueYet(t *testing.T) {
+	var s schedule
+	an := &analysis{gen: 1}
+	s.set(an, t0.Add(time.Second))
+	_, ok := s.first(t0)
+	require.False(t, ok)
+	got, ok := s.first(t0.Add(time.Second))
+	require.True(t, ok, "due at its time, not only after it")
+	require.Same(t, an, got)
+}
+
+func TestScheduleStaysCompact(t *testing.T) {
+	var s schedule
+	ans := make([]*analysis, 10)
+	for i := range ans {
+		ans[i] = &analysis{gen: uint64(i + 1)}
+	}
+	for round := range 1000 {
+		for _, an := range ans {
+			s.set(an, t0.Add(time.Duration(round)*time.Second))
+		}
+	}
+	require.LessOrEqual(t, len(s.entries), 2*len(ans)+64+1, "stale entries are dropped")
+	require.Equal(t, len(ans), s.live)
+}
+
+// TestFreeWorkerStartsTheOldestDueAtOnce: with one worker and the loop's tick an hour away,
+// each evaluation that ends starts the next due one (no rollout waits for a tick), and they
+// start in the order they became due, not in the map's.
+func TestFreeWorkerStartsTheOldestDueAtOnce(t *testing.T) {
+	h := &harness{
+		m:     &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000)},
+		clock: &clock{now: t0},
+	}
+	h.m.entered, h.m.release = make(chan struct{}), make(chan struct{})
+	h.store = openStore(t)
+	h.replica = h.run(t, Options{Logger: zap.NewNop(), Store: h.store, ReplicaID: "r", Workers: 1, Resolution: time.Hour})
+
+	const n = 6
+	for i := range n {
+		ev := started(fmt.Sprintf("e%d", i), "v2")
+		ev.Rollout = rollout.Ref{Namespace: "prod", Name: fmt.Sprintf("svc-%d", i)}
+		ev.Args = map[string]string{"service": ev.Rollout.Name}
+		require.NoError(t, h.a.Handle(context.Background(), ev))
+		if i == 0 {
+			<-h.m.entered // the only worker is busy from now on
+		}
+		h.clock.Advance(time.Second) // each later rollout becomes due a second after the one before
+	}
+	for range n - 1 {
+		h.m.release <- struct{}{}
+		select {
+		case <-h.m.entered: // the next evaluation started as the previous ended
+		case <-time.After(10 * time.Second):
+			t.Fatal("an evaluation ended and the next due one did not start")
+		}
+	}
+	h.m.release <- struct{}{}
+
+	require.Eventually(t, func() bool {
+		h.sink.mu.Lock()
+		defer h.sink.mu.Unlock()
+		return len(h.sink.verdicts) == n
+	}, 5*time.Second, time.Millisecond)
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	var order []string
+	for _, target := range h.m.targets {
+		order = append(order, target.Args["service"])
+	}
+	require.Equal(t, []string{"svc-0", "svc-1", "svc-2", "svc-3", "svc-4", "svc-5"}, order)
+}
