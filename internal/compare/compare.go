@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
@@ -23,6 +24,9 @@ type Template struct {
 type compiledCheck struct {
 	check   rollout.Check
 	queries []Query // ratio: errors, total; histogram: buckets; value: query
+	// shapes are the counter queries' group shapes (nil for a query that cannot be grouped,
+	// and for value checks): see feed.go.
+	shapes []*groupShape
 }
 
 // CompileTemplate compiles every query of t, checking that placeholders name only declared
@@ -50,6 +54,13 @@ func CompileTemplate(t rollout.Template) (*Template, error) {
 				continue
 			}
 			cc.queries = append(cc.queries, compiled)
+			var shape *groupShape
+			if c.Kind == rollout.KindRatio || c.Kind == rollout.KindHistogram {
+				if g, ok := compiled.grouping(); ok {
+					shape = &g
+				}
+			}
+			cc.shapes = append(cc.shapes, shape)
 		}
 		out.checks = append(out.checks, cc)
 	}
@@ -82,31 +93,118 @@ func (t Target) spans() Spans {
 	return Spans{From: t.From, At: t.At, Recent: t.Template.RecentWindow}
 }
 
-// Comparer measures targets against a Source.
+// Comparer measures targets against a Source. Its counter queries are grouped: one query
+// refreshes every rollout that reads the same selector (see feed.go). Safe for concurrent use.
 type Comparer struct {
-	source Source
+	source     Source
+	perRollout bool
+
+	mu    sync.Mutex
+	feeds map[string]*feed // by query template
 }
 
 // New returns a Comparer over source.
-func New(source Source) *Comparer { return &Comparer{source: source} }
+func New(source Source) *Comparer { return &Comparer{source: source, feeds: map[string]*feed{}} }
 
-// Measure runs every check of the target on both sides in one batch and returns one
-// measurement per check, in template order. Baselines are not filled in: the caller holds them.
+// NewPerRollout returns a Comparer that runs every rollout's queries on their own, reading the
+// whole step at each evaluation (as analyzerd did before feeds): for comparison in tests.
+func NewPerRollout(source Source) *Comparer {
+	return &Comparer{source: source, perRollout: true, feeds: map[string]*feed{}}
+}
+
+func (c *Comparer) feed(q Query, shape *groupShape) *feed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.feeds[q.Text()]
+	if f == nil {
+		f = newFeed(*shape, q.Text())
+		c.feeds[q.Text()] = f
+	}
+	return f
+}
+
+// Measure runs every check of the target on both sides and returns one measurement per
+// check, in template order: the counter queries that can be grouped from their feeds, the
+// others in one batch. Baselines are not filled in: the caller holds them.
 func (c *Comparer) Measure(ctx context.Context, t Target) []rollout.Measurement {
 	b := newBatch()
-	type planned struct{ canary, stable []int }
-	plans := make([]planned, len(t.Template.checks))
 	spans := t.spans()
+	type planned struct {
+		canary, stable []int
+		fed            []fedRead // the reads from feeds, filled in below
+	}
+	plans := make([]planned, len(t.Template.checks))
+	var reads []*fedRead
 	for i, cc := range t.Template.checks {
 		plans[i].canary = b.add(cc, t.Args, t.Canary.Vars, spans)
 		plans[i].stable = b.add(cc, t.Args, t.Stable.Vars, spans)
+		if c.perRollout {
+			continue
+		}
+		for qi, shape := range cc.shapes {
+			if shape == nil {
+				continue
+			}
+			for si, side := range []Side{t.Canary, t.Stable} {
+				values, err := shape.values(Values{Args: t.Args, Vars: side.Vars})
+				if err != nil || !groupable(values) {
+					continue // the batch runs it on its own (or reports the render error)
+				}
+				own, err := cc.queries[qi].Render(Values{Args: t.Args, Vars: side.Vars})
+				if err != nil {
+					continue
+				}
+				plans[i].fed = append(plans[i].fed, fedRead{query: qi, stable: si == 1, feed: c.feed(cc.queries[qi], shape), values: values, own: own})
+			}
+		}
+		for k := range plans[i].fed {
+			r := &plans[i].fed[k]
+			slots := plans[i].canary
+			if r.stable {
+				slots = plans[i].stable
+			}
+			b.drop(slots[r.query]) // read from the feed instead
+			reads = append(reads, r)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, r := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.resp, r.horizon = r.feed.read(ctx, c.source, r.values, r.own, spans.From, keepFrom(spans), spans.At)
+		}()
 	}
 	resps := b.run(ctx, c.source)
+	wg.Wait()
 	out := make([]rollout.Measurement, len(t.Template.checks))
 	for i, cc := range t.Template.checks {
-		out[i] = b.measurement(cc.check, plans[i].canary, plans[i].stable, resps, t.spans())
+		cr, sr := b.responses(plans[i].canary, resps), b.responses(plans[i].stable, resps)
+		checkSpans := spans
+		for _, r := range plans[i].fed {
+			side := cr
+			if r.stable {
+				side = sr
+			}
+			side[r.query] = r.resp
+			if r.resp.Err == nil && r.horizon.Before(checkSpans.At) {
+				checkSpans.At = r.horizon // both sides are counted up to the data every query has
+			}
+		}
+		out[i] = measurement(cc.check, cr, sr, checkSpans)
 	}
 	return out
+}
+
+// fedRead is one side's query of a check read from its feed.
+type fedRead struct {
+	query   int
+	stable  bool
+	feed    *feed
+	values  []string
+	own     string
+	resp    Response
+	horizon time.Time
 }
 
 // CaptureBaseline measures the stable side over the template's baseline window ending at
@@ -137,13 +235,16 @@ func (c *Comparer) CaptureBaseline(ctx context.Context, t *Template, args, stabl
 
 // batch collects the queries of one evaluation, running each distinct one once.
 type batch struct {
-	reqs  []Request
-	index map[Request]int
-	errs  map[int]error // render errors, by planned slot
-	slots []int         // planned slot -> request index (or -1 for a render error)
+	reqs   []Request
+	index  map[Request]int
+	errs   map[int]error // render errors, by planned slot
+	slots  []int         // planned slot -> request index (-1 for a render error, -2 dropped)
+	unused map[int]bool  // requests no slot needs any more (see drop)
 }
 
-func newBatch() *batch { return &batch{index: map[Request]int{}, errs: map[int]error{}} }
+func newBatch() *batch {
+	return &batch{index: map[Request]int{}, errs: map[int]error{}, unused: map[int]bool{}}
+}
 
 func (b *batch) add(cc compiledCheck, args, vars map[string]string, spans Spans) []int {
 	var slots []int
@@ -173,7 +274,40 @@ func (b *batch) add(cc compiledCheck, args, vars map[string]string, spans Spans)
 	return slots
 }
 
+// drop takes a planned slot's query out of the batch (its answer comes from elsewhere). A
+// request another slot still needs stays.
+func (b *batch) drop(slot int) {
+	if i := b.slots[slot]; i >= 0 {
+		b.slots[slot] = -2
+		for _, other := range b.slots {
+			if other == i {
+				return
+			}
+		}
+		b.unused[i] = true
+	}
+}
+
 func (b *batch) run(ctx context.Context, s Source) []Response {
+	if len(b.unused) > 0 {
+		// Run only the requests still needed, and answer the others with nothing.
+		var kept []Request
+		var where []int
+		for i, r := range b.reqs {
+			if !b.unused[i] {
+				kept = append(kept, r)
+				where = append(where, i)
+			}
+		}
+		full := make([]Response, len(b.reqs))
+		if len(kept) > 0 {
+			got := (&batch{reqs: kept}).run(ctx, s)
+			for k, i := range where {
+				full[i] = got[k]
+			}
+		}
+		return full
+	}
 	if len(b.reqs) == 0 {
 		return nil
 	}
@@ -194,6 +328,9 @@ func (b *batch) response(slot int, resps []Response) Response {
 	if err, ok := b.errs[slot]; ok {
 		return Response{Err: err}
 	}
+	if b.slots[slot] < 0 {
+		return Response{} // dropped: the caller fills it in
+	}
 	return resps[b.slots[slot]]
 }
 
@@ -207,7 +344,11 @@ func (b *batch) responses(slots []int, resps []Response) []Response {
 
 // measurement is one check's measurement from the answers to its planned queries.
 func (b *batch) measurement(c rollout.Check, canary, stable []int, resps []Response, spans Spans) rollout.Measurement {
-	cr, sr := b.responses(canary, resps), b.responses(stable, resps)
+	return measurement(c, b.responses(canary, resps), b.responses(stable, resps), spans)
+}
+
+// measurement is one check's measurement from each side's answers, in the check's order.
+func measurement(c rollout.Check, cr, sr []Response, spans Spans) rollout.Measurement {
 	// Validation guarantees a ratio check two queries and the others one; a template that
 	// skipped it gets an error reading rather than a panic.
 	need := 1

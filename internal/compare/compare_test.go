@@ -122,7 +122,7 @@ func TestMeasureRanges(t *testing.T) {
 	})
 	require.NoError(t, err)
 	src := &fakeSource{}
-	New(src).Measure(context.Background(), target(tm))
+	NewPerRollout(src).Measure(context.Background(), target(tm))
 	require.Len(t, src.batches, 1)
 	var counted, valued int
 	for _, r := range src.batches[0] {
@@ -143,7 +143,7 @@ func TestMeasureRanges(t *testing.T) {
 	tg := target(tm)
 	tg.At = tg.From
 	src = &fakeSource{}
-	New(src).Measure(context.Background(), tg)
+	NewPerRollout(src).Measure(context.Background(), tg)
 	require.True(t, strings.HasSuffix(src.batches[0][0].Expr, "}[300s]"), src.batches[0][0].Expr)
 }
 
@@ -163,7 +163,7 @@ func TestMeasure(t *testing.T) {
 		`avg(cpu{service="checkout", version=~"v2\\.3\\.0"})`:    one(0.5),
 		`avg(cpu{service="checkout", version=~"v2\\.2\\.9"})`:    none(),
 	}}
-	got := New(src).Measure(context.Background(), target(goldenTemplate(t)))
+	got := NewPerRollout(src).Measure(context.Background(), target(goldenTemplate(t)))
 
 	// One batch; each side rendered with its own variables; the two histogram checks share
 	// their query, which runs once per side.
@@ -246,7 +246,7 @@ func TestMeasureDedupsAcrossSides(t *testing.T) {
 	tg := target(tm)
 	tg.Stable = tg.Canary // same variables: every query is shared
 	src := &fakeSource{answers: map[string]Response{}}
-	got := New(src).Measure(context.Background(), tg)
+	got := NewPerRollout(src).Measure(context.Background(), tg)
 	require.Len(t, src.batches, 1)
 	require.Len(t, src.batches[0], 4, "errors, total, buckets, cpu: each once")
 	require.Len(t, got, 4)
@@ -257,7 +257,7 @@ func TestMeasureDedupsAcrossSides(t *testing.T) {
 	// Another span is another range: other queries.
 	tg.From = tg.From.Add(-time.Minute)
 	src = &fakeSource{answers: map[string]Response{}}
-	New(src).Measure(context.Background(), tg)
+	NewPerRollout(src).Measure(context.Background(), tg)
 	require.Len(t, src.batches[0], 4)
 	require.Contains(t, src.batches[0][0].Expr, "[480s]")
 }
@@ -266,7 +266,7 @@ func TestMeasureNoChecksNoQuery(t *testing.T) {
 	tm, err := CompileTemplate(rollout.Template{Name: "empty"})
 	require.NoError(t, err)
 	src := &fakeSource{}
-	require.Empty(t, New(src).Measure(context.Background(), Target{Template: tm}))
+	require.Empty(t, NewPerRollout(src).Measure(context.Background(), Target{Template: tm}))
 	require.Empty(t, src.batches)
 }
 
@@ -277,7 +277,7 @@ func TestMeasureRenderError(t *testing.T) {
 		`req{service="checkout", version="v2.2.9", code=~"5.."}[420s]`: counted(1),
 		`req{service="checkout", version="v2.2.9"}[420s]`:              counted(100),
 	}}
-	got := New(src).Measure(context.Background(), tg)
+	got := NewPerRollout(src).Measure(context.Background(), tg)
 	require.Len(t, src.batches[0], 4, "only the stable side's queries are sent")
 	for _, m := range got {
 		require.Equal(t, rollout.StatusError, m.Canary.Status, m.Check)
@@ -291,7 +291,7 @@ func TestMeasureRenderError(t *testing.T) {
 
 func TestMeasureShortAnswerIsUnavailable(t *testing.T) {
 	src := &fakeSource{answers: map[string]Response{}, short: 2}
-	got := New(src).Measure(context.Background(), target(goldenTemplate(t)))
+	got := NewPerRollout(src).Measure(context.Background(), target(goldenTemplate(t)))
 	// The last two requests (cpu, both sides) got no answer.
 	require.Equal(t, rollout.StatusError, got[3].Canary.Status)
 	require.Contains(t, got[3].Canary.Message, ErrUnavailable.Error())
@@ -314,7 +314,7 @@ func measureCheck(t *testing.T, c rollout.Check, resps ...Response) rollout.Read
 		}
 		src.answers[expr] = resps[i]
 	}
-	got := New(src).Measure(context.Background(), Target{
+	got := NewPerRollout(src).Measure(context.Background(), Target{
 		Template: tm,
 		Canary:   Side{Vars: map[string]string{"v": "canary"}},
 		Stable:   Side{Vars: map[string]string{"v": "stable"}},
@@ -612,7 +612,7 @@ func TestMeasureInvalidCheckDoesNotPanic(t *testing.T) {
 		{Name: "value-without-query", Kind: rollout.KindValue},
 	}})
 	require.NoError(t, err)
-	got := New(&fakeSource{answers: map[string]Response{"x[300s]": counted(1)}}).Measure(context.Background(), Target{Template: tm, From: at, At: at})
+	got := NewPerRollout(&fakeSource{answers: map[string]Response{"x[300s]": counted(1)}}).Measure(context.Background(), Target{Template: tm, From: at, At: at})
 	require.Len(t, got, 2)
 	for _, m := range got {
 		require.Equal(t, rollout.StatusError, m.Canary.Status, m.Check)

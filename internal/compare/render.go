@@ -303,3 +303,92 @@ func (q Query) IsSelector() bool {
 	s := strings.TrimSpace(b.String())
 	return s != "" && selectorShape.MatchString(s) && strings.ContainsAny(s, "{abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
 }
+
+// groupShape is how one query serves many rollouts at once (see feed.go): each value
+// placeholder stands as the value of an = or =~ matcher on a plain label name, so that the
+// query can select every rollout's series with one =~ matcher per placeholder, and each
+// series returned says by its labels which rollout (and side) it is of.
+type groupShape struct {
+	labels []string // the label of each value placeholder, in order
+	parts  []part   // the query, with the = before each value placeholder made =~
+}
+
+// labelNameAtEnd matches a plain label name and a matcher operator at the end of code.
+var labelNameAtEnd = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|=)\s*$`)
+
+// grouping returns the query's group shape; ok is false when it cannot be grouped: it has
+// no value placeholder, a window, or a placeholder after != or !~ (a union of exclusions
+// does not exclude), or after a quoted label name.
+func (q Query) grouping() (groupShape, bool) {
+	var g groupShape
+	for i, p := range q.parts {
+		switch p.kind {
+		case literal:
+			g.parts = append(g.parts, p)
+			continue
+		case window:
+			return groupShape{}, false
+		}
+		if i == 0 || q.parts[i-1].kind != literal {
+			return groupShape{}, false
+		}
+		before := g.parts[len(g.parts)-1].text
+		m := labelNameAtEnd.FindStringSubmatchIndex(before)
+		if m == nil {
+			return groupShape{}, false
+		}
+		// The operator is =~ from now on: for arg and var the value becomes a regex of
+		// escaped literals; argRegex and varRegex are escaped literals already.
+		g.parts[len(g.parts)-1] = part{kind: literal, text: before[:m[4]] + "=~" + before[m[5]:]}
+		g.labels = append(g.labels, before[m[2]:m[3]])
+		g.parts = append(g.parts, p)
+	}
+	return g, len(g.labels) > 0
+}
+
+// values are the value placeholders' values for v, in order.
+func (g groupShape) values(v Values) ([]string, error) {
+	out := make([]string, 0, len(g.labels))
+	for _, p := range g.parts {
+		var (
+			val string
+			ok  bool
+		)
+		switch p.kind {
+		case argument, argumentRegex:
+			if val, ok = v.Args[p.text]; !ok {
+				return nil, fmt.Errorf("argument %q is not set", p.text)
+			}
+		case variable, variableRegex:
+			if val, ok = v.Vars[p.text]; !ok {
+				return nil, fmt.Errorf("variable %q is not set", p.text)
+			}
+		default:
+			continue
+		}
+		out = append(out, val)
+	}
+	return out, nil
+}
+
+// render writes the query selecting every series whose labels hold one of sets[i] for the
+// i-th placeholder: each value escaped with regexp.QuoteMeta, joined with |, and the whole
+// regex written as one string literal (strconv.QuoteToASCII), so that no value can change
+// the query's structure or match anything but itself.
+func (g groupShape) render(sets [][]string) string {
+	var b strings.Builder
+	k := 0
+	for _, p := range g.parts {
+		if p.kind == literal {
+			b.WriteString(p.text)
+			continue
+		}
+		alt := make([]string, len(sets[k]))
+		for i, v := range sets[k] {
+			alt[i] = regexp.QuoteMeta(v)
+		}
+		b.WriteString(strconv.QuoteToASCII(strings.Join(alt, "|")))
+		k++
+	}
+	return b.String()
+}

@@ -1,0 +1,358 @@
+package compare
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// A feed serves one counter query (a series selector) to every rollout that reads it. At
+// 10,000 live rollouts, one query per rollout per side per evaluation, each reading the whole
+// step again, is what Prometheus cannot keep up with; a feed instead:
+//
+//   - keeps each rollout side's raw samples in memory (by the values its placeholders take:
+//     its "tuple"), read once over the step (and lookback before it) when the side is first
+//     read, by the side's own query, as Measure did before feeds;
+//   - refreshes every tuple at once with one grouped query: the selector with each
+//     placeholder's = made =~ over the union of the live tuples' values, over a range from the
+//     last refresh (plus overlap, for samples ingested late) to the evaluation's time, so that
+//     what Prometheus reads grows with the series, not with the rollouts nor with how long
+//     an analysis has run;
+//   - hands each series to its tuple by its labels, exactly: a series whose labels match no
+//     tuple is dropped, so that no rollout ever reads another's series, whatever its values.
+//
+// A refresh is shared: evaluations that find the feed older than refreshAge wait for the
+// one refresh in flight rather than each querying. A failed refresh fails the reads that
+// waited on it, and reads within refreshAge after it, with its error (no query storm while
+// the source is away). Tuples not read for tupleIdle are forgotten (their rollout ended).
+type feed struct {
+	shape groupShape
+	text  string // the query template, for errors
+
+	mu         sync.Mutex
+	tuples     map[string]*tuple
+	refreshing chan struct{} // non-nil while a refresh runs; closed when it ends
+	took       time.Duration // the last refresh's duration
+	failed     error         // the last refresh's error, until failedUntil
+	failedAt   time.Time
+}
+
+// tuple is one rollout side's series of the feed's query.
+type tuple struct {
+	values []string
+	series map[string]*cached // by their labels (labelsKey)
+	// through is the time the newest query that covered the tuple was evaluated at: its
+	// samples are complete up to it. ready is false until the first read's own query.
+	through time.Time
+	ready   bool
+	loading chan struct{} // non-nil while its own query runs
+	// covered is how far back its samples are complete. keep is the earliest time any read
+	// needed in the current period (from period on), keepPrev in the one before: samples
+	// older than both are dropped.
+	covered         time.Time
+	keep, keepPrev  time.Time
+	period, lastUse time.Time
+}
+
+type cached struct {
+	labels  map[string]string
+	samples []Sample // oldest first; appended to, never changed in place
+}
+
+const (
+	// feedOverlap is how far back a refresh reads before the previous one: a sample Prometheus
+	// ingested after the previous refresh, with an earlier timestamp (a slow scrape), is found
+	// by the next (samples are kept once, by timestamp).
+	feedOverlap = 5 * time.Second
+	// minRefreshAge is the least age of a feed's data that makes a read refresh it.
+	minRefreshAge = time.Second
+	// tupleIdle is how long a tuple nobody reads is kept, and the length of a keep period.
+	tupleIdle = 5 * time.Minute
+	// keepBefore is how far before a read's From its samples are kept after the first read,
+	// at least (keepFrom): enough for the rate before the step's start (calm, over the recent
+	// window) and the count at it. The first read reaches lookback back, to find a sample of
+	// a series scraped rarely.
+	keepBefore = 2 * time.Minute
+	// maxGroupValue bounds the length of a value that a grouped query holds: a longer one is
+	// read by its side's own query, so that no rollout's values can make the grouped query
+	// too long for the others.
+	maxGroupValue = 1024
+)
+
+// groupable reports whether a side's values may stand in a grouped query: non-empty (an
+// empty value also matches series without the label), valid UTF-8, and not too long.
+func groupable(values []string) bool {
+	for _, v := range values {
+		if v == "" || len(v) > maxGroupValue || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func newFeed(shape groupShape, text string) *feed {
+	return &feed{shape: shape, text: text, tuples: map[string]*tuple{}}
+}
+
+// keepFrom is where a read over spans keeps samples from: keepBefore before From, or the
+// recent window and a minute, as calm reads before From, but never more than lookback.
+func keepFrom(s Spans) time.Time {
+	return s.From.Add(-min(lookback, max(keepBefore, s.Recent+time.Minute)))
+}
+
+func tupleKey(values []string) string { return strings.Join(values, "\xff") }
+
+// refreshAge is how old the feed's data may be when read: at least minRefreshAge, and
+// twice its last refresh's duration, so that refreshing takes at most half the time.
+func (f *feed) refreshAge() time.Duration { return max(minRefreshAge, 2*f.took) }
+
+// read returns the side's series with their samples after keep (and each one's last sample at
+// or before it), and the horizon: the time the data is complete up to. own is the side's own
+// query (the selector with its values, before the range), which its first read runs over
+// (from - lookback, at].
+func (f *feed) read(ctx context.Context, src Source, values []string, own string, from, keep, at time.Time) (Response, time.Time) {
+	key := tupleKey(values)
+	need := from.Add(-lookback)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tp := f.tuples[key]
+	if tp == nil {
+		tp = &tuple{values: values, series: map[string]*cached{}, period: at}
+		f.tuples[key] = tp
+	}
+	tp.lastUse = at
+	if tp.keep.IsZero() || keep.Before(tp.keep) {
+		tp.keep = keep
+	}
+	for {
+		switch {
+		case tp.loading != nil:
+			if err := f.wait(ctx, tp.loading); err != nil {
+				return Response{Err: err}, at
+			}
+		case !tp.ready || tp.covered.After(keep):
+			if resp := f.load(ctx, src, tp, own, need, at); resp.Err != nil {
+				return resp, at
+			}
+		case !tp.through.After(at.Add(-f.refreshAge())):
+			if f.refreshing != nil {
+				if err := f.wait(ctx, f.refreshing); err != nil {
+					return Response{Err: err}, at
+				}
+				continue
+			}
+			if f.failed != nil && at.Sub(f.failedAt) < f.refreshAge() {
+				return Response{Err: f.failed}, at
+			}
+			if err := f.refresh(ctx, src, at); err != nil {
+				return Response{Err: err}, at
+			}
+			if !tp.through.After(at.Add(-f.refreshAge())) && f.tuples[key] == tp && tp.ready {
+				// Not covered by the refresh (it was loading meanwhile): its data is as fresh
+				// as its own query made it.
+				return tp.response(keep), tp.through
+			}
+		default:
+			return tp.response(keep), tp.through
+		}
+	}
+}
+
+// wait waits, unlocked, for ch to close.
+func (f *feed) wait(ctx context.Context, ch chan struct{}) error {
+	f.mu.Unlock()
+	defer f.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// load reads one tuple's series over (need, at] by its own query, unlocked, and replaces
+// what the tuple held.
+func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need, at time.Time) Response {
+	ch := make(chan struct{})
+	tp.loading = ch
+	f.mu.Unlock()
+	resps := src.Query(ctx, []Request{{Expr: own + "[" + FormatDuration(at.Sub(need)) + "]", Time: at}})
+	f.mu.Lock()
+	tp.loading = nil
+	close(ch)
+	resp := Response{Err: fmt.Errorf("%w: no answer", ErrUnavailable)}
+	if len(resps) == 1 {
+		resp = resps[0]
+	}
+	if resp.Err != nil {
+		return resp
+	}
+	tp.series = make(map[string]*cached, len(resp.Series))
+	for _, s := range resp.Series {
+		tp.series[labelsKey(s.Labels)] = &cached{labels: s.Labels, samples: s.Samples}
+	}
+	tp.ready, tp.covered, tp.through = true, need, at
+	return resp
+}
+
+// refresh reads every ready tuple's new samples with one grouped query at `at`. It runs with
+// the lock held but queries without it; reads that come meanwhile wait for it.
+func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
+	var (
+		included []*tuple
+		oldest   time.Time
+	)
+	sets := make([]map[string]bool, len(f.shape.labels))
+	for i := range sets {
+		sets[i] = map[string]bool{}
+	}
+	for key, tp := range f.tuples {
+		if tp.loading != nil || !tp.ready {
+			continue
+		}
+		if at.Sub(tp.lastUse) > tupleIdle {
+			delete(f.tuples, key) // its rollout ended, or moved to another replica
+			continue
+		}
+		if at.Sub(tp.through) > lookback {
+			tp.ready = false // fallen too far behind for a refresh: its next read loads it again
+			continue
+		}
+		included = append(included, tp)
+		if oldest.IsZero() || tp.through.Before(oldest) {
+			oldest = tp.through
+		}
+		for i, v := range tp.values {
+			sets[i][v] = true
+		}
+	}
+	if len(included) == 0 {
+		return nil
+	}
+	values := make([][]string, len(sets))
+	for i, set := range sets {
+		for v := range set {
+			values[i] = append(values[i], v)
+		}
+		slices.Sort(values[i]) // the same tuples give the same query
+	}
+	expr := f.shape.render(values) + "[" + FormatDuration(max(at.Sub(oldest), 0)+feedOverlap) + "]"
+	ch := make(chan struct{})
+	f.refreshing = ch
+	f.mu.Unlock()
+	began := time.Now()
+	resps := src.Query(ctx, []Request{{Expr: expr, Time: at}})
+	took := time.Since(began)
+	f.mu.Lock()
+	f.refreshing = nil
+	close(ch)
+	f.took = took
+	resp := Response{Err: fmt.Errorf("%w: no answer", ErrUnavailable)}
+	if len(resps) == 1 {
+		resp = resps[0]
+	}
+	if resp.Err != nil {
+		f.failed, f.failedAt = resp.Err, at
+		return resp.Err
+	}
+	f.failed = nil
+	byKey := make(map[string]*tuple, len(included))
+	for _, tp := range included {
+		byKey[tupleKey(tp.values)] = tp
+	}
+	vals := make([]string, len(f.shape.labels))
+	for _, s := range resp.Series {
+		for i, l := range f.shape.labels {
+			vals[i] = s.Labels[l]
+		}
+		tp := byKey[tupleKey(vals)]
+		if tp == nil {
+			continue // another rollout's values combined: nobody's series
+		}
+		tp.merge(s)
+	}
+	for _, tp := range included {
+		if at.After(tp.through) {
+			tp.through = at
+		}
+		tp.prune(at)
+	}
+	return nil
+}
+
+// merge adds a series' samples newer than those the tuple holds.
+func (tp *tuple) merge(s Series) {
+	k := labelsKey(s.Labels)
+	c := tp.series[k]
+	if c == nil {
+		tp.series[k] = &cached{labels: s.Labels, samples: s.Samples}
+		return
+	}
+	last := c.samples[len(c.samples)-1].T
+	i := sort.Search(len(s.Samples), func(i int) bool { return s.Samples[i].T.After(last) })
+	c.samples = append(c.samples, s.Samples[i:]...)
+}
+
+// prune drops the samples no read needs: those before the earliest time read lately (each
+// series keeps its last sample before it, its count there), and series with nothing left.
+func (tp *tuple) prune(at time.Time) {
+	if at.Sub(tp.period) > tupleIdle {
+		tp.keepPrev, tp.keep, tp.period = tp.keep, time.Time{}, at
+	}
+	cut := tp.keep
+	if cut.IsZero() || (!tp.keepPrev.IsZero() && tp.keepPrev.Before(cut)) {
+		cut = tp.keepPrev
+	}
+	if cut.IsZero() || !cut.After(tp.covered) {
+		return
+	}
+	for k, c := range tp.series {
+		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T.After(cut) })
+		switch {
+		case i == len(c.samples) && at.Sub(c.samples[len(c.samples)-1].T) > tupleIdle:
+			delete(tp.series, k) // gone long ago (a deleted pod)
+		case i > 1:
+			c.samples = slices.Clone(c.samples[i-1:]) // a copy: reads may hold the old one
+		}
+	}
+	tp.covered = cut
+}
+
+// response is the tuple's series with their samples after from (and the last one at or
+// before it). The slices are shared: callers only read them.
+func (tp *tuple) response(from time.Time) Response {
+	out := Response{Series: make([]Series, 0, len(tp.series))}
+	for _, c := range tp.series {
+		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T.After(from) })
+		if i > 0 {
+			i--
+		}
+		out.Series = append(out.Series, Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)]})
+	}
+	// The same order at every read (map order is not), so that measurements are
+	// deterministic given the samples.
+	sort.Slice(out.Series, func(i, j int) bool { return labelsKey(out.Series[i].Labels) < labelsKey(out.Series[j].Labels) })
+	return out
+}
+
+// labelsKey is a series' identity: its labels, sorted.
+func labelsKey(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
