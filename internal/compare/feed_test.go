@@ -107,7 +107,9 @@ func TestFeedKeepsWhatReadsNeed(t *testing.T) {
 		require.Equal(t, at, horizon, "each read here refreshes: they are 10 s apart")
 		return resp
 	}
-	held := func() int { return len(f.tuples[tupleKey(values)].series[labelsKey(map[string]string{"service": "a", "version": "v2"})].samples) }
+	held := func() int {
+		return len(f.tuples[tupleKey(values)].series[labelsKey(map[string]string{"service": "a", "version": "v2"})].samples)
+	}
 
 	step := t0.Add(30 * time.Minute)
 	at := step
