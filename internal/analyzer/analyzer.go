@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -120,6 +121,8 @@ type Analyzer struct {
 	results chan result
 	done    chan struct{}
 	metrics *metrics
+	// loaded is set once the stored analyses are loaded (Loaded).
+	loaded atomic.Bool
 
 	// Owned by the loop.
 	live  map[rollout.Ref]*analysis
@@ -239,6 +242,10 @@ func (a *Analyzer) Handle(ctx context.Context, ev rollout.Event) error {
 	}
 }
 
+// Loaded reports whether the stored analyses have been loaded: until then the read API
+// would answer about none of them, and the replica is not ready.
+func (a *Analyzer) Loaded() bool { return a.loaded.Load() }
+
 // Latest returns the latest verdict of a live rollout.
 func (a *Analyzer) Latest(ref rollout.Ref) (rollout.Verdict, bool) {
 	a.mu.RLock()
@@ -289,6 +296,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("analyzer: %w", err)
 	}
+	a.loaded.Store(true)
 	var workers sync.WaitGroup
 	slots := make(chan struct{}, a.opts.Workers)
 

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
 )
 
 func TestScheduleOldestDueFirst(t *testing.T) {
@@ -116,4 +117,30 @@ func TestFreeWorkerStartsTheOldestDueAtOnce(t *testing.T) {
 		order = append(order, target.Args["service"])
 	}
 	require.Equal(t, []string{"svc-0", "svc-1", "svc-2", "svc-3", "svc-4", "svc-5"}, order)
+}
+
+// slowLiveStore holds Live until released.
+type slowLiveStore struct {
+	Store
+	release chan struct{}
+}
+
+func (s slowLiveStore) Live(ctx context.Context) ([]state.Entry, error) {
+	<-s.release
+	return s.Store.Live(ctx)
+}
+
+// TestNotLoadedUntilTheStoredAnalysesAre: the replica says it is not loaded (so /readyz
+// fails) while it reads the stored analyses, and is once it has them.
+func TestNotLoadedUntilTheStoredAnalysesAre(t *testing.T) {
+	h := &harness{
+		m:     &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000)},
+		clock: &clock{now: t0},
+	}
+	h.store = openStore(t)
+	store := slowLiveStore{Store: h.store, release: make(chan struct{})}
+	r := h.run(t, Options{Logger: zap.NewNop(), Store: store, ReplicaID: "r"})
+	require.False(t, r.a.Loaded())
+	close(store.release)
+	require.Eventually(t, r.a.Loaded, 5*time.Second, time.Millisecond)
 }

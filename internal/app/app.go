@@ -193,6 +193,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 				return streams.Check(ctx, r.js)
 			}},
 			{Name: "prometheus", Check: source.Ping},
+			{Name: "analyses", Check: func(context.Context) error {
+				r := up.Load()
+				if r == nil || !r.an.Loaded() {
+					return errors.New("the stored analyses are not loaded yet")
+				}
+				return nil
+			}},
 		},
 	})
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))

@@ -58,6 +58,7 @@ func TestProbesAnswerWhileNATSIsAway(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	require.Equal(t, "not connected yet", body.Checks["nats"])
 	require.Contains(t, body.Checks["streams"], "NATS is not connected")
+	require.Equal(t, "the stored analyses are not loaded yet", body.Checks["analyses"])
 
 	resp, err = http.Get(base + "/v1/rollouts/prod/checkout")
 	require.NoError(t, err)

@@ -228,32 +228,33 @@ func (s *Store) Delete(ctx context.Context, key string, revision uint64) error {
 	return nil
 }
 
-// Live lists every live record.
+// Live lists every live record, in one pass over the bucket (a watch of the current values,
+// not a read per key: at 10,000 live rollouts the difference is seconds of a restart).
 func (s *Store) Live(ctx context.Context) ([]Entry, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, "live.>")
+	w, err := s.kv.Watch(ctx, "live.>", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list live records: %w", err)
 	}
+	defer func() { _ = w.Stop() }()
 	var out []Entry
-	var firstErr error
-	for key := range lister.Keys() {
-		if firstErr != nil {
-			continue // drain the lister, so that its goroutine ends
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list live records: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("list live records: the watch ended")
+			}
+			if e == nil {
+				return out, nil // every current value has been delivered
+			}
+			entry, err := decodeEntry(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, entry)
 		}
-		e, err := s.Get(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted since it was listed
-		}
-		if err != nil {
-			firstErr = err
-			continue
-		}
-		out = append(out, e)
 	}
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	return out, nil
 }
 
 // Watch follows the live records: every update, and a delete as an entry with a nil record.
