@@ -46,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return watch(args[1:], stdout, stderr)
 		case "simulate":
 			return simulateCmd(args[1:], stdout, stderr)
+		case "bench":
+			return benchCmd(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, version)
 			return 0
@@ -68,6 +70,7 @@ Usage:
   analyzerd demo [flags]           the whole loop on one machine (see analyzerd demo --help)
   analyzerd watch [flags]          a live view of the rollouts and their latest verdicts
   analyzerd simulate [flags]       benchmark a template on simulated traffic against threshold policies
+  analyzerd bench [flags]          measure the daemon at scale: N live rollouts on real NATS and Prometheus
   analyzerd version                print the version
 `)
 }

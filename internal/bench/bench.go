@@ -1,0 +1,645 @@
+// Package bench measures analyzerd at scale with real parts: a nats-server, a Prometheus
+// scraping a synthetic exporter of N services, and the daemon in a process of its own (so
+// that its CPU and memory are its own), analysing N live rollouts with the shipped template.
+// It prints what an operator sizing analyzerd needs: how regularly each rollout gets a
+// verdict, how fast a new one gets its first, what the daemon and Prometheus cost, and how
+// long a restart takes until every rollout has a verdict again.
+//
+// Speed is measured here, never asserted by tests: the figures depend on the machine.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/zap"
+
+	"github.com/analyzerd/analyzerd/internal/ingest"
+	"github.com/analyzerd/analyzerd/internal/natsembed"
+	"github.com/analyzerd/analyzerd/internal/promproc"
+	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/state"
+)
+
+// Options configure a bench run.
+type Options struct {
+	// Rollouts is the number of live rollouts, one per synthetic service.
+	Rollouts int
+	// Duration is the measurement window, after every rollout has its first verdict (or
+	// Warmup has passed).
+	Duration time.Duration
+	// Warmup bounds the wait for every rollout's first verdict before the window opens.
+	Warmup time.Duration
+	// Interval is the template's interval (the shipped http-golden-signals says 10s); the
+	// gaps are judged against it.
+	Interval time.Duration
+	// ScrapeInterval is Prometheus's; Rate the requests per second of each side of each
+	// service; PerShard the services per scrape target.
+	ScrapeInterval time.Duration
+	Rate           float64
+	PerShard       int
+	// Restart measures a SIGKILL and restart of the daemon after the window.
+	Restart bool
+	// Daemon is the analyzerd binary; Config the configuration it runs with (its
+	// http-golden-signals template is the one analysed).
+	Daemon, Config string
+	// Prometheus is the prometheus binary (promproc.Find when empty).
+	Prometheus string
+	// Progress receives a line per phase; DaemonLog the daemon's output.
+	Progress, DaemonLog io.Writer
+}
+
+func (o *Options) defaults() {
+	if o.Duration <= 0 {
+		o.Duration = 3 * time.Minute
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = 5 * time.Minute
+	}
+	if o.Interval <= 0 {
+		o.Interval = 10 * time.Second
+	}
+	if o.ScrapeInterval <= 0 {
+		o.ScrapeInterval = 5 * time.Second
+	}
+	if o.Rate <= 0 {
+		o.Rate = 20
+	}
+	if o.PerShard <= 0 {
+		o.PerShard = 100
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.DaemonLog == nil {
+		o.DaemonLog = io.Discard
+	}
+}
+
+// Report is what a run measured.
+type Report struct {
+	Rollouts int
+	Interval time.Duration
+	Window   time.Duration
+
+	// Gaps between consecutive verdicts of a rollout within the window, over all rollouts.
+	GapP50, GapP99, GapMax time.Duration
+	// EveryInterval is the share of rollouts whose every gap in the window (counting from
+	// the window's start and to its end) was at most 1.5 intervals.
+	EveryInterval float64
+	// NoVerdict counts the rollouts that had no verdict in the window.
+	NoVerdict int
+	// FirstP50 and FirstP99: from publishing rollout.started to receiving the first
+	// verdict; FirstMissing counts those without one by the end of the warm-up.
+	FirstP50, FirstP99 time.Duration
+	FirstMissing       int
+	// EvaluationsPerSecond and VerdictsPerSecond over the window.
+	EvaluationsPerSecond float64
+	// QueriesPerInterval: the daemon's queries to Prometheus; PrometheusQuerySeconds: the
+	// time Prometheus spent serving /api/v1/query, per interval.
+	QueriesPerInterval     float64
+	PrometheusQuerySeconds float64
+	// CPU in cores, RSS the daemon's largest resident set over the window.
+	DaemonCPU, PrometheusCPU, MachineCPU float64
+	DaemonRSS                            int64
+	// KVWritesPerSecond: writes to the state bucket (puts and deletes).
+	KVWritesPerSecond float64
+	// Overdue is the daemon's backlog gauge at the window's end.
+	Overdue float64
+
+	// The restart, when measured: until /readyz answered, and until each rollout received a
+	// verdict again (p50, and the last of them); RestartMissing counts those without one
+	// within the restart's bound.
+	Restarted              bool
+	RestartReady           time.Duration
+	RestartP50, RestartAll time.Duration
+	RestartMissing         int
+}
+
+// Run runs the bench. It returns when the window (and the restart) have been measured, or ctx
+// is done.
+func Run(ctx context.Context, o Options) (Report, error) {
+	o.defaults()
+	if o.Rollouts < 1 {
+		return Report{}, errors.New("bench: at least one rollout")
+	}
+	if o.Daemon == "" || o.Config == "" {
+		return Report{}, errors.New("bench: the daemon binary and its configuration are required")
+	}
+	dir, err := os.MkdirTemp("", "analyzerd-bench-")
+	if err != nil {
+		return Report{}, err
+	}
+	defer os.RemoveAll(dir)
+	say := func(format string, args ...any) {
+		fmt.Fprintf(o.Progress, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+
+	ns, err := natsembed.Start(natsembed.Options{Port: natsembed.RandomPort, StoreDir: filepath.Join(dir, "nats")}, zap.NewNop())
+	if err != nil {
+		return Report{}, err
+	}
+	defer ns.Shutdown()
+
+	exp := newExporter(o.Rollouts, o.PerShard, o.Rate, 0.005, time.Now().Add(-time.Hour))
+	var targets []promproc.Target
+	for i := range exp.shards {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return Report{}, err
+		}
+		srv := &http.Server{Handler: exp.handler(i), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		targets = append(targets, promproc.Target{Job: "bench", Address: ln.Addr().String()})
+	}
+	say("exporter: %d services in %d scrape targets, %.0f req/s per side", o.Rollouts, len(targets), o.Rate)
+
+	prom, err := promproc.Start(ctx, promproc.Options{
+		Binary: o.Prometheus, Dir: filepath.Join(dir, "prometheus"), Targets: targets, ScrapeInterval: o.ScrapeInterval,
+	})
+	if err != nil {
+		return Report{}, err
+	}
+	defer prom.Close()
+	if err := prom.WaitTargetsUp(ctx); err != nil {
+		return Report{}, err
+	}
+	say("prometheus %s scraping every %s", prom.URL(), o.ScrapeInterval)
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		return Report{}, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return Report{}, err
+	}
+	rec := newRecorder(o.Rollouts)
+	sub, err := nc.Subscribe("rollouts.verdicts.>", rec.verdict)
+	if err != nil {
+		return Report{}, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1)
+
+	d := &daemon{opts: o, natsURL: ns.ClientURL(), promURL: prom.URL()}
+	readyIn, err := d.start(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	defer d.kill()
+	say("analyzerd ready in %s (pid %d)", readyIn.Round(time.Millisecond), d.cmd.Process.Pid)
+
+	pub := ingest.NewPublisher(js, "")
+	for i := range o.Rollouts {
+		ev := rollout.Event{
+			ID: fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i), Source: "analyzerd-bench",
+			Type: rollout.EventStarted, Time: time.Now(),
+			Rollout: rollout.Ref{Namespace: "bench", Name: serviceName(i)}, Revision: "v2",
+			Analysis: "http-golden-signals",
+			Args:     map[string]string{"service": serviceName(i)},
+			Canary:   map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"},
+			Weight: 10,
+		}
+		rec.sent(i, time.Now())
+		if err := pub.Publish(ctx, ev); err != nil {
+			return Report{}, fmt.Errorf("publish rollout.started: %w", err)
+		}
+	}
+	say("%d rollouts started; waiting for their first verdicts (at most %s)", o.Rollouts, o.Warmup)
+	if err := rec.waitFirst(ctx, o.Warmup); err != nil {
+		return Report{}, err
+	}
+
+	r := Report{Rollouts: o.Rollouts, Interval: o.Interval, Window: o.Duration}
+	r.FirstP50, r.FirstP99, r.FirstMissing = rec.firsts()
+	say("measuring for %s", o.Duration)
+	before, err := d.snapshot(ctx, js, prom.URL())
+	if err != nil {
+		return Report{}, err
+	}
+	windowStart := time.Now()
+	var rss int64
+	tick := time.NewTicker(time.Second)
+	deadline := time.NewTimer(o.Duration)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			return Report{}, ctx.Err()
+		case <-deadline.C:
+			done = true
+		case <-tick.C:
+			if v, err := rssBytes(d.cmd.Process.Pid); err == nil {
+				rss = max(rss, v)
+			}
+		}
+	}
+	tick.Stop()
+	windowEnd := time.Now()
+	after, err := d.snapshot(ctx, js, prom.URL())
+	if err != nil {
+		return Report{}, err
+	}
+	window := windowEnd.Sub(windowStart)
+	intervals := window.Seconds() / o.Interval.Seconds()
+	r.Window = window
+	r.GapP50, r.GapP99, r.GapMax, r.EveryInterval, r.NoVerdict = rec.gaps(windowStart, windowEnd, o.Interval)
+	r.EvaluationsPerSecond = (after.evaluations - before.evaluations) / window.Seconds()
+	r.QueriesPerInterval = (after.queries - before.queries) / intervals
+	r.PrometheusQuerySeconds = (after.promQuerySeconds - before.promQuerySeconds) / intervals
+	r.DaemonCPU = (after.daemonCPU - before.daemonCPU) / window.Seconds()
+	r.PrometheusCPU = (after.promCPU - before.promCPU) / window.Seconds()
+	r.MachineCPU = (after.machine - before.machine) / window.Seconds()
+	r.DaemonRSS = rss
+	r.KVWritesPerSecond = float64(after.kvSeq-before.kvSeq) / window.Seconds()
+	r.Overdue = after.overdue
+
+	if o.Restart {
+		say("killing analyzerd (SIGKILL) and starting it again")
+		d.kill()
+		killed := time.Now()
+		readyIn, err := d.start(ctx)
+		if err != nil {
+			return Report{}, err
+		}
+		r.Restarted, r.RestartReady = true, readyIn
+		bound := max(5*time.Minute, 20*o.Interval)
+		r.RestartP50, r.RestartAll, r.RestartMissing = rec.waitAfter(ctx, killed, bound)
+	}
+	return r, nil
+}
+
+// Print writes the report as a table.
+func (r Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s" }
+	row("live rollouts", "%d", r.Rollouts)
+	row("window", "%s (interval %s)", r.Window.Round(time.Second), r.Interval)
+	row("verdict gap p50 / p99 / max", "%s / %s / %s", secs(r.GapP50), secs(r.GapP99), secs(r.GapMax))
+	row("rollouts with a verdict every interval", "%.1f%% (gaps <= 1.5 intervals; %d had none in the window)", 100*r.EveryInterval, r.NoVerdict)
+	row("event -> first verdict p50 / p99", "%s / %s (%d without one in the warm-up)", secs(r.FirstP50), secs(r.FirstP99), r.FirstMissing)
+	row("evaluations/s", "%.1f", r.EvaluationsPerSecond)
+	row("queries per interval", "%.0f", r.QueriesPerInterval)
+	row("prometheus query time per interval", "%.3f s", r.PrometheusQuerySeconds)
+	row("analyzerd CPU / RSS", "%.2f cores / %d MiB", r.DaemonCPU, r.DaemonRSS>>20)
+	row("prometheus CPU", "%.2f cores", r.PrometheusCPU)
+	row("machine busy", "%.2f cores", r.MachineCPU)
+	row("state writes/s", "%.1f", r.KVWritesPerSecond)
+	row("overdue at the end", "%.0f", r.Overdue)
+	if r.Restarted {
+		row("restart: ready after", "%s", secs(r.RestartReady))
+		row("restart: verdict again p50 / all", "%s / %s after the kill (%d without one)", secs(r.RestartP50), secs(r.RestartAll), r.RestartMissing)
+	}
+	_ = tw.Flush()
+}
+
+// recorder keeps when each rollout's verdicts arrived.
+type recorder struct {
+	mu       sync.Mutex
+	sentAt   []time.Time
+	received [][]time.Time
+	changed  chan struct{} // signalled (without blocking) at each verdict
+}
+
+func newRecorder(n int) *recorder {
+	return &recorder{sentAt: make([]time.Time, n), received: make([][]time.Time, n), changed: make(chan struct{}, 1)}
+}
+
+func (r *recorder) sent(i int, t time.Time) {
+	r.mu.Lock()
+	r.sentAt[i] = t
+	r.mu.Unlock()
+}
+
+func (r *recorder) verdict(m *nats.Msg) {
+	now := time.Now()
+	// rollouts.verdicts.<namespace>.<name>: the bench's names are subject tokens as they are.
+	name, ok := strings.CutPrefix(m.Subject, "rollouts.verdicts.bench.svc-")
+	if !ok {
+		return
+	}
+	i, err := strconv.Atoi(name)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	if i >= 0 && i < len(r.received) {
+		r.received[i] = append(r.received[i], now)
+	}
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// waitFirst waits until every rollout has a verdict, or bound has passed.
+func (r *recorder) waitFirst(ctx context.Context, bound time.Duration) error {
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		missing := 0
+		for _, rs := range r.received {
+			if len(rs) == 0 {
+				missing++
+			}
+		}
+		r.mu.Unlock()
+		if missing == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			return nil
+		case <-r.changed:
+		}
+	}
+}
+
+func (r *recorder) firsts() (p50, p99 time.Duration, missing int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ds []time.Duration
+	for i, rs := range r.received {
+		if len(rs) == 0 {
+			missing++
+			continue
+		}
+		ds = append(ds, rs[0].Sub(r.sentAt[i]))
+	}
+	return quantile(ds, 0.5), quantile(ds, 0.99), missing
+}
+
+// gaps measures the window: the gaps between consecutive verdicts, and per rollout whether
+// every gap, from the window's start to its end, was within 1.5 intervals.
+func (r *recorder) gaps(from, to time.Time, interval time.Duration) (p50, p99, maxGap time.Duration, every float64, none int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var all []time.Duration
+	regular := 0
+	limit := interval + interval/2
+	for _, rs := range r.received {
+		var in []time.Time
+		for _, t := range rs {
+			if !t.Before(from) && !t.After(to) {
+				in = append(in, t)
+			}
+		}
+		if len(in) == 0 {
+			none++
+			maxGap = max(maxGap, to.Sub(from))
+			continue
+		}
+		worst := max(in[0].Sub(from), to.Sub(in[len(in)-1]))
+		for k := 1; k < len(in); k++ {
+			g := in[k].Sub(in[k-1])
+			all = append(all, g)
+			worst = max(worst, g)
+		}
+		maxGap = max(maxGap, worst)
+		if worst <= limit {
+			regular++
+		}
+	}
+	return quantile(all, 0.5), quantile(all, 0.99), maxGap, float64(regular) / float64(len(r.received)), none
+}
+
+// waitAfter waits until every rollout has received a verdict after t (or bound has passed),
+// and returns how long after t the median and the last one came.
+func (r *recorder) waitAfter(ctx context.Context, t time.Time, bound time.Duration) (p50, all time.Duration, missing int) {
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		var ds []time.Duration
+		missing = 0
+		for _, rs := range r.received {
+			k, found := slices.BinarySearchFunc(rs, t, func(a, b time.Time) int { return a.Compare(b) })
+			_ = found
+			if k == len(rs) {
+				missing++
+				continue
+			}
+			ds = append(ds, rs[k].Sub(t))
+		}
+		r.mu.Unlock()
+		if missing == 0 {
+			return quantile(ds, 0.5), quantile(ds, 1), 0
+		}
+		select {
+		case <-ctx.Done():
+			return quantile(ds, 0.5), quantile(ds, 1), missing
+		case <-timer.C:
+			return quantile(ds, 0.5), quantile(ds, 1), missing
+		case <-r.changed:
+		}
+	}
+}
+
+// quantile is the q-quantile of ds (nearest rank); 0 for none.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	k := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[min(max(k, 0), len(s)-1)]
+}
+
+// daemon is the analyzerd process under test.
+type daemon struct {
+	opts             Options
+	natsURL, promURL string
+	httpAddr         string
+	cmd              *exec.Cmd
+	exited           chan struct{}
+}
+
+func (d *daemon) start(ctx context.Context) (time.Duration, error) {
+	if d.httpAddr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		d.httpAddr = ln.Addr().String()
+		_ = ln.Close()
+	}
+	began := time.Now()
+	d.cmd = exec.Command(d.opts.Daemon, "--config", d.opts.Config, "--nats-url", d.natsURL,
+		"--prometheus-url", d.promURL, "--http-addr", d.httpAddr, "--log-level", "warn")
+	d.cmd.Stdout, d.cmd.Stderr = d.opts.DaemonLog, d.opts.DaemonLog
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start analyzerd: %w", err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(d.cmd, d.exited)
+	client := &http.Client{Timeout: 2 * time.Second}
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		resp, err := client.Get("http://" + d.httpAddr + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(began), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-d.exited:
+			return 0, errors.New("analyzerd exited before it was ready (its log says why)")
+		case <-poll.C:
+		}
+	}
+}
+
+func (d *daemon) kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+	d.cmd = nil
+}
+
+// snapshot is the counters a window is measured between.
+type snapshot struct {
+	evaluations, queries      float64
+	overdue                   float64
+	promQuerySeconds, promCPU float64
+	daemonCPU, machine        float64
+	kvSeq                     uint64
+}
+
+func (d *daemon) snapshot(ctx context.Context, js jetstream.JetStream, promURL string) (snapshot, error) {
+	var s snapshot
+	m, err := scrape(ctx, "http://"+d.httpAddr+"/metrics")
+	if err != nil {
+		return s, fmt.Errorf("analyzerd metrics: %w", err)
+	}
+	s.evaluations = m.sum("analyzerd_evaluations_total", nil)
+	s.queries = m.sum("analyzerd_query_duration_seconds_count", nil)
+	s.overdue = m.sum("analyzerd_evaluations_overdue", nil)
+	pm, err := scrape(ctx, promURL+"/metrics")
+	if err != nil {
+		return s, fmt.Errorf("prometheus metrics: %w", err)
+	}
+	s.promQuerySeconds = pm.sum("prometheus_http_request_duration_seconds_sum", map[string]string{"handler": "/api/v1/query"})
+	s.promCPU = pm.sum("process_cpu_seconds_total", nil)
+	if s.daemonCPU, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
+		return s, err
+	}
+	if s.machine, err = machineBusy(); err != nil {
+		return s, err
+	}
+	stream, err := js.Stream(ctx, "KV_"+state.DefaultBucket)
+	if err != nil {
+		return s, fmt.Errorf("state bucket: %w", err)
+	}
+	s.kvSeq = stream.CachedInfo().State.LastSeq
+	return s, nil
+}
+
+// samples are a scraped exposition's samples, flattened.
+type samples []struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+func scrape(ctx context.Context, url string) (samples, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	var out samples
+	for name, f := range families {
+		for _, m := range f.Metric {
+			labels := map[string]string{}
+			for _, l := range m.Label {
+				labels[l.GetName()] = l.GetValue()
+			}
+			add := func(n string, v float64) {
+				out = append(out, struct {
+					name   string
+					labels map[string]string
+					value  float64
+				}{n, labels, v})
+			}
+			switch {
+			case m.Counter != nil:
+				add(name, m.Counter.GetValue())
+			case m.Gauge != nil:
+				add(name, m.Gauge.GetValue())
+			case m.Histogram != nil:
+				add(name+"_count", float64(m.Histogram.GetSampleCount()))
+				add(name+"_sum", m.Histogram.GetSampleSum())
+			case m.Summary != nil:
+				add(name+"_count", float64(m.Summary.GetSampleCount()))
+				add(name+"_sum", m.Summary.GetSampleSum())
+			case m.Untyped != nil:
+				add(name, m.Untyped.GetValue())
+			}
+		}
+	}
+	return out, nil
+}
+
+// sum adds the samples of a name whose labels include match.
+func (s samples) sum(name string, match map[string]string) float64 {
+	var total float64
+next:
+	for _, x := range s {
+		if x.name != name {
+			continue
+		}
+		for k, v := range match {
+			if x.labels[k] != v {
+				continue next
+			}
+		}
+		total += x.value
+	}
+	return total
+}
