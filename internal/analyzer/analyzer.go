@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strings"
 	"sync"
@@ -448,12 +449,54 @@ func (a *Analyzer) scan(ctx context.Context) {
 			a.store(ctx, an) // renews the lease (evaluations renew it too)
 		}
 	}
+	alive := a.alive(now)
 	for ref, e := range a.others {
 		if now.Before(e.Record.LeaseUntil) {
 			continue
 		}
+		// A dead replica's rollouts are spread over the survivors: each goes to its heir
+		// among the replicas seen alive, and to whoever notices if its heir has not taken it
+		// within half a lease (the heir may be stopping, or see other replicas).
+		if now.Before(e.Record.LeaseUntil.Add(a.opts.Lease/2)) && heir(ref, alive) != a.opts.ReplicaID {
+			continue
+		}
 		a.claim(ctx, ref, e)
 	}
+}
+
+// alive is this replica and every replica that holds a live lease, as this replica sees the
+// records: those a takeover is shared among. A replica that owns no rollout is not seen; it
+// takes rollouts over only after their heir's half a lease.
+func (a *Analyzer) alive(now time.Time) []string {
+	seen := map[string]bool{a.opts.ReplicaID: true}
+	out := []string{a.opts.ReplicaID}
+	for _, e := range a.others {
+		if o := e.Record.Owner; !seen[o] && now.Before(e.Record.LeaseUntil) {
+			seen[o] = true
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// heir picks the replica a rollout whose owner died goes to, by rendezvous hashing: the same
+// among replicas that see the same ones alive, spread evenly over them, and moving only the
+// rollouts of the replica that died.
+func heir(ref rollout.Ref, replicas []string) string {
+	var best string
+	var bestScore uint64
+	for _, r := range replicas {
+		h := fnv.New64a()
+		h.Write([]byte(r))
+		h.Write([]byte{0})
+		h.Write([]byte(ref.Namespace))
+		h.Write([]byte{0})
+		h.Write([]byte(ref.Name))
+		if score := h.Sum64(); best == "" || score > bestScore || (score == bestScore && r < best) {
+			best, bestScore = r, score
+		}
+	}
+	return best
 }
 
 // expire ends an analysis no event has touched for IdleExpiry, as a rollout.aborted event with

@@ -3,6 +3,7 @@ package analyzer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -304,4 +305,76 @@ func TestAcknowledgementsOfEndedAnalysesAreForgotten(t *testing.T) {
 	h.a.Acknowledged(rollout.Verdict{Rollout: gone.Ref, Revision: gone.Revision, Sequence: 3})
 	require.Eventually(t, func() bool { return h.a.ackedOf(gone) == 0 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, uint64(1), h.a.ackedOf(rollout.Key{Ref: ref, Revision: "v2"}), "a live analysis keeps its own")
+}
+
+// TestTakeoverIsSpreadOverTheSurvivors: three replicas own the rollouts they started; when
+// one stops, its rollouts go to both others (each to its heir), not all to the first that
+// notices, and every one of them is evaluated again.
+func TestTakeoverIsSpreadOverTheSurvivors(t *testing.T) {
+	h := start(t)
+	h.stop()
+	replicas := []*replica{
+		startReplica(t, h, h.store, "r1", nil),
+		startReplica(t, h, h.store, "r2", nil),
+		startReplica(t, h, h.store, "r3", nil),
+	}
+	const n = 30
+	refs := make([]rollout.Ref, n)
+	for i := range refs {
+		refs[i] = rollout.Ref{Namespace: "prod", Name: fmt.Sprintf("svc-%d", i)}
+		ev := started(fmt.Sprintf("e%d", i), "v2")
+		ev.Rollout = refs[i]
+		require.NoError(t, replicas[i%3].a.Handle(context.Background(), ev))
+	}
+	owned := func(r *replica) int {
+		n := 0
+		for _, rf := range refs {
+			if len(r.sink.of(rf)) > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for _, r := range replicas {
+		require.Eventually(t, func() bool { return owned(r) == n/3 }, 5*time.Second, time.Millisecond)
+	}
+	// Every replica sees every other's leases before r1 stops.
+	for _, r := range replicas[1:] {
+		require.Eventually(t, func() bool { return len(r.a.List()) == n }, 5*time.Second, time.Millisecond)
+	}
+	replicas[0].stop()
+	before := []int{owned(replicas[1]), owned(replicas[2])}
+	// The clock moves on by less than a third of a lease at a time, each step once the
+	// survivors have renewed their own leases, as a real clock does: past r1's leases, and
+	// within their heirs' half a lease.
+	renewed := func() bool {
+		entries, err := h.store.Live(context.Background())
+		require.NoError(t, err)
+		for _, e := range entries {
+			if e.Record.Owner != "r1" && e.Record.LeaseUntil.Sub(h.clock.Now()) < 5*time.Second {
+				return false
+			}
+		}
+		return true
+	}
+	for range 4 {
+		h.clock.Advance(4 * time.Second)
+		require.Eventually(t, renewed, 5*time.Second, time.Millisecond)
+	}
+	require.Eventually(t, func() bool {
+		return owned(replicas[1])+owned(replicas[2]) == n
+	}, 10*time.Second, time.Millisecond, "every rollout of r1 is evaluated again")
+	took := []int{owned(replicas[1]) - before[0], owned(replicas[2]) - before[1]}
+	require.Equal(t, n/3, took[0]+took[1])
+	require.Positive(t, took[0], "r2 took some of r1's rollouts")
+	require.Positive(t, took[1], "r3 took some of r1's rollouts")
+	want := [2]int{}
+	for i := 0; i < n; i += 3 {
+		if heir(refs[i], []string{"r2", "r3"}) == "r2" {
+			want[0]++
+		} else {
+			want[1]++
+		}
+	}
+	require.Equal(t, want[:], took, "each went to its heir")
 }
