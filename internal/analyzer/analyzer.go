@@ -49,7 +49,8 @@ type Store interface {
 	PutEnded(ctx context.Context, r state.Record) error
 	Delete(ctx context.Context, key string, revision uint64) error
 	Live(ctx context.Context) ([]state.Entry, error)
-	Watch(ctx context.Context) (<-chan state.Update, error)
+	// Watch follows the live records; skip drops puts before they are decoded.
+	Watch(ctx context.Context, skip func(key string, revision uint64) bool) (<-chan state.Update, error)
 }
 
 // Published says which verdict of a rollout the verdict stream holds last: its revision and
@@ -148,6 +149,30 @@ type Analyzer struct {
 	// by the publisher (Acknowledged), read by the loop.
 	ackMu sync.Mutex
 	acked map[rollout.Key]uint64
+
+	// written is the revision of each live key this replica's evaluations wrote last: the
+	// store's watch drops their echoes undecoded (ownWrite). Written by the loop.
+	writtenMu sync.Mutex
+	written   map[string]uint64
+}
+
+// ownWrite reports whether a put seen by the watch is this replica's own evaluation's write,
+// or older: observe would ignore it. Called from the watch's goroutine.
+func (a *Analyzer) ownWrite(key string, revision uint64) bool {
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	rev, ok := a.written[key]
+	return ok && revision <= rev
+}
+
+func (a *Analyzer) setWritten(key string, revision uint64) {
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if revision == 0 {
+		delete(a.written, key)
+		return
+	}
+	a.written[key] = revision
 }
 
 // maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
@@ -213,6 +238,7 @@ func New(opts Options) (*Analyzer, error) {
 		latest:    map[rollout.Ref]rollout.Verdict{},
 		positions: map[rollout.Ref]rollout.Position{},
 		acked:     map[rollout.Key]uint64{},
+		written:   map[string]uint64{},
 	}, nil
 }
 
@@ -287,7 +313,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 	defer cancelWork()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	updates, err := a.opts.Store.Watch(watchCtx)
+	updates, err := a.opts.Store.Watch(watchCtx, a.ownWrite)
 	if err == nil {
 		err = a.load(ctx)
 	}
@@ -366,7 +392,7 @@ func (a *Analyzer) load(ctx context.Context) error {
 // reads every live record to catch up with what changed meanwhile. It returns nil when the
 // store is still away.
 func (a *Analyzer) rewatch(ctx context.Context) <-chan state.Update {
-	updates, err := a.opts.Store.Watch(ctx)
+	updates, err := a.opts.Store.Watch(ctx, a.ownWrite)
 	if err != nil {
 		return nil
 	}
@@ -839,6 +865,7 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	case err == nil:
 		a.storeBackoff = 0
 		an.rec, an.rev = rec, rev
+		a.setWritten(key, rev)
 		if an.storeErr != "" {
 			a.opts.Logger.Info("state stored again", zap.String("rollout", rec.Rollout.String()))
 			an.storeErr = ""

@@ -60,6 +60,7 @@ type tuple struct {
 }
 
 type cached struct {
+	key     string // labelsKey(labels)
 	labels  map[string]string
 	samples []Sample // oldest first; appended to, never changed in place
 }
@@ -107,9 +108,9 @@ func keepFrom(s Spans) time.Time {
 
 func tupleKey(values []string) string { return strings.Join(values, "\xff") }
 
-// refreshAge is how old the feed's data may be when read: at least minRefreshAge, and
-// twice its last refresh's duration, so that refreshing takes at most half the time.
-func (f *feed) refreshAge() time.Duration { return max(minRefreshAge, 2*f.took) }
+// refreshAge is how old the feed's data may be when read: at least minRefreshAge, and five
+// times its last refresh's duration, so that refreshing takes at most a fifth of the time.
+func (f *feed) refreshAge() time.Duration { return max(minRefreshAge, 5*f.took) }
 
 // read returns the side's series with their samples after keep (and each one's last sample at
 // or before it), and the horizon: the time the data is complete up to. own is the side's own
@@ -194,7 +195,8 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need
 	}
 	tp.series = make(map[string]*cached, len(resp.Series))
 	for _, s := range resp.Series {
-		tp.series[labelsKey(s.Labels)] = &cached{labels: s.Labels, samples: s.Samples}
+		k := labelsKey(s.Labels)
+		tp.series[k] = &cached{key: k, labels: s.Labels, samples: s.Samples}
 	}
 	tp.ready, tp.covered, tp.through = true, need, at
 	return resp
@@ -290,7 +292,7 @@ func (tp *tuple) merge(s Series) {
 	k := labelsKey(s.Labels)
 	c := tp.series[k]
 	if c == nil {
-		tp.series[k] = &cached{labels: s.Labels, samples: s.Samples}
+		tp.series[k] = &cached{key: k, labels: s.Labels, samples: s.Samples}
 		return
 	}
 	last := c.samples[len(c.samples)-1].T
@@ -326,17 +328,21 @@ func (tp *tuple) prune(at time.Time) {
 // response is the tuple's series with their samples after from (and the last one at or
 // before it). The slices are shared: callers only read them.
 func (tp *tuple) response(from time.Time) Response {
-	out := Response{Series: make([]Series, 0, len(tp.series))}
+	// The same order at every read (map order is not), so that measurements are
+	// deterministic given the samples.
+	series := make([]*cached, 0, len(tp.series))
 	for _, c := range tp.series {
+		series = append(series, c)
+	}
+	slices.SortFunc(series, func(a, b *cached) int { return strings.Compare(a.key, b.key) })
+	out := Response{Series: make([]Series, len(series))}
+	for k, c := range series {
 		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T.After(from) })
 		if i > 0 {
 			i--
 		}
-		out.Series = append(out.Series, Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)]})
+		out.Series[k] = Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)]}
 	}
-	// The same order at every read (map order is not), so that measurements are
-	// deterministic given the samples.
-	sort.Slice(out.Series, func(i, j int) bool { return labelsKey(out.Series[i].Labels) < labelsKey(out.Series[j].Labels) })
 	return out
 }
 

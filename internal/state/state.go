@@ -258,8 +258,10 @@ func (s *Store) Live(ctx context.Context) ([]Entry, error) {
 }
 
 // Watch follows the live records: every update, and a delete as an entry with a nil record.
-// The channel closes when ctx ends.
-func (s *Store) Watch(ctx context.Context) (<-chan Update, error) {
+// The channel closes when ctx ends. skip, when set, is asked about every put before it is
+// decoded: true drops it (a replica's own writes, echoed back, need no decoding; at 10,000
+// rollouts decoding them was most of the daemon's work). It is called from Watch's goroutine.
+func (s *Store) Watch(ctx context.Context, skip func(key string, revision uint64) bool) (<-chan Update, error) {
 	w, err := s.kv.Watch(ctx, "live.>", jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("watch live records: %w", err)
@@ -281,6 +283,9 @@ func (s *Store) Watch(ctx context.Context) (<-chan Update, error) {
 				}
 				u := Update{Key: e.Key(), Revision: e.Revision()}
 				if e.Operation() == jetstream.KeyValuePut {
+					if skip != nil && skip(u.Key, u.Revision) {
+						continue
+					}
 					entry, err := decodeEntry(e)
 					if err != nil {
 						continue // not ours to read: a foreign writer

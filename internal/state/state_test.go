@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,7 +98,7 @@ func TestWatchSeesPutsAndDeletes(t *testing.T) {
 	s := open(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	updates, err := s.Watch(ctx)
+	updates, err := s.Watch(ctx, nil)
 	require.NoError(t, err)
 	rec := record("prod", "checkout", "v2")
 	key := LiveKey(rec.Rollout)
@@ -131,4 +132,28 @@ func next(t *testing.T, ch <-chan Update) Update {
 		t.Fatal("no update within 5s")
 		return Update{}
 	}
+}
+
+// TestWatchSkipsWhatItIsToldTo: a put skip says is dropped before it is decoded; the others,
+// and deletes, come through.
+func TestWatchSkipsWhatItIsToldTo(t *testing.T) {
+	s := open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mine := LiveKey(record("prod", "mine", "v2").Rollout)
+	var asked atomic.Int64
+	updates, err := s.Watch(ctx, func(key string, _ uint64) bool { asked.Add(1); return key == mine })
+	require.NoError(t, err)
+	rev, err := s.Put(ctx, mine, record("prod", "mine", "v2"), 0)
+	require.NoError(t, err)
+	other := record("prod", "other", "v2")
+	_, err = s.Put(ctx, LiveKey(other.Rollout), other, 0)
+	require.NoError(t, err)
+	u := next(t, updates)
+	require.Equal(t, LiveKey(other.Rollout), u.Key, "the skipped put did not come")
+	require.NoError(t, s.Delete(ctx, mine, rev))
+	u = next(t, updates)
+	require.Equal(t, mine, u.Key)
+	require.Nil(t, u.Record, "deletes are not asked about")
+	require.Equal(t, int64(2), asked.Load())
 }
