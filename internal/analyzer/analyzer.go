@@ -150,10 +150,15 @@ type Analyzer struct {
 	ackMu sync.Mutex
 	acked map[rollout.Key]uint64
 
-	// written is the revision of each live key this replica's evaluations wrote last: the
+	// ownRevs is the revision of each live key this replica's evaluations wrote last: the
 	// store's watch drops their echoes undecoded (ownWrite). Written by the loop.
 	writtenMu sync.Mutex
-	written   map[string]uint64
+	ownRevs   map[string]uint64
+
+	// written takes the answers of the record writes in flight (store) back to the loop;
+	// writes counts those not taken back yet. Owned by the loop.
+	written chan write
+	writes  int
 }
 
 // ownWrite reports whether a put seen by the watch is this replica's own evaluation's write,
@@ -161,7 +166,7 @@ type Analyzer struct {
 func (a *Analyzer) ownWrite(key string, revision uint64) bool {
 	a.writtenMu.Lock()
 	defer a.writtenMu.Unlock()
-	rev, ok := a.written[key]
+	rev, ok := a.ownRevs[key]
 	return ok && revision <= rev
 }
 
@@ -169,10 +174,10 @@ func (a *Analyzer) setWritten(key string, revision uint64) {
 	a.writtenMu.Lock()
 	defer a.writtenMu.Unlock()
 	if revision == 0 {
-		delete(a.written, key)
+		delete(a.ownRevs, key)
 		return
 	}
-	a.written[key] = revision
+	a.ownRevs[key] = revision
 }
 
 // maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
@@ -238,7 +243,8 @@ func New(opts Options) (*Analyzer, error) {
 		latest:    map[rollout.Ref]rollout.Verdict{},
 		positions: map[rollout.Ref]rollout.Position{},
 		acked:     map[rollout.Key]uint64{},
-		written:   map[string]uint64{},
+		ownRevs:   map[string]uint64{},
+		written:   make(chan write, 64),
 	}, nil
 }
 
@@ -344,6 +350,9 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			<-slots
 			a.complete(workCtx, res)
 			a.dispatch(workCtx, &workers, slots) // a worker is free: the next due starts now
+		case w := <-a.written:
+			a.stored(workCtx, w)
+			a.dispatch(workCtx, &workers, slots)
 		case u, ok := <-updates:
 			if !ok {
 				updates = nil // the watch ended: watched again at the next tick
@@ -628,6 +637,12 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 			a.sched.unset(an) // replaced, or rolled back since it was planned
 			continue
 		}
+		if an.writing {
+			// Its record is being written: the evaluation waits for the answer (stored plans
+			// it again, still due), so that writes of one analysis never cross.
+			a.sched.unset(an)
+			continue
+		}
 		if an.rec.Sequence-max(an.rec.Published, a.ackedOf(an.key())) >= maxUnacknowledged {
 			// Its verdicts wait to be published: no new number until they are.
 			a.sched.set(an, now.Add(a.opts.Resolution))
@@ -666,19 +681,18 @@ func (a *Analyzer) drain(workCtx context.Context, workers *sync.WaitGroup, cance
 	timer := time.NewTimer(a.opts.DrainTimeout)
 	defer timer.Stop()
 	deadline := timer.C // nil once the workers were cancelled: they finish promptly then
+	evaluated := false
 	for {
+		if evaluated && len(a.results) == 0 && a.writes == 0 {
+			return nil // every evaluation decided, and every record write answered
+		}
 		select {
 		case res := <-a.results:
 			a.complete(workCtx, res)
+		case w := <-a.written:
+			a.stored(workCtx, w)
 		case <-finished:
-			for {
-				select {
-				case res := <-a.results:
-					a.complete(workCtx, res)
-				default:
-					return nil
-				}
-			}
+			evaluated, finished = true, nil
 		case <-deadline:
 			a.opts.Logger.Warn("evaluations still in flight at the end of the drain timeout; cancelling them",
 				zap.Duration("drainTimeout", a.opts.DrainTimeout))
@@ -832,12 +846,17 @@ func unreachable(res result) bool {
 
 // store writes an analysis's record with compare-and-swap, renewing its lease, and then hands
 // the sink the verdicts it holds: a verdict is published only once its sequence number is
-// stored, so that a crash can never make a number be published twice. When the store cannot
-// be written the verdicts wait (and are retried at the next scan); when another replica
-// wrote the record meanwhile, this replica reads it again: it has taken the rollout over (the
-// unstored verdicts, never published, are dropped), or it changed it for an event (the
-// analysis goes on from what is stored, at once).
+// stored, so that a crash can never make a number be published twice. The write runs off the
+// loop (the loop goes on with other rollouts while JetStream stores it; stored takes its
+// answer back), one at a time per analysis: the analysis is not evaluated meanwhile. When the
+// store cannot be written the verdicts wait (and are retried at the next scan); when another
+// replica wrote the record meanwhile, this replica reads it again: it has taken the rollout
+// over (the unstored verdicts, never published, are dropped), or it changed it for an event
+// (the analysis goes on from what is stored, at once).
 func (a *Analyzer) store(ctx context.Context, an *analysis) {
+	if an.writing {
+		return // the next scan writes what this write did not hold
+	}
 	now := a.opts.Now()
 	if now.Before(a.storeRetryAt) {
 		// The store failed lately: one probe per backoff, not one write per rollout per
@@ -857,23 +876,72 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 		}
 	}
 	rec.Pending = pending
-	key := state.LiveKey(rec.Rollout)
-	octx, cancel := context.WithTimeout(ctx, a.opTimeout())
-	defer cancel()
-	rev, err := a.opts.Store.Put(octx, key, rec, an.rev)
+	w := write{an: an, rec: rec, base: an.rev, unstored: len(an.unstored), at: now}
+	an.writing = true
+	a.writes++
+	go func() {
+		octx, cancel := context.WithTimeout(ctx, a.opTimeout())
+		defer cancel()
+		w.rev, w.err = a.opts.Store.Put(octx, state.LiveKey(w.rec.Rollout), w.rec, w.base)
+		a.written <- w
+	}()
+}
+
+// write is one record write in flight, and its answer.
+type write struct {
+	an       *analysis
+	rec      state.Record
+	base     uint64 // the revision it was written over
+	unstored int    // how many of an.unstored it holds
+	at       time.Time
+	rev      uint64
+	err      error
+}
+
+// stored takes a write's answer back on the loop.
+func (a *Analyzer) stored(ctx context.Context, w write) {
+	an := w.an
+	an.writing = false
+	a.writes--
+	if a.live[w.rec.Rollout] != an {
+		return // forgotten or replaced meanwhile: the store and the watch say what became of it
+	}
+	if !an.scheduled && !an.inFlight {
+		defer func() { a.plan(an, an.next) }() // its evaluation waited for this answer (dispatch)
+	}
+	rec, key := w.rec, state.LiveKey(w.rec.Rollout)
 	switch {
-	case err == nil:
+	case w.err == nil && an.rev == w.base:
 		a.storeBackoff = 0
-		an.rec, an.rev = rec, rev
-		a.setWritten(key, rev)
+		// The record is what the write held. An evaluation that was in flight when the write
+		// began may have ended since: its verdict and evidence are in memory, still to be
+		// written, so only what the write itself set is taken.
+		an.rev = w.rev
+		an.rec.LeaseUntil, an.rec.Published, an.rec.Pending = rec.LeaseUntil, rec.Published, rec.Pending
+		a.setWritten(key, w.rev)
 		if an.storeErr != "" {
 			a.opts.Logger.Info("state stored again", zap.String("rollout", rec.Rollout.String()))
 			an.storeErr = ""
 		}
 		a.remember(rec)
-		an.unstored = nil
+		an.unstored = an.unstored[w.unstored:]
 		a.enqueuePending(an)
-	case errors.Is(err, state.ErrConflict):
+		if len(an.unstored) > 0 {
+			a.store(ctx, an) // the verdicts decided meanwhile
+		}
+	case w.err == nil:
+		// Stored, and then seen again (the watch's echo, or an event applied on this replica
+		// on top of it): what is in memory is at least as new. The verdicts it held are
+		// stored: publish them.
+		a.storeBackoff = 0
+		an.unstored = an.unstored[w.unstored:]
+		a.enqueuePending(an)
+		if len(an.unstored) > 0 {
+			a.store(ctx, an)
+		}
+	case errors.Is(w.err, state.ErrConflict):
+		octx, cancel := context.WithTimeout(ctx, a.opTimeout())
+		defer cancel()
 		cur, gerr := a.opts.Store.Get(octx, key)
 		switch {
 		case errors.Is(gerr, state.ErrNotFound):
@@ -898,17 +966,17 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 			}
 			an.unstored, an.rev, an.rec.Pending = keep, cur.Revision, cur.Record.Pending
 			a.enqueuePending(an)
-			an.retryAt = now
+			an.retryAt = w.at
 		default:
 			// Changed for an event by another replica: go on from what is stored,
 			// publishing what it holds that this replica has not handed the sink yet.
 			an.unstored = nil
 			a.adopt(cur.Record, cur.Revision, false)
 			a.enqueuePending(an)
-			a.plan(an, now)
+			a.plan(an, a.opts.Now())
 		}
 	default:
-		a.storeFailed(an, err)
+		a.storeFailed(an, w.err)
 	}
 }
 

@@ -28,6 +28,7 @@ type analysis struct {
 	baselineErr string    // the last failure to capture the baseline, for logging changes only
 	next        time.Time // when the next evaluation is due (see plan)
 	inFlight    bool
+	writing     bool // its record's write is in flight (store)
 	// token and scheduled are the analysis's place in the schedule (schedule.go).
 	token        uint64
 	scheduled    bool

@@ -115,9 +115,16 @@ func TestSpanTreeOfARollback(t *testing.T) {
 		switch s.Name() {
 		case "query":
 			queries++
+			// A side's own query (its first evaluation's), or the grouped refresh that serves
+			// both sides (and every other rollout of the selector) at once.
 			text := attr(s, "db.query.text")
-			require.Contains(t, text, `service="checkout"`)
-			require.True(t, strings.Contains(text, `version="v2"`) || strings.Contains(text, `version="v1"`), text)
+			if strings.Contains(text, "=~") {
+				require.Contains(t, text, `service=~"checkout"`)
+				require.Contains(t, text, `version=~"v1|v2"`)
+			} else {
+				require.Contains(t, text, `service="checkout"`)
+				require.True(t, strings.Contains(text, `version="v2"`) || strings.Contains(text, `version="v1"`), text)
+			}
 			requireAttr(t, s, "db.system.name", "prometheus")
 			require.NotEmpty(t, attr(s, "db.response.returned_rows"))
 			require.Equal(t, trace.SpanKindClient, s.SpanKind())
@@ -148,7 +155,11 @@ func TestSpanTreeOfARollback(t *testing.T) {
 			t.Fatalf("unexpected span %q", s.Name())
 		}
 	}
-	require.GreaterOrEqual(t, queries, 4, "errors and requests on both sides")
+	// The rollback's evaluation queried only if the errors' and the requests' feeds were more
+	// than a second old: a refresh serves every evaluation after it for that long.
+	if rolledBack.Verdict.Sequence > 1 { // the first evaluation reads each side by its own queries
+		require.LessOrEqual(t, queries, 2, "at most one grouped refresh of each selector, for both sides")
+	}
 	require.Equal(t, 1, decides)
 	require.Equal(t, 1, publishes)
 }
