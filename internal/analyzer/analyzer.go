@@ -200,11 +200,18 @@ func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 // acknowledgement can come after its analysis ended). It runs on the loop.
 func (a *Analyzer) pruneAcked() {
 	a.ackMu.Lock()
-	defer a.ackMu.Unlock()
 	for k := range a.acked {
 		if an := a.live[k.Ref]; an == nil || an.key() != k {
 			delete(a.acked, k)
 		}
+	}
+	a.ackMu.Unlock()
+	// Likewise the revisions of this replica's own writes, when they outnumber its analyses
+	// (a write may answer after its analysis ended).
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if len(a.ownRevs) > 2*len(a.live)+64 {
+		clear(a.ownRevs)
 	}
 }
 
@@ -882,7 +889,13 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	go func() {
 		octx, cancel := context.WithTimeout(ctx, a.opTimeout())
 		defer cancel()
-		w.rev, w.err = a.opts.Store.Put(octx, state.LiveKey(w.rec.Rollout), w.rec, w.base)
+		key := state.LiveKey(w.rec.Rollout)
+		w.rev, w.err = a.opts.Store.Put(octx, key, w.rec, w.base)
+		if w.err == nil {
+			// At once, not on the loop: the watch's echo of this write is often on its way
+			// already, and is dropped undecoded if this comes first.
+			a.setWritten(key, w.rev)
+		}
 		a.written <- w
 	}()
 }
@@ -918,7 +931,6 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		// written, so only what the write itself set is taken.
 		an.rev = w.rev
 		an.rec.LeaseUntil, an.rec.Published, an.rec.Pending = rec.LeaseUntil, rec.Published, rec.Pending
-		a.setWritten(key, w.rev)
 		if an.storeErr != "" {
 			a.opts.Logger.Info("state stored again", zap.String("rollout", rec.Rollout.String()))
 			an.storeErr = ""
