@@ -931,10 +931,7 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		// written, so only what the write itself set is taken.
 		an.rev = w.rev
 		an.rec.LeaseUntil, an.rec.Published, an.rec.Pending = rec.LeaseUntil, rec.Published, rec.Pending
-		if an.storeErr != "" {
-			a.opts.Logger.Info("state stored again", zap.String("rollout", rec.Rollout.String()))
-			an.storeErr = ""
-		}
+		a.storedAgain(an)
 		a.remember(rec)
 		an.unstored = an.unstored[w.unstored:]
 		a.enqueuePending(an)
@@ -946,6 +943,7 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		// on top of it): what is in memory is at least as new. The verdicts it held are
 		// stored: publish them.
 		a.storeBackoff = 0
+		a.storedAgain(an)
 		an.unstored = an.unstored[w.unstored:]
 		a.enqueuePending(an)
 		if len(an.unstored) > 0 {
@@ -989,6 +987,14 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		}
 	default:
 		a.storeFailed(an, w.err)
+	}
+}
+
+// storedAgain logs that an analysis's record was stored after writes of it had failed.
+func (a *Analyzer) storedAgain(an *analysis) {
+	if an.storeErr != "" {
+		a.opts.Logger.Info("state stored again", zap.String("rollout", an.rec.Rollout.String()))
+		an.storeErr = ""
 	}
 }
 
