@@ -452,6 +452,12 @@ func (a *Analyzer) observe(u state.Update) {
 	if an := a.live[rec.Rollout]; an != nil && u.Revision <= an.rev {
 		return // this replica's own write, or older
 	}
+	if an := a.live[rec.Rollout]; an != nil && an.writing && rec.Owner == a.opts.ReplicaID {
+		// Its write is in flight: this is its echo, or a write that makes it conflict (the
+		// write went over the newest revision this replica knew). Either way stored sees
+		// to it; adopting this record would drop what was decided since the write began.
+		return
+	}
 	if rec.Owner == a.opts.ReplicaID {
 		delete(a.others, rec.Rollout)
 		before := a.live[rec.Rollout]
@@ -909,6 +915,19 @@ type write struct {
 	at       time.Time
 	rev      uint64
 	err      error
+}
+
+// settle waits, on the loop, for the answer to a rollout's write in flight (taking back the
+// answers of the others that come first), so that an event is applied over what the write
+// holds, not over the record before it.
+func (a *Analyzer) settle(ctx context.Context, ref rollout.Ref) {
+	for {
+		an := a.live[ref]
+		if an == nil || !an.writing {
+			return
+		}
+		a.stored(ctx, <-a.written)
+	}
 }
 
 // stored takes a write's answer back on the loop.

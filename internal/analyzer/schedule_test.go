@@ -3,6 +3,7 @@ package analyzer
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,4 +144,56 @@ func TestNotLoadedUntilTheStoredAnalysesAre(t *testing.T) {
 	require.False(t, r.a.Loaded())
 	close(store.release)
 	require.Eventually(t, r.a.Loaded, 5*time.Second, time.Millisecond)
+}
+
+// gatedStore holds the first write of a record that carries a verdict until released.
+type gatedStore struct {
+	Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedStore) Put(ctx context.Context, key string, r state.Record, revision uint64) (uint64, error) {
+	if r.Sequence > 0 && g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Store.Put(ctx, key, r, revision)
+}
+
+// TestEventWaitsForTheWriteInFlight: an event applied while the record's write is in flight
+// (it runs off the loop) is applied over what the write holds: a rollback decided just before
+// a step event stays final, and nothing is evaluated after it.
+func TestEventWaitsForTheWriteInFlight(t *testing.T) {
+	h := &harness{
+		m:     &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000)},
+		clock: &clock{now: t0},
+	}
+	h.store = openStore(t)
+	store := &gatedStore{Store: h.store, entered: make(chan struct{}), release: make(chan struct{})}
+	store.armed.Store(true)
+	h.replica = h.run(t, Options{Logger: zap.NewNop(), Store: store, ReplicaID: "r"})
+	h.m.set("v2", ok(0.10, 5000)) // far above the critical guard: rollback at once
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	<-store.entered // the rollback's write is in flight
+
+	stepped := make(chan error, 1)
+	go func() {
+		stepped <- h.a.Handle(context.Background(), rollout.Event{ID: "e2", Type: rollout.EventStep, Time: t0.Add(time.Second),
+			Rollout: ref, Revision: "v2", Step: 1, Weight: 25})
+	}()
+	close(store.release)
+	require.NoError(t, <-stepped)
+	vs := h.waitVerdicts(t, 1)
+	require.Equal(t, rollout.Rollback, vs[0].Verdict)
+
+	h.clock.Advance(time.Minute)
+	require.Never(t, func() bool { return len(h.sink.of(ref)) > 1 }, 100*time.Millisecond, 5*time.Millisecond,
+		"rollback is final: nothing is evaluated after it")
+	entries, err := h.store.Live(context.Background())
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.True(t, entries[0].Record.Final, "the stored record is final")
+	require.Equal(t, uint64(1), entries[0].Record.Sequence)
 }

@@ -119,6 +119,7 @@ func (a *Analyzer) apply(ctx context.Context, ev rollout.Event) error {
 		a.metrics.applied.WithLabelValues(string(ev.Type), "duplicate").Inc()
 		return nil
 	}
+	a.settle(ctx, ev.Rollout)
 	var (
 		outcome string
 		err     error

@@ -335,10 +335,13 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 }
 
 // groupKey identifies a series' group: its labels but le.
-func groupKey(labels map[string]string) string {
+func groupKey(labels map[string]string) string { return labelsKeyWithout(labels, "le") }
+
+// labelsKeyWithout is a series' labels, sorted, but the label named skip, as one string.
+func labelsKeyWithout(labels map[string]string, skip string) string {
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
-		if k != "le" {
+		if k != skip {
 			keys = append(keys, k)
 		}
 	}

@@ -263,7 +263,9 @@ func (b *batch) add(cc compiledCheck, args, vars map[string]string, spans Spans)
 		}
 		req := Request{Expr: expr, Time: spans.At}
 		i, ok := b.index[req]
-		if !ok {
+		if ok {
+			delete(b.unused, i) // dropped for a fed read, and needed here
+		} else {
 			i = len(b.reqs)
 			b.reqs = append(b.reqs, req)
 			b.index[req] = i

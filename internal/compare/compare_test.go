@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,12 +17,15 @@ import (
 
 // fakeSource answers each query from a map by its expression and records every batch.
 type fakeSource struct {
+	mu      sync.Mutex
 	answers map[string]Response
 	batches [][]Request
 	short   int // answer this many fewer requests than asked
 }
 
 func (f *fakeSource) Query(_ context.Context, reqs []Request) []Response {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.batches = append(f.batches, append([]Request(nil), reqs...))
 	out := make([]Response, 0, len(reqs))
 	for _, r := range reqs[:len(reqs)-f.short] {
@@ -616,5 +620,38 @@ func TestMeasureInvalidCheckDoesNotPanic(t *testing.T) {
 	require.Len(t, got, 2)
 	for _, m := range got {
 		require.Equal(t, rollout.StatusError, m.Canary.Status, m.Check)
+	}
+}
+
+// TestFedAndBatchedQueriesShareNoSlot: a check whose query is read from a feed and a later
+// check whose own query renders the same request (a literal where the first has a
+// placeholder) both get their answers: dropping the first's request from the batch does not
+// drop it for the second.
+func TestFedAndBatchedQueriesShareNoSlot(t *testing.T) {
+	tm, err := CompileTemplate(rollout.Template{
+		Name: "t", Args: []string{"service"}, Variables: []string{"version"},
+		Checks: []rollout.Check{
+			{Name: "fed", Kind: rollout.KindRatio, Errors: `x{service={{ arg "service" }}}`, Total: `y{service={{ arg "service" }}}`},
+			{Name: "literal", Kind: rollout.KindRatio, Errors: `x{service="checkout"}`, Total: `y{service="checkout"}`},
+		},
+	})
+	require.NoError(t, err)
+	series := func(n float64) Response {
+		return Response{Series: []Series{{Labels: map[string]string{"service": "checkout", "pod": "a"},
+			Samples: []Sample{{T: at.Add(-30 * time.Second), V: 0}, {T: at.Add(-20 * time.Second), V: 0}, {T: at, V: n}}}}}
+	}
+	// The feed's first read of a side and the batch read the same range: the step and
+	// lookback before it.
+	src := &fakeSource{answers: map[string]Response{
+		`x{service="checkout"}[320s]`: series(5), `y{service="checkout"}[320s]`: series(500),
+	}}
+	got := New(src).Measure(context.Background(), Target{Template: tm, Args: map[string]string{"service": "checkout"},
+		Canary: Side{Vars: map[string]string{"version": "v2"}}, Stable: Side{Vars: map[string]string{"version": "v1"}},
+		From: at.Add(-20 * time.Second), At: at})
+	require.Len(t, got, 2)
+	for _, m := range got {
+		require.Equal(t, rollout.StatusOK, m.Canary.Status, "%s: %s", m.Check, m.Canary.Message)
+		require.InDelta(t, 5, m.Canary.Counts.Events.Est, 1e-9, m.Check)
+		require.InDelta(t, 500, m.Canary.Counts.Total.Est, 1e-9, m.Check)
 	}
 }

@@ -51,6 +51,7 @@ type tuple struct {
 	through time.Time
 	ready   bool
 	loading chan struct{} // non-nil while its own query runs
+	gen     uint64        // counts its loads: a refresh that began before one leaves it alone
 	// covered is how far back its samples are complete. keep is the earliest time any read
 	// needed in the current period (from period on), keepPrev in the one before: samples
 	// older than both are dropped.
@@ -67,9 +68,10 @@ type cached struct {
 
 const (
 	// feedOverlap is how far back a refresh reads before the previous one: a sample Prometheus
-	// ingested after the previous refresh, with an earlier timestamp (a slow scrape), is found
-	// by the next (samples are kept once, by timestamp).
-	feedOverlap = 5 * time.Second
+	// ingested after the previous refresh, with an earlier timestamp (a slow scrape, up to
+	// Prometheus's default scrape timeout), is found by the next (samples are kept once, by
+	// timestamp).
+	feedOverlap = 10 * time.Second
 	// minRefreshAge is the least age of a feed's data that makes a read refresh it.
 	minRefreshAge = time.Second
 	// tupleIdle is how long a tuple nobody reads is kept, and the length of a keep period.
@@ -131,6 +133,18 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 		tp.keep = keep
 	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return Response{Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}, at
+		}
+		if cur := f.tuples[key]; cur != tp {
+			// Forgotten while this read waited (a refresh far later found it idle), or
+			// replaced: read the current one.
+			if cur == nil {
+				cur = &tuple{values: values, series: map[string]*cached{}, period: at, lastUse: at, keep: keep}
+				f.tuples[key] = cur
+			}
+			tp = cur
+		}
 		switch {
 		case tp.loading != nil:
 			if err := f.wait(ctx, tp.loading); err != nil {
@@ -193,8 +207,12 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need
 	if resp.Err != nil {
 		return resp
 	}
+	tp.gen++ // a refresh in flight must not extend what this replaced
 	tp.series = make(map[string]*cached, len(resp.Series))
 	for _, s := range resp.Series {
+		if len(s.Samples) == 0 {
+			continue // no float samples (a native histogram's series, say)
+		}
 		k := labelsKey(s.Labels)
 		tp.series[k] = &cached{key: k, labels: s.Labels, samples: s.Samples}
 	}
@@ -207,6 +225,7 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need
 func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 	var (
 		included []*tuple
+		gens     []uint64
 		oldest   time.Time
 	)
 	sets := make([]map[string]bool, len(f.shape.labels))
@@ -214,11 +233,11 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 		sets[i] = map[string]bool{}
 	}
 	for key, tp := range f.tuples {
-		if tp.loading != nil || !tp.ready {
+		if at.Sub(tp.lastUse) > tupleIdle && tp.loading == nil {
+			delete(f.tuples, key) // its rollout ended, or moved to another replica
 			continue
 		}
-		if at.Sub(tp.lastUse) > tupleIdle {
-			delete(f.tuples, key) // its rollout ended, or moved to another replica
+		if tp.loading != nil || !tp.ready {
 			continue
 		}
 		if at.Sub(tp.through) > lookback {
@@ -226,6 +245,7 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 			continue
 		}
 		included = append(included, tp)
+		gens = append(gens, tp.gen)
 		if oldest.IsZero() || tp.through.Before(oldest) {
 			oldest = tp.through
 		}
@@ -253,20 +273,27 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 	f.mu.Lock()
 	f.refreshing = nil
 	close(ch)
-	f.took = took
 	resp := Response{Err: fmt.Errorf("%w: no answer", ErrUnavailable)}
 	if len(resps) == 1 {
 		resp = resps[0]
 	}
 	if resp.Err != nil {
+		// A failure does not set took: one timeout must not hold every read of the feed
+		// off for five of them.
 		f.failed, f.failedAt = resp.Err, at
 		return resp.Err
 	}
-	f.failed = nil
+	f.failed, f.took = nil, took
 	byKey := make(map[string]*tuple, len(included))
-	for _, tp := range included {
+	kept := included[:0]
+	for i, tp := range included {
+		if tp.gen != gens[i] || f.tuples[tupleKey(tp.values)] != tp {
+			continue // loaded again (or forgotten) meanwhile: what it holds is newer
+		}
 		byKey[tupleKey(tp.values)] = tp
+		kept = append(kept, tp)
 	}
+	included = kept
 	vals := make([]string, len(f.shape.labels))
 	for _, s := range resp.Series {
 		for i, l := range f.shape.labels {
@@ -289,6 +316,9 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 
 // merge adds a series' samples newer than those the tuple holds.
 func (tp *tuple) merge(s Series) {
+	if len(s.Samples) == 0 {
+		return
+	}
 	k := labelsKey(s.Labels)
 	c := tp.series[k]
 	if c == nil {
@@ -347,18 +377,4 @@ func (tp *tuple) response(from time.Time) Response {
 }
 
 // labelsKey is a series' identity: its labels, sorted.
-func labelsKey(labels map[string]string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(labels[k])
-		b.WriteByte(0)
-	}
-	return b.String()
-}
+func labelsKey(labels map[string]string) string { return labelsKeyWithout(labels, "") }
