@@ -449,14 +449,17 @@ func (a *Analyzer) observe(u state.Update) {
 		return
 	}
 	rec := *u.Record
-	if an := a.live[rec.Rollout]; an != nil && u.Revision <= an.rev {
-		return // this replica's own write, or older
-	}
-	if an := a.live[rec.Rollout]; an != nil && an.writing && rec.Owner == a.opts.ReplicaID {
-		// Its write is in flight: this is its echo, or a write that makes it conflict (the
-		// write went over the newest revision this replica knew). Either way stored sees
-		// to it; adopting this record would drop what was decided since the write began.
-		return
+	if an := a.live[rec.Rollout]; an != nil {
+		if u.Revision <= an.rev {
+			return // this replica's own write, or older
+		}
+		if an.writing && rec.Owner == a.opts.ReplicaID {
+			// Its write is in flight: this is its echo, or a write that makes it conflict
+			// (the write went over the newest revision this replica knew). Either way stored
+			// sees to it; adopting this record would drop what was decided since the write
+			// began.
+			return
+		}
 	}
 	if rec.Owner == a.opts.ReplicaID {
 		delete(a.others, rec.Rollout)
@@ -943,26 +946,20 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 	}
 	rec, key := w.rec, state.LiveKey(w.rec.Rollout)
 	switch {
-	case w.err == nil && an.rev == w.base:
-		a.storeBackoff = 0
-		// The record is what the write held. An evaluation that was in flight when the write
-		// began may have ended since: its verdict and evidence are in memory, still to be
-		// written, so only what the write itself set is taken.
-		an.rev = w.rev
-		an.rec.LeaseUntil, an.rec.Published, an.rec.Pending = rec.LeaseUntil, rec.Published, rec.Pending
-		a.storedAgain(an)
-		a.remember(rec)
-		an.unstored = an.unstored[w.unstored:]
-		a.enqueuePending(an)
-		if len(an.unstored) > 0 {
-			a.store(ctx, an) // the verdicts decided meanwhile
-		}
 	case w.err == nil:
-		// Stored, and then seen again (the watch's echo, or an event applied on this replica
-		// on top of it): what is in memory is at least as new. The verdicts it held are
-		// stored: publish them.
 		a.storeBackoff = 0
 		a.storedAgain(an)
+		if an.rev == w.base {
+			// The record is what the write held. An evaluation that was in flight when the
+			// write began may have ended since: its verdict and evidence are in memory, still
+			// to be written, so only what the write itself set is taken.
+			an.rev = w.rev
+			an.rec.LeaseUntil, an.rec.Published, an.rec.Pending = rec.LeaseUntil, rec.Published, rec.Pending
+			a.remember(rec)
+		}
+		// Otherwise it was seen again since (an event applied on this replica on top of it):
+		// what is in memory is at least as new. Either way the verdicts it held are stored:
+		// publish them, and write those decided meanwhile.
 		an.unstored = an.unstored[w.unstored:]
 		a.enqueuePending(an)
 		if len(an.unstored) > 0 {

@@ -193,17 +193,7 @@ func (f *feed) wait(ctx context.Context, ch chan struct{}) error {
 // load reads one tuple's series over (need, at] by its own query, unlocked, and replaces
 // what the tuple held.
 func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need, at time.Time) Response {
-	ch := make(chan struct{})
-	tp.loading = ch
-	f.mu.Unlock()
-	resps := src.Query(ctx, []Request{{Expr: own + "[" + FormatDuration(at.Sub(need)) + "]", Time: at}})
-	f.mu.Lock()
-	tp.loading = nil
-	close(ch)
-	resp := Response{Err: fmt.Errorf("%w: no answer", ErrUnavailable)}
-	if len(resps) == 1 {
-		resp = resps[0]
-	}
+	resp, _ := f.queryUnlocked(ctx, src, Request{Expr: own + "[" + FormatDuration(at.Sub(need)) + "]", Time: at}, &tp.loading)
 	if resp.Err != nil {
 		return resp
 	}
@@ -218,6 +208,22 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need
 	}
 	tp.ready, tp.covered, tp.through = true, need, at
 	return resp
+}
+
+// queryUnlocked runs one query with the feed unlocked, *flight set to a channel that reads
+// wait on meanwhile and that is closed (and *flight cleared) once the answer is in. It
+// returns the answer and how long the query took.
+func (f *feed) queryUnlocked(ctx context.Context, src Source, req Request, flight *chan struct{}) (Response, time.Duration) {
+	ch := make(chan struct{})
+	*flight = ch
+	f.mu.Unlock()
+	began := time.Now()
+	resp := (&batch{reqs: []Request{req}}).run(ctx, src)[0] // a short answer is unavailable
+	took := time.Since(began)
+	f.mu.Lock()
+	*flight = nil
+	close(ch)
+	return resp, took
 }
 
 // refresh reads every ready tuple's new samples with one grouped query at `at`. It runs with
@@ -264,19 +270,7 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 		slices.Sort(values[i]) // the same tuples give the same query
 	}
 	expr := f.shape.render(values) + "[" + FormatDuration(max(at.Sub(oldest), 0)+feedOverlap) + "]"
-	ch := make(chan struct{})
-	f.refreshing = ch
-	f.mu.Unlock()
-	began := time.Now()
-	resps := src.Query(ctx, []Request{{Expr: expr, Time: at}})
-	took := time.Since(began)
-	f.mu.Lock()
-	f.refreshing = nil
-	close(ch)
-	resp := Response{Err: fmt.Errorf("%w: no answer", ErrUnavailable)}
-	if len(resps) == 1 {
-		resp = resps[0]
-	}
+	resp, took := f.queryUnlocked(ctx, src, Request{Expr: expr, Time: at}, &f.refreshing)
 	if resp.Err != nil {
 		// A failure does not set took: one timeout must not hold every read of the feed
 		// off for five of them.
