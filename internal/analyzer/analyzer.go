@@ -49,8 +49,9 @@ type Store interface {
 	PutEnded(ctx context.Context, r state.Record) error
 	Delete(ctx context.Context, key string, revision uint64) error
 	Live(ctx context.Context) ([]state.Entry, error)
-	// Watch follows the live records; skip drops puts before they are decoded.
-	Watch(ctx context.Context, skip func(key string, revision uint64) bool) (<-chan state.Update, error)
+	// WatchOthers follows the live records others write (this replica's own puts are not
+	// echoed back).
+	WatchOthers(ctx context.Context) (<-chan state.Update, error)
 }
 
 // Published says which verdict of a rollout the verdict stream holds last: its revision and
@@ -150,34 +151,10 @@ type Analyzer struct {
 	ackMu sync.Mutex
 	acked map[rollout.Key]uint64
 
-	// ownRevs is the revision of each live key this replica's evaluations wrote last: the
-	// store's watch drops their echoes undecoded (ownWrite). Written by the loop.
-	writtenMu sync.Mutex
-	ownRevs   map[string]uint64
-
 	// written takes the answers of the record writes in flight (store) back to the loop;
 	// writes counts those not taken back yet. Owned by the loop.
 	written chan write
 	writes  int
-}
-
-// ownWrite reports whether a put seen by the watch is this replica's own evaluation's write,
-// or older: observe would ignore it. Called from the watch's goroutine.
-func (a *Analyzer) ownWrite(key string, revision uint64) bool {
-	a.writtenMu.Lock()
-	defer a.writtenMu.Unlock()
-	rev, ok := a.ownRevs[key]
-	return ok && revision <= rev
-}
-
-func (a *Analyzer) setWritten(key string, revision uint64) {
-	a.writtenMu.Lock()
-	defer a.writtenMu.Unlock()
-	if revision == 0 {
-		delete(a.ownRevs, key)
-		return
-	}
-	a.ownRevs[key] = revision
 }
 
 // maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
@@ -206,13 +183,6 @@ func (a *Analyzer) pruneAcked() {
 		}
 	}
 	a.ackMu.Unlock()
-	// Likewise the revisions of this replica's own writes, when they outnumber its analyses
-	// (a write may answer after its analysis ended).
-	a.writtenMu.Lock()
-	defer a.writtenMu.Unlock()
-	if len(a.ownRevs) > 2*len(a.live)+64 {
-		clear(a.ownRevs)
-	}
 }
 
 func (a *Analyzer) ackedOf(k rollout.Key) uint64 {
@@ -250,7 +220,6 @@ func New(opts Options) (*Analyzer, error) {
 		latest:    map[rollout.Ref]rollout.Verdict{},
 		positions: map[rollout.Ref]rollout.Position{},
 		acked:     map[rollout.Key]uint64{},
-		ownRevs:   map[string]uint64{},
 		written:   make(chan write, 64),
 	}, nil
 }
@@ -326,7 +295,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 	defer cancelWork()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	updates, err := a.opts.Store.Watch(watchCtx, a.ownWrite)
+	updates, err := a.opts.Store.WatchOthers(watchCtx)
 	if err == nil {
 		err = a.load(ctx)
 	}
@@ -408,7 +377,7 @@ func (a *Analyzer) load(ctx context.Context) error {
 // reads every live record to catch up with what changed meanwhile. It returns nil when the
 // store is still away.
 func (a *Analyzer) rewatch(ctx context.Context) <-chan state.Update {
-	updates, err := a.opts.Store.Watch(ctx, a.ownWrite)
+	updates, err := a.opts.Store.WatchOthers(ctx)
 	if err != nil {
 		return nil
 	}
@@ -900,11 +869,6 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 		defer cancel()
 		key := state.LiveKey(w.rec.Rollout)
 		w.rev, w.err = a.opts.Store.Put(octx, key, w.rec, w.base)
-		if w.err == nil {
-			// At once, not on the loop: the watch's echo of this write is often on its way
-			// already, and is dropped undecoded if this comes first.
-			a.setWritten(key, w.rev)
-		}
 		a.written <- w
 	}()
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -161,9 +162,21 @@ func openStore(t *testing.T) *state.Store {
 	t.Helper()
 	ns := natstest.Start(t)
 	_, js := natstest.Connect(t, ns)
+	return storeOn(t, js)
+}
+
+func storeOn(t *testing.T, js jetstream.JetStream) *state.Store {
+	t.Helper()
 	st, err := state.Open(context.Background(), js, state.Options{})
 	require.NoError(t, err)
 	return st
+}
+
+// peerStore opens the harness's bucket again, as another replica's process does: a Store
+// of its own, whose watch sees what every other Store writes.
+func (h *harness) peerStore(t *testing.T) *state.Store {
+	t.Helper()
+	return storeOn(t, h.js)
 }
 
 // harness runs one analyzer (its replica) over a fake measurer and a settable clock, with a
@@ -171,6 +184,7 @@ func openStore(t *testing.T) *state.Store {
 type harness struct {
 	*replica
 	store *state.Store
+	js    jetstream.JetStream // the store's
 	logs  *observer.ObservedLogs
 	m     *fakeMeasurer
 	clock *clock
@@ -200,7 +214,9 @@ func start(t *testing.T, modify ...func(*rollout.Template)) *harness {
 	}
 	core, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
-	h.store = openStore(t)
+	ns := natstest.Start(t)
+	_, h.js = natstest.Connect(t, ns)
+	h.store = storeOn(t, h.js)
 	h.replica = h.run(t, Options{Logger: zap.New(core), Store: h.store, ReplicaID: "test-replica"}, modify...)
 	return h
 }

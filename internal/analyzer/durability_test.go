@@ -17,8 +17,8 @@ import (
 	"github.com/analyzerd/analyzerd/internal/state"
 )
 
-// startReplica starts another analyzer named id on store, with the harness's measurer and
-// clock.
+// startReplica starts another analyzer named id on store (a replica's process has a Store
+// of its own: see peerStore), with the harness's measurer and clock.
 func startReplica(t *testing.T, h *harness, store Store, id string, published Published) *replica {
 	t.Helper()
 	return h.run(t, Options{Store: store, ReplicaID: id, Published: published})
@@ -53,7 +53,7 @@ func TestRestartResumesWhereItStopped(t *testing.T) {
 	h := start(t)
 	h.stop() // the harness's own analyzer is not used
 	h.m.set("v2", ok(0.004, 5000))
-	first := startReplica(t, h, h.store, "r1", nil)
+	first := startReplica(t, h, h.peerStore(t), "r1", nil)
 	require.NoError(t, first.a.Handle(context.Background(), started("e1", "v2")))
 	first.wait(t, 1)
 	h.clock.Advance(10 * time.Second)
@@ -61,7 +61,7 @@ func TestRestartResumesWhereItStopped(t *testing.T) {
 	first.stop()
 	require.Equal(t, 1, h.m.captures)
 
-	again := startReplica(t, h, h.store, "r1", publishedIn(first.sink))
+	again := startReplica(t, h, h.peerStore(t), "r1", publishedIn(first.sink))
 	h.clock.Advance(10 * time.Second)
 	vs := again.wait(t, 1)
 	require.Equal(t, uint64(3), vs[0].Sequence, "the sequence goes on")
@@ -79,8 +79,8 @@ func TestTakeoverAfterTheLeaseExpires(t *testing.T) {
 	h := start(t)
 	h.stop()
 	h.m.set("v2", ok(0.004, 5000))
-	r1 := startReplica(t, h, h.store, "r1", nil)
-	r2 := startReplica(t, h, h.store, "r2", publishedIn(r1.sink))
+	r1 := startReplica(t, h, h.peerStore(t), "r1", nil)
+	r2 := startReplica(t, h, h.peerStore(t), "r2", publishedIn(r1.sink))
 	require.NoError(t, r1.a.Handle(context.Background(), started("e1", "v2")))
 	r1.wait(t, 1)
 	require.Eventually(t, func() bool { _, ok := r2.a.Latest(ref); return ok }, 5*time.Second, time.Millisecond,
@@ -107,8 +107,8 @@ func TestEventOnAnotherReplicaReachesTheOwner(t *testing.T) {
 	h := start(t)
 	h.stop()
 	h.m.set("v2", ok(0.004, 5000))
-	r1 := startReplica(t, h, h.store, "r1", nil)
-	r2 := startReplica(t, h, h.store, "r2", nil)
+	r1 := startReplica(t, h, h.peerStore(t), "r1", nil)
+	r2 := startReplica(t, h, h.peerStore(t), "r2", nil)
 	require.NoError(t, r1.a.Handle(context.Background(), started("e1", "v2")))
 	r1.wait(t, 1)
 	step := started("e2", "v2")
@@ -143,7 +143,7 @@ func TestStoredVerdictsNotPublishedArePublishedOnResume(t *testing.T) {
 	_, err := h.store.Put(ctx, state.LiveKey(ref), rec, 0)
 	require.NoError(t, err)
 	published := func(context.Context, rollout.Ref) (string, uint64, bool, error) { return "v2", 5, true, nil }
-	r := startReplica(t, h, h.store, "r1", published)
+	r := startReplica(t, h, h.peerStore(t), "r1", published)
 	vs := r.wait(t, 2)
 	require.Equal(t, []uint64{6, 7}, []uint64{vs[0].Sequence, vs[1].Sequence})
 	require.Never(t, func() bool { return len(r.sink.of(ref)) > 2 }, 50*time.Millisecond, 5*time.Millisecond)
@@ -174,7 +174,7 @@ func TestVerdictsWaitForTheStore(t *testing.T) {
 	h := start(t)
 	h.stop()
 	h.m.set("v2", ok(0.004, 5000))
-	store := &flakyStore{Store: h.store}
+	store := &flakyStore{Store: h.peerStore(t)}
 	r := startReplica(t, h, store, "r1", nil)
 	require.NoError(t, r.a.Handle(context.Background(), started("e1", "v2")))
 	r.wait(t, 1)
@@ -314,9 +314,9 @@ func TestTakeoverIsSpreadOverTheSurvivors(t *testing.T) {
 	h := start(t)
 	h.stop()
 	replicas := []*replica{
-		startReplica(t, h, h.store, "r1", nil),
-		startReplica(t, h, h.store, "r2", nil),
-		startReplica(t, h, h.store, "r3", nil),
+		startReplica(t, h, h.peerStore(t), "r1", nil),
+		startReplica(t, h, h.peerStore(t), "r2", nil),
+		startReplica(t, h, h.peerStore(t), "r3", nil),
 	}
 	const n = 30
 	refs := make([]rollout.Ref, n)

@@ -330,7 +330,6 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 // forget drops a rollout's live analysis from this replica, and its verdicts still queued:
 // another replica publishes them from now on (or the analysis ended).
 func (a *Analyzer) forget(ref rollout.Ref) {
-	a.setWritten(state.LiveKey(ref), 0)
 	if an := a.live[ref]; an != nil {
 		a.sched.unset(an)
 		if n := a.opts.Sink.Revoke(ref, an.rec.Revision); n > 0 {

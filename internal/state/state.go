@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -112,6 +114,13 @@ type Options struct {
 type Store struct {
 	kv       jetstream.KeyValue
 	endedTTL time.Duration
+
+	// own holds, per live key, the hashes of the two latest values this Store put there
+	// (newest first), so that WatchOthers knows its own puts, echoed back, by their bytes
+	// without decoding them, whenever the echo comes (often before the put's answer).
+	ownMu sync.Mutex
+	own   map[string][2]uint64
+	seed  maphash.Seed
 }
 
 // Open opens the bucket, creating it when missing.
@@ -136,7 +145,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("state bucket %s: %w", opts.Bucket, err)
 	}
-	return &Store{kv: kv, endedTTL: opts.EndedTTL}, nil
+	return &Store{kv: kv, endedTTL: opts.EndedTTL, own: map[string][2]uint64{}, seed: maphash.MakeSeed()}, nil
 }
 
 // LiveKey is the key of a rollout's live analysis. Namespaces and names are encoded in
@@ -179,6 +188,7 @@ func (s *Store) Put(ctx context.Context, key string, r Record, revision uint64) 
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
+	s.putting(key, data)
 	var rev uint64
 	if revision == 0 {
 		rev, err = s.kv.Create(ctx, key, data)
@@ -214,6 +224,39 @@ func (s *Store) PutEnded(ctx context.Context, r Record) error {
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	return nil
+}
+
+// putting notes the value about to be put under key, before it is sent: its echo may come
+// before the put's answer.
+func (s *Store) putting(key string, data []byte) {
+	h := maphash.Bytes(s.seed, data)
+	s.ownMu.Lock()
+	defer s.ownMu.Unlock()
+	s.own[key] = [2]uint64{h, s.own[key][0]}
+}
+
+// echo reports whether a put seen by the watch is one of this Store's own latest two under
+// key. A put of someone else's, or a delete, means that this Store's earlier puts have all
+// been seen (the bucket's order is total): they are forgotten (see forgetOwn).
+func (s *Store) echo(key string, data []byte) bool {
+	h := maphash.Bytes(s.seed, data)
+	s.ownMu.Lock()
+	defer s.ownMu.Unlock()
+	own, ok := s.own[key]
+	if !ok {
+		return false
+	}
+	if own[0] == h || own[1] == h {
+		return true
+	}
+	delete(s.own, key)
+	return false
+}
+
+func (s *Store) forgetOwn(key string) {
+	s.ownMu.Lock()
+	defer s.ownMu.Unlock()
+	delete(s.own, key)
 }
 
 // Delete removes the record under key if it is still at revision.
@@ -258,10 +301,22 @@ func (s *Store) Live(ctx context.Context) ([]Entry, error) {
 }
 
 // Watch follows the live records: every update, and a delete as an entry with a nil record.
-// The channel closes when ctx ends. skip, when set, is asked about every put before it is
-// decoded: true drops it (a replica's own writes, echoed back, need no decoding; at 10,000
-// rollouts decoding them was most of the daemon's work). It is called from Watch's goroutine.
-func (s *Store) Watch(ctx context.Context, skip func(key string, revision uint64) bool) (<-chan Update, error) {
+// The channel closes when ctx ends.
+func (s *Store) Watch(ctx context.Context) (<-chan Update, error) { return s.watch(ctx, false) }
+
+// WatchOthers is Watch without the puts of this Store itself: they are known by their
+// bytes and dropped undecoded (at thousands of rollouts, decoding a replica's own writes
+// echoed back was the largest part of its work). Deletes all come through.
+func (s *Store) WatchOthers(ctx context.Context) (<-chan Update, error) { return s.watch(ctx, true) }
+
+func (s *Store) watch(ctx context.Context, skipOwn bool) (<-chan Update, error) {
+	if skipOwn {
+		// What was put before is not echoed to this watch: forgotten, so that the puts of
+		// keys deleted while no watch ran are not kept for ever.
+		s.ownMu.Lock()
+		clear(s.own)
+		s.ownMu.Unlock()
+	}
 	w, err := s.kv.Watch(ctx, "live.>", jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("watch live records: %w", err)
@@ -283,7 +338,7 @@ func (s *Store) Watch(ctx context.Context, skip func(key string, revision uint64
 				}
 				u := Update{Key: e.Key(), Revision: e.Revision()}
 				if e.Operation() == jetstream.KeyValuePut {
-					if skip != nil && skip(u.Key, u.Revision) {
+					if skipOwn && s.echo(u.Key, e.Value()) {
 						continue
 					}
 					entry, err := decodeEntry(e)
@@ -291,6 +346,8 @@ func (s *Store) Watch(ctx context.Context, skip func(key string, revision uint64
 						continue // not ours to read: a foreign writer
 					}
 					u.Record = &entry.Record
+				} else if skipOwn {
+					s.forgetOwn(u.Key)
 				}
 				select {
 				case out <- u:

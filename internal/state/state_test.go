@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,7 +97,7 @@ func TestWatchSeesPutsAndDeletes(t *testing.T) {
 	s := open(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	updates, err := s.Watch(ctx, nil)
+	updates, err := s.Watch(ctx)
 	require.NoError(t, err)
 	rec := record("prod", "checkout", "v2")
 	key := LiveKey(rec.Rollout)
@@ -134,26 +133,49 @@ func next(t *testing.T, ch <-chan Update) Update {
 	}
 }
 
-// TestWatchSkipsWhatItIsToldTo: a put skip says is dropped before it is decoded; the others,
-// and deletes, come through.
-func TestWatchSkipsWhatItIsToldTo(t *testing.T) {
-	s := open(t)
+// TestWatchOthersSkipsItsOwnPuts: a Store's own puts, echoed back, are dropped, whenever
+// the echo comes, before another Store's put on the same key and after it; the other's puts,
+// and every delete, come through.
+func TestWatchOthersSkipsItsOwnPuts(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mine := LiveKey(record("prod", "mine", "v2").Rollout)
-	var asked atomic.Int64
-	updates, err := s.Watch(ctx, func(key string, _ uint64) bool { asked.Add(1); return key == mine })
+	mine, err := Open(ctx, js, Options{EndedTTL: time.Hour})
 	require.NoError(t, err)
-	rev, err := s.Put(ctx, mine, record("prod", "mine", "v2"), 0)
+	theirs, err := Open(ctx, js, Options{EndedTTL: time.Hour})
 	require.NoError(t, err)
-	other := record("prod", "other", "v2")
-	_, err = s.Put(ctx, LiveKey(other.Rollout), other, 0)
+	updates, err := mine.WatchOthers(ctx)
+	require.NoError(t, err)
+
+	rec := record("prod", "checkout", "v2")
+	key := LiveKey(rec.Rollout)
+	rev, err := mine.Put(ctx, key, rec, 0)
+	require.NoError(t, err)
+	rec.Sequence++
+	rev, err = mine.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	rec.Owner, rec.Sequence = "r2", rec.Sequence+1
+	theirRev, err := theirs.Put(ctx, key, rec, rev)
 	require.NoError(t, err)
 	u := next(t, updates)
-	require.Equal(t, LiveKey(other.Rollout), u.Key, "the skipped put did not come")
-	require.NoError(t, s.Delete(ctx, mine, rev))
+	require.Equal(t, theirRev, u.Revision, "this Store's two puts did not come; the other's did")
+	require.Equal(t, "r2", u.Record.Owner)
+
+	rec.Owner, rec.Sequence = "r1", rec.Sequence+1
+	rev, err = mine.Put(ctx, key, rec, theirRev)
+	require.NoError(t, err)
+	require.NoError(t, mine.Delete(ctx, key, rev))
 	u = next(t, updates)
-	require.Equal(t, mine, u.Key)
-	require.Nil(t, u.Record, "deletes are not asked about")
-	require.Equal(t, int64(2), asked.Load())
+	require.Equal(t, key, u.Key)
+	require.Nil(t, u.Record, "the delete came, and the put before it (its own, after another's) did not")
+
+	// The other Store's watch sees every put of this one's.
+	all, err := theirs.WatchOthers(ctx)
+	require.NoError(t, err)
+	rev, err = mine.Put(ctx, key, rec, 0)
+	require.NoError(t, err)
+	u = next(t, all)
+	require.Equal(t, rev, u.Revision)
+	require.NotNil(t, u.Record)
 }
