@@ -290,7 +290,8 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 		if err != nil || math.IsNaN(le) {
 			return h, fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, raw)
 		}
-		byGroup[groupKey(s.Labels)] = append(byGroup[groupKey(s.Labels)], member{le, s.Samples, targetOf(s.Labels)})
+		gk := s.groupKey()
+		byGroup[gk] = append(byGroup[gk], member{le, s.Samples, targetOf(s.Labels)})
 		if !seen[le] {
 			seen[le] = true
 			h.les = append(h.les, le)

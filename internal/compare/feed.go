@@ -62,6 +62,7 @@ type tuple struct {
 
 type cached struct {
 	key     string // labelsKey(labels)
+	group   string // groupKey(labels)
 	labels  map[string]string
 	samples []Sample // oldest first; appended to, never changed in place
 }
@@ -204,7 +205,7 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need
 			continue // no float samples (a native histogram's series, say)
 		}
 		k := labelsKey(s.Labels)
-		tp.series[k] = &cached{key: k, labels: s.Labels, samples: s.Samples}
+		tp.series[k] = newCached(k, s)
 	}
 	tp.ready, tp.covered, tp.through = true, need, at
 	return resp
@@ -308,6 +309,10 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 	return nil
 }
 
+func newCached(key string, s Series) *cached {
+	return &cached{key: key, group: groupKey(s.Labels), labels: s.Labels, samples: s.Samples}
+}
+
 // merge adds a series' samples newer than those the tuple holds.
 func (tp *tuple) merge(s Series) {
 	if len(s.Samples) == 0 {
@@ -316,7 +321,7 @@ func (tp *tuple) merge(s Series) {
 	k := labelsKey(s.Labels)
 	c := tp.series[k]
 	if c == nil {
-		tp.series[k] = &cached{key: k, labels: s.Labels, samples: s.Samples}
+		tp.series[k] = newCached(k, s)
 		return
 	}
 	last := c.samples[len(c.samples)-1].T
@@ -365,7 +370,7 @@ func (tp *tuple) response(from time.Time) Response {
 		if i > 0 {
 			i--
 		}
-		out.Series[k] = Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)]}
+		out.Series[k] = Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)], group: c.group}
 	}
 	return out
 }

@@ -27,6 +27,17 @@ type Series struct {
 	Labels  map[string]string
 	Value   float64
 	Samples []Sample
+	// group is groupKey(Labels) when the series comes from a feed, which computes it once
+	// for all its reads ("" otherwise).
+	group string
+}
+
+// groupKey is the series' group (see groupKey).
+func (s Series) groupKey() string {
+	if s.group != "" {
+		return s.group
+	}
+	return groupKey(s.Labels)
 }
 
 // Sample is one raw sample: the value a target exposed at the time it was scraped.
