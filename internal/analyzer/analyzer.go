@@ -598,17 +598,21 @@ func (a *Analyzer) enqueuePending(an *analysis) {
 	}
 }
 
-// plan sets when an analysis's next evaluation is due. An evaluation in flight plans the
-// next at its end; a final analysis is never evaluated again.
-func (a *Analyzer) plan(an *analysis, t time.Time) {
+// plan makes an analysis's next evaluation due at t, to start then (an event's, a retry's).
+func (a *Analyzer) plan(an *analysis, t time.Time) { a.planBy(an, t, t) }
+
+// planBy makes an analysis's next evaluation due at due, to start by deadline (see
+// schedule). An evaluation in flight plans the next at its end; a final analysis is never
+// evaluated again.
+func (a *Analyzer) planBy(an *analysis, due, deadline time.Time) {
 	if an.inFlight || an.rec.Final {
-		an.next = t
+		an.next, an.deadline = due, deadline
 		return
 	}
-	a.sched.set(an, t)
+	a.sched.set(an, due, deadline)
 }
 
-// dispatch starts the due evaluations, oldest due first, as far as workers are free. It
+// dispatch starts the due evaluations, earliest deadline first, as far as workers are free. It
 // runs at every tick, after every event applied and whenever an evaluation ends, so that a
 // free worker never waits for the next tick.
 func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, slots chan struct{}) {
@@ -630,7 +634,7 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 		}
 		if an.rec.Sequence-max(an.rec.Published, a.ackedOf(an.key())) >= maxUnacknowledged {
 			// Its verdicts wait to be published: no new number until they are.
-			a.sched.set(an, now.Add(a.opts.Resolution))
+			a.sched.set(an, now.Add(a.opts.Resolution), an.deadline)
 			continue
 		}
 		select {
@@ -712,7 +716,9 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		a.plan(an, j.now.Add(an.backoff()))
 	} else {
 		an.outage = 0
-		a.plan(an, compare.NextEvaluation(j.now, an.template.Template, res.measurements))
+		// Due when new samples can have come, and to start within the interval: under
+		// load, the early evaluations are the ones given up (see schedule).
+		a.planBy(an, compare.NextEvaluation(j.now, an.template.Template, res.measurements), j.now.Add(an.template.Interval))
 	}
 	if j.needBaseline && an.rec.Baseline == nil {
 		if res.baselineErr != nil {
@@ -906,7 +912,7 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		return // forgotten or replaced meanwhile: the store and the watch say what became of it
 	}
 	if !an.scheduled && !an.inFlight {
-		defer func() { a.plan(an, an.next) }() // its evaluation waited for this answer (dispatch)
+		defer func() { a.planBy(an, an.next, an.deadline) }() // its evaluation waited for this answer (dispatch)
 	}
 	rec, key := w.rec, state.LiveKey(w.rec.Rollout)
 	switch {

@@ -43,15 +43,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		overdue: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "analyzerd_evaluations_overdue",
-			Help: "Live rollouts whose evaluation is due and not started, at the last tick: the backlog.",
+			Help: "Live rollouts whose interval is up without their next evaluation started, at the last tick: the backlog (evaluations due early, for new samples, are not counted).",
 		}),
 		overdueFor: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "analyzerd_evaluations_overdue_seconds",
-			Help: "How long the oldest overdue evaluation has been due, at the last tick (0: none).",
+			Help: "How long past its interval the oldest overdue evaluation is, at the last tick (0: none).",
 		}),
 		startDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "analyzerd_evaluation_start_delay_seconds",
-			Help:    "Time from when an evaluation was due to when a worker started it.",
+			Help:    "Time from when an evaluation was due (new samples can have come, or its interval is up) to when a worker started it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
 		firstVerdict: prometheus.NewHistogram(prometheus.HistogramOpts{

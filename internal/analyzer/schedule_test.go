@@ -21,12 +21,12 @@ func TestScheduleOldestDueFirst(t *testing.T) {
 		ans[i] = &analysis{gen: uint64(i + 1)}
 	}
 	// Due in the order 3, 1, 4, 0, 2; 0 is set twice (its first entry goes stale).
-	s.set(ans[0], t0)
-	s.set(ans[2], t0.Add(4*time.Second))
-	s.set(ans[4], t0.Add(2*time.Second))
-	s.set(ans[1], t0.Add(time.Second))
-	s.set(ans[3], t0)
-	s.set(ans[0], t0.Add(3*time.Second))
+	s.set(ans[0], t0, t0)
+	s.set(ans[2], t0.Add(4*time.Second), t0.Add(4*time.Second))
+	s.set(ans[4], t0.Add(2*time.Second), t0.Add(2*time.Second))
+	s.set(ans[1], t0.Add(time.Second), t0.Add(time.Second))
+	s.set(ans[3], t0, t0)
+	s.set(ans[0], t0.Add(3*time.Second), t0.Add(3*time.Second))
 
 	n, oldest := s.overdue(t0.Add(2500 * time.Millisecond))
 	require.Equal(t, 3, n, "3, 1 and 4 are due at 2.5s")
@@ -47,10 +47,44 @@ func TestScheduleOldestDueFirst(t *testing.T) {
 	require.False(t, ok, "nothing left once every analysis was taken")
 }
 
+// TestScheduleEarliestDeadlineAmongTheDue: of the analyses due, the one whose interval is up
+// first starts first, however early the others became due (new samples); one that is not
+// due does not start, whatever its deadline; and the backlog counts only the deadlines passed.
+func TestScheduleEarliestDeadlineAmongTheDue(t *testing.T) {
+	var s schedule
+	early := &analysis{gen: 1}  // new samples at once; its interval is up at 10s
+	late := &analysis{gen: 2}   // due at 1s, its interval up at 2s
+	future := &analysis{gen: 3} // not due before 20s, however near its deadline
+	s.set(early, t0, t0.Add(10*time.Second))
+	s.set(late, t0.Add(time.Second), t0.Add(2*time.Second))
+	s.set(future, t0.Add(20*time.Second), t0)
+
+	got, ok := s.first(t0.Add(500 * time.Millisecond))
+	require.True(t, ok)
+	require.Same(t, early, got, "alone due: it starts, early or not")
+
+	now := t0.Add(5 * time.Second)
+	got, ok = s.first(now)
+	require.True(t, ok)
+	require.Same(t, late, got, "its interval is up: it goes before the early one")
+	n, oldest := s.overdue(now)
+	require.Equal(t, 1, n, "the early one is not late")
+	require.Equal(t, 3*time.Second, oldest)
+
+	s.unset(late)
+	got, _ = s.first(now)
+	require.Same(t, early, got)
+	s.unset(early)
+	_, ok = s.first(now)
+	require.False(t, ok, "the future one is not due, whatever its deadline")
+	got, _ = s.first(t0.Add(20 * time.Second))
+	require.Same(t, future, got)
+}
+
 func TestScheduleNotDueYet(t *testing.T) {
 	var s schedule
 	an := &analysis{gen: 1}
-	s.set(an, t0.Add(time.Second))
+	s.set(an, t0.Add(time.Second), t0.Add(time.Second))
 	_, ok := s.first(t0)
 	require.False(t, ok)
 	got, ok := s.first(t0.Add(time.Second))
@@ -66,10 +100,10 @@ func TestScheduleStaysCompact(t *testing.T) {
 	}
 	for round := range 1000 {
 		for _, an := range ans {
-			s.set(an, t0.Add(time.Duration(round)*time.Second))
+			s.set(an, t0.Add(time.Duration(round)*time.Second), t0.Add(time.Duration(round)*time.Second))
 		}
 	}
-	require.LessOrEqual(t, len(s.entries), 2*len(ans)+64+1, "stale entries are dropped")
+	require.LessOrEqual(t, len(s.waiting)+len(s.ready), 2*len(ans)+64+1, "stale entries are dropped")
 	require.Equal(t, len(ans), s.live)
 }
 

@@ -26,7 +26,8 @@ type analysis struct {
 	received time.Time // when this replica took it on, for the time-to-first-verdict metric
 
 	baselineErr string    // the last failure to capture the baseline, for logging changes only
-	next        time.Time // when the next evaluation is due (see plan)
+	next        time.Time // when the next evaluation is due, and by when it must start (see plan)
+	deadline    time.Time
 	inFlight    bool
 	writing     bool // its record's write is in flight (store)
 	// token and scheduled are the analysis's place in the schedule (schedule.go).
