@@ -150,6 +150,9 @@ type Analyzer struct {
 	// by the publisher (Acknowledged), read by the loop.
 	ackMu sync.Mutex
 	acked map[rollout.Key]uint64
+	// awaiting is, per analysis, the first verdict decided after an event that asked for one
+	// (a start, a step), until JetStream acknowledges it: for the overhead metric.
+	awaiting map[rollout.Key]awaited
 
 	// written takes the answers of the record writes in flight (store) back to the loop;
 	// writes counts those not taken back yet. Owned by the loop.
@@ -171,6 +174,32 @@ func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 	if v.Sequence > a.acked[v.Key()] {
 		a.acked[v.Key()] = v.Sequence
 	}
+	if w, ok := a.awaiting[v.Key()]; ok && v.Sequence >= w.sequence {
+		delete(a.awaiting, v.Key())
+		a.metrics.eventOverhead.Observe(max(0, time.Since(w.received)-w.evaluation).Seconds())
+	}
+}
+
+// awaited is a verdict an event asked for: its number, when the event was received, and
+// how long the evaluation that decided it took (all by the real clock).
+type awaited struct {
+	sequence   uint64
+	received   time.Time
+	evaluation time.Duration
+}
+
+// awaitVerdict marks, after an event applied, that the analysis's next verdict answers it
+// (when the event started the analysis or changed its step here): the overhead metric
+// measures the time from the event to that verdict's publication, the evaluation's own
+// excepted.
+func (a *Analyzer) awaitVerdict(req eventRequest) {
+	ev := req.ev
+	if ev.Type != rollout.EventStarted && ev.Type != rollout.EventStep {
+		return
+	}
+	if an := a.live[ev.Rollout]; an != nil && an.rec.Revision == ev.Revision && an.rec.Cause == ev.ID {
+		an.awaited = req.received
+	}
 }
 
 // pruneAcked forgets the acknowledgements of analyses this replica no longer owns (an
@@ -180,6 +209,11 @@ func (a *Analyzer) pruneAcked() {
 	for k := range a.acked {
 		if an := a.live[k.Ref]; an == nil || an.key() != k {
 			delete(a.acked, k)
+		}
+	}
+	for k := range a.awaiting {
+		if an := a.live[k.Ref]; an == nil || an.key() != k {
+			delete(a.awaiting, k)
 		}
 	}
 	a.ackMu.Unlock()
@@ -220,14 +254,16 @@ func New(opts Options) (*Analyzer, error) {
 		latest:    map[rollout.Ref]rollout.Verdict{},
 		positions: map[rollout.Ref]rollout.Position{},
 		acked:     map[rollout.Key]uint64{},
+		awaiting:  map[rollout.Key]awaited{},
 		written:   make(chan write, 64),
 	}, nil
 }
 
 type eventRequest struct {
-	ctx   context.Context
-	ev    rollout.Event
-	reply chan error
+	ctx      context.Context
+	ev       rollout.Event
+	reply    chan error
+	received time.Time // by the real clock, for the overhead metric (awaitVerdict)
 }
 
 // Handle applies one event. It returns nil once the event's effect is stored, an error
@@ -235,7 +271,7 @@ type eventRequest struct {
 // is stopping, and another error when the store could not be written (the event is then
 // retried).
 func (a *Analyzer) Handle(ctx context.Context, ev rollout.Event) error {
-	req := eventRequest{ctx: ctx, ev: ev, reply: make(chan error, 1)}
+	req := eventRequest{ctx: ctx, ev: ev, reply: make(chan error, 1), received: time.Now()}
 	select {
 	case a.events <- req:
 	case <-a.done:
@@ -320,6 +356,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			err := a.apply(req.ctx, req.ev)
 			req.reply <- err
 			if err == nil {
+				a.awaitVerdict(req)
 				a.dispatch(workCtx, &workers, slots)
 			}
 		case res := <-a.results:
@@ -695,10 +732,12 @@ func (a *Analyzer) drain(workCtx context.Context, workers *sync.WaitGroup, cance
 func (a *Analyzer) evaluate(ctx context.Context, j job) result {
 	ctx = trace.ContextWithSpan(ctx, j.span)
 	res := result{job: j}
+	began := time.Now()
 	if j.needBaseline {
 		res.baseline, res.baselineErr = a.opts.Measurer.CaptureBaseline(ctx, j.target.Template, j.target.Args, j.target.Stable.Vars, j.started)
 	}
 	res.measurements = a.opts.Measurer.Measure(ctx, j.target)
+	res.took = time.Since(began)
 	return res
 }
 
@@ -747,6 +786,7 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		}
 	}
 	r := an.rec
+	decideBegan := time.Now()
 	_, decideSpan := a.opts.Tracer.Start(trace.ContextWithSpan(context.Background(), j.span), "decide")
 	d := decide.Decide(decide.Input{
 		Template:     an.template.Template,
@@ -787,6 +827,12 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	if an.firstVerdict {
 		an.firstVerdict = false
 		a.metrics.firstVerdict.Observe(j.now.Sub(an.received).Seconds())
+	}
+	if !an.awaited.IsZero() {
+		a.ackMu.Lock()
+		a.awaiting[an.key()] = awaited{sequence: v.Sequence, received: an.awaited, evaluation: res.took + time.Since(decideBegan)}
+		a.ackMu.Unlock()
+		an.awaited = time.Time{}
 	}
 
 	previous, had := a.Latest(r.Rollout)

@@ -14,9 +14,11 @@ type metrics struct {
 	live         prometheus.Gauge
 	saturated    prometheus.Counter
 	firstVerdict prometheus.Histogram
-	overdue      prometheus.Gauge
-	overdueFor   prometheus.Gauge
-	startDelay   prometheus.Histogram
+	// eventOverhead is the daemon's own share of the time from an event to its verdict.
+	eventOverhead prometheus.Histogram
+	overdue       prometheus.Gauge
+	overdueFor    prometheus.Gauge
+	startDelay    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +61,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from receiving rollout.started to deciding its first verdict.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
+		eventOverhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "analyzerd_event_verdict_overhead_seconds",
+			Help:    "For each event that starts an analysis or changes its step: the time from receiving it to JetStream acknowledging the first verdict decided after it, less the evaluation that decided it (measuring, baseline capture, decide): the daemon's own overhead (applying and storing the event, waiting for a worker, storing and publishing the verdict).",
+			Buckets: []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30},
+		}),
 	}
 	var err error
 	if m.applied, err = telemetry.Register(reg, m.applied); err != nil {
@@ -86,6 +93,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.startDelay, err = telemetry.Register(reg, m.startDelay); err != nil {
+		return nil, err
+	}
+	if m.eventOverhead, err = telemetry.Register(reg, m.eventOverhead); err != nil {
 		return nil, err
 	}
 	// Every label value exists from the start, so that alerts see zeros, not absent series.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
@@ -230,4 +231,34 @@ func TestEventWaitsForTheWriteInFlight(t *testing.T) {
 	require.Len(t, entries, 1)
 	require.True(t, entries[0].Record.Final, "the stored record is final")
 	require.Equal(t, uint64(1), entries[0].Record.Sequence)
+}
+
+// TestEventOverheadIsMeasuredOncePerEvent: the overhead metric observes the first verdict
+// published after each event that asks for one (a start, a step), once, and not the
+// verdicts that follow nor an event that changed nothing.
+func TestEventOverheadIsMeasuredOncePerEvent(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	observed := func() uint64 {
+		var m dto.Metric
+		require.NoError(t, h.a.metrics.eventOverhead.Write(&m))
+		return m.GetHistogram().GetSampleCount()
+	}
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	h.waitVerdicts(t, 1)
+	require.Eventually(t, func() bool { return observed() == 1 }, 5*time.Second, time.Millisecond)
+	h.clock.Advance(10 * time.Second)
+	h.waitVerdicts(t, 2)
+	require.Equal(t, uint64(1), observed(), "the start's first verdict only")
+
+	step := rollout.Event{ID: "e2", Type: rollout.EventStep, Time: t0.Add(10 * time.Second), Rollout: ref, Revision: "v2", Step: 1, Weight: 25}
+	require.NoError(t, h.a.Handle(context.Background(), step))
+	h.waitVerdicts(t, 3)
+	require.Eventually(t, func() bool { return observed() == 2 }, 5*time.Second, time.Millisecond)
+
+	step.ID = "e3" // the same step again: a duplicate, no verdict asked for
+	require.NoError(t, h.a.Handle(context.Background(), step))
+	h.clock.Advance(10 * time.Second)
+	h.waitVerdicts(t, 4)
+	require.Equal(t, uint64(2), observed())
 }

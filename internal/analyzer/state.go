@@ -34,6 +34,7 @@ type analysis struct {
 	token        uint64
 	scheduled    bool
 	firstVerdict bool
+	awaited      time.Time // an event applied that awaits this analysis's next verdict (awaitVerdict)
 
 	// unstored are verdicts decided but not yet stored (the store was unreachable): they are
 	// published only once stored, so that no sequence number can be published twice.
@@ -66,6 +67,7 @@ type job struct {
 
 type result struct {
 	job          job
+	took         time.Duration // measuring, by the real clock
 	measurements []rollout.Measurement
 	baseline     map[string]rollout.Reading
 	baselineErr  error

@@ -9,6 +9,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -112,6 +113,12 @@ type Report struct {
 	// verdict; FirstMissing counts those without one by the end of the warm-up.
 	FirstP50, FirstP99 time.Duration
 	FirstMissing       int
+	// OverheadP50 and OverheadP99: for the step events published during the window, one
+	// rollout at a time, the daemon's own time from each event to its verdict's publication,
+	// the evaluation excepted (analyzerd_event_verdict_overhead_seconds, interpolated within
+	// its buckets); StepEvents counts the events it observed.
+	OverheadP50, OverheadP99 time.Duration
+	StepEvents               int
 	// EvaluationsPerSecond and VerdictsPerSecond over the window.
 	EvaluationsPerSecond float64
 	// QueriesPerInterval: the daemon's queries to Prometheus; PrometheusQuerySeconds: the
@@ -242,7 +249,11 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	windowStart := time.Now()
 	var rss int64
 	tick := time.NewTicker(time.Second)
+	// One rollout at a time goes to its next step, spread over the window (at most ten a
+	// second), for the daemon's overhead from an event to its verdict under the load.
+	steps := time.NewTicker(max(100*time.Millisecond, o.Duration/time.Duration(o.Rollouts+1)))
 	deadline := time.NewTimer(o.Duration)
+	stepped := 0
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -253,9 +264,24 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			if v, err := rssBytes(d.cmd.Process.Pid); err == nil {
 				rss = max(rss, v)
 			}
+		case <-steps.C:
+			if stepped == o.Rollouts {
+				continue
+			}
+			ev := rollout.Event{
+				ID: fmt.Sprintf("bench-step-%d-%d", time.Now().UnixNano(), stepped), Source: "analyzerd-bench",
+				Type: rollout.EventStep, Time: time.Now(),
+				Rollout: rollout.Ref{Namespace: "bench", Name: serviceName(stepped)}, Revision: "v2",
+				Step: 1, Weight: 25,
+			}
+			if err := pub.Publish(ctx, ev); err != nil {
+				return Report{}, fmt.Errorf("publish rollout.step: %w", err)
+			}
+			stepped++
 		}
 	}
 	tick.Stop()
+	steps.Stop()
 	windowEnd := time.Now()
 	after, err := d.snapshot(ctx, js, prom.URL())
 	if err != nil {
@@ -274,6 +300,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	r.DaemonRSS = rss
 	r.KVWritesPerSecond = float64(after.kvSeq-before.kvSeq) / window.Seconds()
 	r.Overdue = after.overdue
+	r.OverheadP50, r.StepEvents = histogramQuantile(0.5, before.overhead, after.overhead)
+	r.OverheadP99, _ = histogramQuantile(0.99, before.overhead, after.overhead)
 
 	if o.Restart {
 		say("killing analyzerd (SIGKILL) and starting it again")
@@ -300,6 +328,10 @@ func (r Report) Print(w io.Writer) {
 	row("verdict gap p50 / p99 / max", "%s / %s / %s", secs(r.GapP50), secs(r.GapP99), secs(r.GapMax))
 	row("rollouts with a verdict every interval", "%.1f%% (gaps <= 1.5 intervals; %d had none in the window)", 100*r.EveryInterval, r.NoVerdict)
 	row("event -> first verdict p50 / p99", "%s / %s (%d without one in the warm-up)", secs(r.FirstP50), secs(r.FirstP99), r.FirstMissing)
+	ms := func(d time.Duration) string {
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
+	}
+	row("step event -> verdict, daemon overhead p50 / p99", "%s / %s (%d step events in the window; the evaluation excepted)", ms(r.OverheadP50), ms(r.OverheadP99), r.StepEvents)
 	row("evaluations/s", "%.1f", r.EvaluationsPerSecond)
 	row("queries per interval", "%.0f", r.QueriesPerInterval)
 	row("prometheus query time per interval", "%.3f s", r.PrometheusQuerySeconds)
@@ -537,6 +569,7 @@ type snapshot struct {
 	promQuerySeconds, promCPU float64
 	daemonCPU, machine        float64
 	kvSeq                     uint64
+	overhead                  []bucket // analyzerd_event_verdict_overhead_seconds
 }
 
 func (d *daemon) snapshot(ctx context.Context, js jetstream.JetStream, promURL string) (snapshot, error) {
@@ -548,6 +581,7 @@ func (d *daemon) snapshot(ctx context.Context, js jetstream.JetStream, promURL s
 	s.evaluations = m.sum("analyzerd_evaluations_total", nil)
 	s.queries = m.sum("analyzerd_query_duration_seconds_count", nil)
 	s.overdue = m.sum("analyzerd_evaluations_overdue", nil)
+	s.overhead = m.buckets("analyzerd_event_verdict_overhead_seconds")
 	pm, err := scrape(ctx, promURL+"/metrics")
 	if err != nil {
 		return s, fmt.Errorf("prometheus metrics: %w", err)
@@ -615,6 +649,13 @@ func scrape(ctx context.Context, url string) (samples, error) {
 			case m.Histogram != nil:
 				add(name+"_count", float64(m.Histogram.GetSampleCount()))
 				add(name+"_sum", m.Histogram.GetSampleSum())
+				for _, b := range m.Histogram.Bucket {
+					out = append(out, struct {
+						name   string
+						labels map[string]string
+						value  float64
+					}{name + "_bucket", map[string]string{"le": strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)}, float64(b.GetCumulativeCount())})
+				}
 			case m.Summary != nil:
 				add(name+"_count", float64(m.Summary.GetSampleCount()))
 				add(name+"_sum", m.Summary.GetSampleSum())
@@ -643,3 +684,64 @@ next:
 	}
 	return total
 }
+
+// bucket is one bucket of a histogram: the observations at or below le.
+type bucket struct {
+	le    float64
+	count float64
+}
+
+// buckets are a histogram's buckets (of one series: the bench's have no labels), by le;
+// the +Inf bucket is implicit in the count.
+func (s samples) buckets(name string) []bucket {
+	var out []bucket
+	for _, x := range s {
+		if x.name == name+"_bucket" {
+			le, err := strconv.ParseFloat(x.labels["le"], 64)
+			if err == nil {
+				out = append(out, bucket{le, x.value})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	if n := len(out); n > 0 && !math.IsInf(out[n-1].le, 1) {
+		out = append(out, bucket{math.Inf(1), s.sum(name+"_count", nil)})
+	}
+	return out
+}
+
+// histogramQuantile is the q-quantile of the observations between two snapshots of one
+// histogram's buckets, interpolated linearly within its bucket as Prometheus's
+// histogram_quantile does, and how many there were. Past the largest finite bound it is
+// that bound.
+func histogramQuantile(q float64, before, after []bucket) (time.Duration, int) {
+	if len(after) == 0 {
+		return 0, 0
+	}
+	diff := make([]bucket, len(after))
+	for i, b := range after {
+		diff[i] = b
+		if i < len(before) && before[i].le == b.le {
+			diff[i].count -= before[i].count
+		}
+	}
+	total := diff[len(diff)-1].count // the +Inf bucket's (see buckets)
+	diff = diff[:len(diff)-1]
+	if total <= 0 {
+		return 0, 0
+	}
+	rank := q * total
+	lo, below := 0.0, 0.0
+	for _, b := range diff {
+		if b.count >= rank {
+			if b.count == below {
+				return seconds(b.le), int(total)
+			}
+			return seconds(lo + (b.le-lo)*(rank-below)/(b.count-below)), int(total)
+		}
+		lo, below = b.le, b.count
+	}
+	return seconds(lo), int(total)
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

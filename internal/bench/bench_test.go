@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,11 +50,28 @@ func TestBenchMeasures(t *testing.T) {
 	require.Positive(t, r.EvaluationsPerSecond)
 	require.Positive(t, r.DaemonRSS)
 	require.Positive(t, r.KVWritesPerSecond)
+	require.Positive(t, r.StepEvents, "the daemon measured its overhead for the window's step events")
 
 	var table bytes.Buffer
 	r.Print(&table)
 	for _, row := range []string{"verdict gap p50 / p99 / max", "event -> first verdict", "queries per interval",
-		"prometheus query time per interval", "analyzerd CPU / RSS", "state writes/s", "restart: verdict again"} {
+		"prometheus query time per interval", "analyzerd CPU / RSS", "daemon overhead p50 / p99", "state writes/s", "restart: verdict again"} {
 		require.Contains(t, table.String(), row)
 	}
+}
+
+func TestHistogramQuantileInterpolatesWithinTheBucket(t *testing.T) {
+	inf := math.Inf(1)
+	before := []bucket{{0.01, 10}, {0.1, 10}, {1, 10}, {inf, 10}}
+	// 100 more observations: 50 at or below 10 ms, 40 more at or below 100 ms, 10 above 1 s.
+	after := []bucket{{0.01, 60}, {0.1, 100}, {1, 100}, {inf, 110}}
+	p50, n := histogramQuantile(0.5, before, after)
+	require.Equal(t, 100, n, "the window's observations only")
+	require.Equal(t, 10*time.Millisecond, p50, "the 50th of 100 is the last of the first bucket")
+	p75, _ := histogramQuantile(0.75, before, after)
+	require.InDelta(t, 0.01+0.09*25/40, p75.Seconds(), 1e-9, "a quarter of the way is interpolated within (10 ms, 100 ms]")
+	p99, _ := histogramQuantile(0.99, before, after)
+	require.Equal(t, time.Second, p99, "past the largest finite bound: that bound")
+	_, n = histogramQuantile(0.5, after, after)
+	require.Zero(t, n, "nothing observed between the two")
 }
