@@ -92,11 +92,12 @@ func targetOf(labels map[string]string) string {
 func newTrack(samples []Sample, at time.Time) (track, bool) {
 	tr := track{t: make([]time.Time, 0, len(samples)), cum: make([]float64, 0, len(samples))}
 	prev := math.NaN()
+	atMs, lastMs := at.UnixMilli(), int64(math.MinInt64)
 	for _, s := range samples {
-		if math.IsNaN(s.V) || math.IsInf(s.V, 0) || s.T.After(at) {
+		if math.IsNaN(s.V) || math.IsInf(s.V, 0) || s.T > atMs {
 			continue
 		}
-		if n := len(tr.t); n > 0 && !s.T.After(tr.t[n-1]) {
+		if s.T <= lastMs {
 			continue
 		}
 		switch {
@@ -107,8 +108,8 @@ func newTrack(samples []Sample, at time.Time) (track, bool) {
 		default: // a reset: the counter restarted from 0
 			tr.cum = append(tr.cum, tr.cum[len(tr.cum)-1]+math.Max(0, s.V))
 		}
-		tr.t = append(tr.t, s.T)
-		prev = s.V
+		tr.t = append(tr.t, s.Time())
+		prev, lastMs = s.V, s.T
 	}
 	if len(tr.t) == 0 {
 		return tr, false
@@ -279,7 +280,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 		samples []Sample
 		target  string
 	}
-	byGroup := map[string][]member{}
+	byGroup := map[uint64][]member{}
 	seen := map[float64]bool{}
 	for _, s := range r.Series {
 		raw, ok := s.Labels["le"]
@@ -314,7 +315,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 		}
 		byTime := make(map[int64]float64, len(inf))
 		for _, s := range inf {
-			byTime[s.T.UnixNano()] = s.V
+			byTime[s.T] = s.V
 		}
 		for _, m := range members {
 			if math.IsInf(m.le, 1) {
@@ -322,7 +323,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 			}
 			derived := make([]Sample, 0, len(m.samples))
 			for _, s := range m.samples {
-				if all, ok := byTime[s.T.UnixNano()]; ok {
+				if all, ok := byTime[s.T]; ok {
 					derived = append(derived, Sample{T: s.T, V: math.Max(0, all-s.V)})
 				}
 			}
@@ -335,8 +336,16 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 	return h, nil
 }
 
-// groupKey identifies a series' group: its labels but le.
-func groupKey(labels map[string]string) string { return labelsKeyWithout(labels, "le") }
+// groupKey identifies a series' group: its labels but le, hashed (FNV-1a, 64 bits: the few
+// hundred groups of one side's answer do not collide in practice), so that a feed keeps 8
+// bytes of it per series rather than the labels again.
+func groupKey(labels map[string]string) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range []byte(labelsKeyWithout(labels, "le")) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return h
+}
 
 // labelsKeyWithout is a series' labels, sorted, but the label named skip, as one string.
 func labelsKeyWithout(labels map[string]string, skip string) string {

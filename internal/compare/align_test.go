@@ -74,7 +74,7 @@ func (p proc) series(at, rng float64) Series {
 		if t <= at-rng || t < p.born {
 			continue
 		}
-		s.Samples = append(s.Samples, Sample{T: sec(t), V: p.value(t)})
+		s.Samples = append(s.Samples, SampleAt(sec(t), p.value(t)))
 	}
 	return s
 }

@@ -101,8 +101,8 @@ func TestBurstsPoissonRarelyFound(t *testing.T) {
 				n := poisson(r, 15*50)
 				e := binomial(r, n, 0.005)
 				ok, bad = ok+n-e, bad+e
-				okS.Samples = append(okS.Samples, Sample{T: sec(t), V: ok})
-				errS.Samples = append(errS.Samples, Sample{T: sec(t), V: bad})
+				okS.Samples = append(okS.Samples, SampleAt(sec(t), ok))
+				errS.Samples = append(errS.Samples, SampleAt(sec(t), bad))
 			}
 			series = append(series, okS, errS)
 			errs = append(errs, errS)

@@ -67,7 +67,7 @@ func ramp(labels map[string]string, from, to time.Time, v0, v1 float64) Series {
 		if t.After(from) {
 			v = v0 + (v1-v0)*float64(t.Sub(from))/float64(to.Sub(from))
 		}
-		s.Samples = append(s.Samples, Sample{T: t, V: v})
+		s.Samples = append(s.Samples, SampleAt(t, v))
 	}
 	return s
 }
@@ -638,7 +638,7 @@ func TestFedAndBatchedQueriesShareNoSlot(t *testing.T) {
 	require.NoError(t, err)
 	series := func(n float64) Response {
 		return Response{Series: []Series{{Labels: map[string]string{"service": "checkout", "pod": "a"},
-			Samples: []Sample{{T: at.Add(-30 * time.Second), V: 0}, {T: at.Add(-20 * time.Second), V: 0}, {T: at, V: n}}}}}
+			Samples: []Sample{SampleAt(at.Add(-30*time.Second), 0), SampleAt(at.Add(-20*time.Second), 0), SampleAt(at, n)}}}}
 	}
 	// The feed's first read of a side and the batch read the same range: the step and
 	// lookback before it.

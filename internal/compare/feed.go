@@ -61,10 +61,10 @@ type tuple struct {
 }
 
 type cached struct {
-	key     string // labelsKey(labels)
-	group   string // groupKey(labels)
-	labels  map[string]string
-	samples []Sample // oldest first; appended to, never changed in place
+	key     string            // labelsKey(labels)
+	group   uint64            // groupKey of its labels
+	labels  map[string]string // only those reads need (readLabels)
+	samples []Sample          // oldest first; appended to, never changed in place
 }
 
 const (
@@ -310,7 +310,19 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 }
 
 func newCached(key string, s Series) *cached {
-	return &cached{key: key, group: groupKey(s.Labels), labels: s.Labels, samples: s.Samples}
+	return &cached{key: key, group: groupKey(s.Labels), labels: readLabels(s.Labels), samples: s.Samples}
+}
+
+// readLabels are the labels of a series that measuring reads, besides its group: le and
+// its target's (targetOf). A feed holds hundreds of thousands of series at 10,000 rollouts.
+func readLabels(labels map[string]string) map[string]string {
+	out := make(map[string]string, 3)
+	for _, l := range [...]string{"le", "pod", "instance"} {
+		if v, ok := labels[l]; ok {
+			out[l] = v
+		}
+	}
+	return out
 }
 
 // merge adds a series' samples newer than those the tuple holds.
@@ -325,7 +337,7 @@ func (tp *tuple) merge(s Series) {
 		return
 	}
 	last := c.samples[len(c.samples)-1].T
-	i := sort.Search(len(s.Samples), func(i int) bool { return s.Samples[i].T.After(last) })
+	i := sort.Search(len(s.Samples), func(i int) bool { return s.Samples[i].T > last })
 	c.samples = append(c.samples, s.Samples[i:]...)
 }
 
@@ -342,10 +354,11 @@ func (tp *tuple) prune(at time.Time) {
 	if cut.IsZero() || !cut.After(tp.covered) {
 		return
 	}
+	cutMs := cut.UnixMilli()
 	for k, c := range tp.series {
-		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T.After(cut) })
+		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T > cutMs })
 		switch {
-		case i == len(c.samples) && at.Sub(c.samples[len(c.samples)-1].T) > tupleIdle:
+		case i == len(c.samples) && at.Sub(c.samples[len(c.samples)-1].Time()) > tupleIdle:
 			delete(tp.series, k) // gone long ago (a deleted pod)
 		case i > 1:
 			c.samples = slices.Clone(c.samples[i-1:]) // a copy: reads may hold the old one
@@ -365,12 +378,13 @@ func (tp *tuple) response(from time.Time) Response {
 	}
 	slices.SortFunc(series, func(a, b *cached) int { return strings.Compare(a.key, b.key) })
 	out := Response{Series: make([]Series, len(series))}
+	fromMs := from.UnixMilli()
 	for k, c := range series {
-		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T.After(from) })
+		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T > fromMs })
 		if i > 0 {
 			i--
 		}
-		out.Series[k] = Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)], group: c.group}
+		out.Series[k] = Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)], group: c.group, hasGroup: true}
 	}
 	return out
 }

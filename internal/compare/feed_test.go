@@ -80,7 +80,7 @@ func (s *scrapedSource) Query(_ context.Context, reqs []Request) []Response {
 		var samples []Sample
 		for t, v := s.t0, 0.0; !t.After(r.Time); t, v = t.Add(5*time.Second), v+10 {
 			if t.After(r.Time.Add(-d)) {
-				samples = append(samples, Sample{T: t, V: v})
+				samples = append(samples, SampleAt(t, v))
 			}
 		}
 		out[i] = Response{Series: []Series{{Labels: map[string]string{"service": "a", "version": "v2"}, Samples: samples}}}
@@ -117,9 +117,9 @@ func TestFeedKeepsWhatReadsNeed(t *testing.T) {
 		at = at.Add(10 * time.Second)
 		resp := read(step, at)
 		require.Len(t, resp.Series, 1)
-		first := resp.Series[0].Samples[0].T
+		first := resp.Series[0].Samples[0].Time()
 		require.False(t, first.After(step.Add(-keepBefore)), "the count at the read's start is known")
-		require.Equal(t, at, resp.Series[0].Samples[len(resp.Series[0].Samples)-1].T, "the newest sample is read")
+		require.Equal(t, at, resp.Series[0].Samples[len(resp.Series[0].Samples)-1].Time(), "the newest sample is read")
 	}
 	require.Equal(t, 60, src.queries, "the first read loads the side, each later one refreshes it")
 	// Held: the step so far and keepBefore before it (and one sample before that), not the

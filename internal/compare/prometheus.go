@@ -423,7 +423,7 @@ func toSeries(v model.Value) ([]Series, error) {
 			}
 			samples := make([]Sample, 0, len(s.Values))
 			for _, p := range s.Values {
-				samples = append(samples, Sample{T: p.Timestamp.Time(), V: float64(p.Value)})
+				samples = append(samples, Sample{T: int64(p.Timestamp), V: float64(p.Value)})
 			}
 			out = append(out, Series{Labels: labels, Samples: samples})
 		}

@@ -118,7 +118,7 @@ func TestPrometheusResults(t *testing.T) {
 			`{"metric":{"pod":"a"},"values":[[1764079375.5,"10"],[1764079390,"12.5"]]}]}}`,
 			[]Series{
 				{Labels: map[string]string{"pod": "a"}, Samples: []Sample{
-					{T: time.UnixMilli(1764079375500), V: 10}, {T: time.UnixMilli(1764079390000), V: 12.5}}},
+					{T: 1764079375500, V: 10}, {T: 1764079390000, V: 12.5}}},
 			}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -349,9 +349,9 @@ func extrapolatedIncrease(s []compare.Sample, rangeStart, rangeEnd time.Time) fl
 		}
 		prev = x.V
 	}
-	sampled := last.T.Sub(first.T).Seconds()
-	toStart := first.T.Sub(rangeStart).Seconds()
-	toEnd := rangeEnd.Sub(last.T).Seconds()
+	sampled := last.Time().Sub(first.Time()).Seconds()
+	toStart := first.Time().Sub(rangeStart).Seconds()
+	toEnd := rangeEnd.Sub(last.Time()).Seconds()
 	avg := sampled / float64(len(s)-1)
 	threshold := avg * 1.1
 	if toStart >= threshold {

@@ -184,7 +184,7 @@ func TestWorldAnswersLikePrometheus(t *testing.T) {
 		s := p.series[seriesOK].Samples
 		require.NotEmpty(t, s)
 		for i, x := range s {
-			off := x.T.Sub(epoch) - p.offset
+			off := x.Time().Sub(epoch) - p.offset
 			require.Zero(t, off%p.interval, "scraped at its own offset and interval")
 			if i > 0 && x.V < s[i-1].V {
 				resets++
@@ -192,10 +192,10 @@ func TestWorldAnswersLikePrometheus(t *testing.T) {
 		}
 		if p.died != math.MaxInt64 {
 			replaced++
-			require.True(t, s[len(s)-1].T.Sub(epoch) < p.died, "a deleted pod's series end")
+			require.True(t, s[len(s)-1].Time().Sub(epoch) < p.died, "a deleted pod's series end")
 		}
 		if p.born > 0 {
-			require.LessOrEqual(t, s[0].V, 20+500*s[0].T.Sub(at(p.born)).Seconds(), "a new pod's counters start at 0")
+			require.LessOrEqual(t, s[0].V, 20+500*s[0].Time().Sub(at(p.born)).Seconds(), "a new pod's counters start at 0")
 		}
 		// Buckets are cumulative and end at the request count.
 		for i, x := range p.series[seriesBucket+len(histogramBounds)-1].Samples {
@@ -208,7 +208,7 @@ func TestWorldAnswersLikePrometheus(t *testing.T) {
 	resp := w.selectSeries(canarySide, now, 2*time.Minute, totalSeries...)
 	for _, s := range resp.Series {
 		for _, x := range s.Samples {
-			require.True(t, x.T.After(at(now-2*time.Minute)) && !x.T.After(at(now)))
+			require.True(t, x.Time().After(at(now-2*time.Minute)) && !x.Time().After(at(now)))
 		}
 	}
 	// The daemon's counts of the canary over a span come close to the requests it served
@@ -227,7 +227,7 @@ func TestWorldAnswersLikePrometheus(t *testing.T) {
 // included.
 func TestExtrapolatedIncrease(t *testing.T) {
 	s := func(sec, v float64) compare.Sample {
-		return compare.Sample{T: epoch.Add(time.Duration(sec * float64(time.Second))), V: v}
+		return compare.SampleAt(epoch.Add(time.Duration(sec*float64(time.Second))), v)
 	}
 	// Samples at 15, 30, 45 s in (0, 60]: 20 over 30 s, extrapolated to both ends (the gaps
 	// are within 1.1 intervals): 20 * 60/30.

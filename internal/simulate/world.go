@@ -423,12 +423,12 @@ func (p *pod) addMean(w *world, n float64) {
 // scrape appends the counters' values at t to p's series.
 func (p *pod) scrape(t time.Duration) {
 	ts := at(t)
-	p.series[seriesOK].Samples = append(p.series[seriesOK].Samples, compare.Sample{T: ts, V: p.ok})
-	p.series[seriesFailed].Samples = append(p.series[seriesFailed].Samples, compare.Sample{T: ts, V: p.fail})
+	p.series[seriesOK].Samples = append(p.series[seriesOK].Samples, compare.SampleAt(ts, p.ok))
+	p.series[seriesFailed].Samples = append(p.series[seriesFailed].Samples, compare.SampleAt(ts, p.fail))
 	cum := 0.0
 	for i, c := range p.own {
 		cum += c
-		p.series[seriesBucket+i].Samples = append(p.series[seriesBucket+i].Samples, compare.Sample{T: ts, V: cum})
+		p.series[seriesBucket+i].Samples = append(p.series[seriesBucket+i].Samples, compare.SampleAt(ts, cum))
 	}
 }
 
@@ -457,13 +457,13 @@ func (w *world) sharesOf(factor float64) []float64 {
 func windowOf(s compare.Series, t time.Time, r time.Duration) compare.Series {
 	from := t.Add(-r)
 	i, _ := slices.BinarySearchFunc(s.Samples, from, func(x compare.Sample, from time.Time) int {
-		if x.T.After(from) {
+		if x.Time().After(from) {
 			return 1
 		}
 		return -1
 	})
 	j, _ := slices.BinarySearchFunc(s.Samples, t, func(x compare.Sample, t time.Time) int {
-		if x.T.After(t) {
+		if x.Time().After(t) {
 			return 1
 		}
 		return -1

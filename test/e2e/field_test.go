@@ -238,8 +238,8 @@ func (f *fieldRun) sampleTimes(t *testing.T, selector string, from, through time
 	for _, s := range r.Series {
 		key := fmt.Sprint(s.Labels)
 		for _, x := range s.Samples {
-			if x.T.After(from) && !x.T.After(through) {
-				out[key] = append(out[key], x.T)
+			if x.Time().After(from) && !x.Time().After(through) {
+				out[key] = append(out[key], x.Time())
 			}
 		}
 	}
