@@ -757,7 +757,7 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		an.outage = 0
 		// Due when new samples can have come, and to start within the interval: under
 		// load, the early evaluations are the ones given up (see schedule).
-		a.planBy(an, compare.NextEvaluation(j.now, an.template.Template, res.measurements), j.now.Add(an.template.Interval))
+		a.planBy(an, an.nextAfter(j, res), j.now.Add(an.template.Interval))
 	}
 	if j.needBaseline && an.rec.Baseline == nil {
 		if res.baselineErr != nil {
@@ -846,6 +846,48 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 			zap.String("traceId", v.TraceID))
 	}
 	a.store(ctx, an)
+}
+
+// nextAfter is when an analysis's next evaluation is due after the one of j: as soon as new
+// samples can have come (compare.NextEvaluation), but, after evaluations in a row that found
+// none (the scrape awaited came late, or the feed had not read it yet), 1 s, 2 s, 4 s... after
+// the last (up to the interval): a late scrape is met at about its pace, not polled every
+// second by every rollout while Prometheus is slow.
+func (an *analysis) nextAfter(j job, res result) time.Time {
+	next := compare.NextEvaluation(j.now, an.template.Template, res.measurements)
+	if j.stepGen != an.rec.StepGen || !nothingNew(an.rec.Evidence, res.measurements) {
+		an.idle = 0
+		return next
+	}
+	an.idle++
+	wait := an.template.Interval
+	if an.idle <= 8 {
+		wait = min(wait, time.Second<<(an.idle-1))
+	}
+	return later(next, j.now.Add(wait))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// nothingNew reports whether an evaluation's counter checks all counted up to where the
+// evidence's did already (no new sample came since), and it has at least one.
+func nothingNew(ev decide.Evidence, ms []rollout.Measurement) bool {
+	counters := false
+	for _, m := range ms {
+		if m.Through.IsZero() {
+			continue // a value check, or no sample at all: nothing to wait for
+		}
+		counters = true
+		if ce, ok := ev.Checks[m.Check]; !ok || m.Through.After(ce.Through) {
+			return false
+		}
+	}
+	return counters
 }
 
 // maxBackoff bounds how far evaluations back off while the metrics source is unreachable.

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/analyzerd/analyzerd/internal/decide"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/state"
 )
@@ -261,4 +262,36 @@ func TestEventOverheadIsMeasuredOncePerEvent(t *testing.T) {
 	h.clock.Advance(10 * time.Second)
 	h.waitVerdicts(t, 4)
 	require.Equal(t, uint64(2), observed())
+}
+
+// TestEvaluationsWithoutNewSamplesBackOff: after evaluations in a row that found no sample
+// newer than the evidence holds, the next waits 1 s, 2 s, 4 s, 8 s, then the interval; one
+// that finds a new sample goes back to the data's pace.
+func TestEvaluationsWithoutNewSamplesBackOff(t *testing.T) {
+	tmpl := testTemplate(t)
+	an := &analysis{template: tmpl}
+	an.rec.Evidence.Checks = map[string]decide.CheckEvidence{"error-rate": {Through: t0}}
+	measured := func(through time.Time) result {
+		// The scrape awaited was due 2 s after through (already past): as compare says.
+		return result{measurements: []rollout.Measurement{{Check: "error-rate", Through: through, NextSample: through.Add(2 * time.Second)}}}
+	}
+	now := t0.Add(5 * time.Second)
+	var waits []time.Duration
+	for range 6 {
+		next := an.nextAfter(job{now: now}, measured(t0))
+		waits = append(waits, next.Sub(now))
+		now = next
+	}
+	require.Equal(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}, waits)
+
+	fresh := now.Add(-time.Second) // a new sample: the next scrape is due 2 s after it
+	require.Equal(t, fresh.Add(2*time.Second), an.nextAfter(job{now: now}, measured(fresh)))
+	require.Zero(t, an.idle)
+
+	// A step changed while it ran: not taken for a lack of samples (the data's pace, at
+	// least a second, as compare says).
+	an.idle = 3
+	an.rec.StepGen = 1
+	require.Equal(t, now.Add(time.Second), an.nextAfter(job{now: now}, measured(t0)))
+	require.Zero(t, an.idle)
 }

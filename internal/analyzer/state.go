@@ -42,6 +42,8 @@ type analysis struct {
 	// outage counts the evaluations in a row at which every query failed (the metrics
 	// source unreachable): evaluations back off while it lasts.
 	outage int
+	// idle counts the evaluations in a row that found no new sample (nextAfter).
+	idle int
 	// enqueued is the highest sequence handed to the sink; republish marks an analysis
 	// whose stored pending verdicts must be checked against the stream at the next scan.
 	enqueued  uint64
