@@ -758,6 +758,9 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		// Due when new samples can have come, and to start within the interval: under
 		// load, the early evaluations are the ones given up (see schedule).
 		a.planBy(an, an.nextAfter(j, res), j.now.Add(an.template.Interval))
+		if an.idle > 0 {
+			a.metrics.idle.Inc()
+		}
 	}
 	if j.needBaseline && an.rec.Baseline == nil {
 		if res.baselineErr != nil {

@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	applied      *prometheus.CounterVec
 	evaluations  prometheus.Counter
+	idle         prometheus.Counter
 	verdicts     *prometheus.CounterVec
 	live         prometheus.Gauge
 	saturated    prometheus.Counter
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from receiving rollout.started to deciding its first verdict.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
+		idle: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "analyzerd_evaluations_without_new_samples_total",
+			Help: "Evaluations whose counter checks found no sample newer than the previous evaluation's (a scrape later than its grace, or not read yet): the next backs off.",
+		}),
 		eventOverhead: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "analyzerd_event_verdict_overhead_seconds",
 			Help:    "For each event that starts an analysis or changes its step: the time from receiving it to JetStream acknowledging the first verdict decided after it, less the evaluation that decided it (measuring, baseline capture, decide): the daemon's own overhead (applying and storing the event, waiting for a worker, storing and publishing the verdict).",
@@ -93,6 +98,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.startDelay, err = telemetry.Register(reg, m.startDelay); err != nil {
+		return nil, err
+	}
+	if m.idle, err = telemetry.Register(reg, m.idle); err != nil {
 		return nil, err
 	}
 	if m.eventOverhead, err = telemetry.Register(reg, m.eventOverhead); err != nil {

@@ -172,7 +172,7 @@ func (c *Comparer) Measure(ctx context.Context, t Target) []rollout.Measurement 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.resp, r.horizon = r.feed.read(ctx, c.source, r.values, r.own, spans.From, keepFrom(spans), spans.At)
+			r.resp, r.horizon, r.newer = r.feed.read(ctx, c.source, r.values, r.own, spans.From, keepFrom(spans), spans.At)
 		}()
 	}
 	resps := b.run(ctx, c.source)
@@ -181,6 +181,7 @@ func (c *Comparer) Measure(ctx context.Context, t Target) []rollout.Measurement 
 	for i, cc := range t.Template.checks {
 		cr, sr := b.responses(plans[i].canary, resps), b.responses(plans[i].stable, resps)
 		checkSpans := spans
+		var newer time.Time // when every feed read can have newer data
 		for _, r := range plans[i].fed {
 			side := cr
 			if r.stable {
@@ -190,8 +191,16 @@ func (c *Comparer) Measure(ctx context.Context, t Target) []rollout.Measurement 
 			if r.resp.Err == nil && r.horizon.Before(checkSpans.At) {
 				checkSpans.At = r.horizon // both sides are counted up to the data every query has
 			}
+			if r.newer.After(newer) {
+				newer = r.newer
+			}
 		}
 		out[i] = measurement(cc.check, cr, sr, checkSpans)
+		if m := &out[i]; !m.NextSample.IsZero() && m.NextSample.Before(newer) {
+			// The next scrape is read only once the feeds refresh: an evaluation before
+			// that would find nothing new.
+			m.NextSample = newer
+		}
 	}
 	return out
 }
@@ -205,6 +214,7 @@ type fedRead struct {
 	own     string
 	resp    Response
 	horizon time.Time
+	newer   time.Time
 }
 
 // CaptureBaseline measures the stable side over the template's baseline window ending at

@@ -371,7 +371,12 @@ func TestCountsSinceStartPrometheus(t *testing.T) {
 		require.GreaterOrEqual(t, through, prevThrough)
 		prevThrough = through
 		require.Equal(t, 15*time.Second, m[0].ScrapeInterval)
-		require.Equal(t, m[0].Through.Add(17*time.Second), m[0].NextSample)
+		// The next scrape is due 15 s and the grace after Through, but is read no earlier
+		// than the feeds refresh: at least a second after the evaluation.
+		if want := m[0].Through.Add(17 * time.Second); !m[0].NextSample.Equal(want) {
+			require.True(t, m[0].NextSample.After(want) && !m[0].NextSample.Before(ts(e).Add(minRefreshAge)),
+				"at %gs: next sample %s, want %s or the feeds' refresh", e, m[0].NextSample, want)
+		}
 		for i, q := range quantities {
 			b, want := q.read(m), truth(q, through)
 			// Every series is scraped at Through, and at From's neighbours on a constant rate:

@@ -116,10 +116,11 @@ func tupleKey(values []string) string { return strings.Join(values, "\xff") }
 func (f *feed) refreshAge() time.Duration { return max(minRefreshAge, 5*f.took) }
 
 // read returns the side's series with their samples after keep (and each one's last sample at
-// or before it), and the horizon: the time the data is complete up to. own is the side's own
+// or before it), the horizon: the time the data is complete up to, and when a read can find
+// newer data (a read refreshes the feed once its data is refreshAge old). own is the side's own
 // query (the selector with its values, before the range), which its first read runs over
 // (from - lookback, at].
-func (f *feed) read(ctx context.Context, src Source, values []string, own string, from, keep, at time.Time) (Response, time.Time) {
+func (f *feed) read(ctx context.Context, src Source, values []string, own string, from, keep, at time.Time) (resp Response, horizon, newer time.Time) {
 	key := tupleKey(values)
 	need := from.Add(-lookback)
 	f.mu.Lock()
@@ -135,7 +136,7 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return Response{Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}, at
+			return Response{Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}, at, time.Time{}
 		}
 		if cur := f.tuples[key]; cur != tp {
 			// Forgotten while this read waited (a refresh far later found it idle), or
@@ -149,32 +150,32 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 		switch {
 		case tp.loading != nil:
 			if err := f.wait(ctx, tp.loading); err != nil {
-				return Response{Err: err}, at
+				return Response{Err: err}, at, time.Time{}
 			}
 		case !tp.ready || tp.covered.After(keep):
 			if resp := f.load(ctx, src, tp, own, need, at); resp.Err != nil {
-				return resp, at
+				return resp, at, time.Time{}
 			}
 		case !tp.through.After(at.Add(-f.refreshAge())):
 			if f.refreshing != nil {
 				if err := f.wait(ctx, f.refreshing); err != nil {
-					return Response{Err: err}, at
+					return Response{Err: err}, at, time.Time{}
 				}
 				continue
 			}
 			if f.failed != nil && at.Sub(f.failedAt) < f.refreshAge() {
-				return Response{Err: f.failed}, at
+				return Response{Err: f.failed}, at, time.Time{}
 			}
 			if err := f.refresh(ctx, src, at); err != nil {
-				return Response{Err: err}, at
+				return Response{Err: err}, at, time.Time{}
 			}
 			if !tp.through.After(at.Add(-f.refreshAge())) && f.tuples[key] == tp && tp.ready {
 				// Not covered by the refresh (it was loading meanwhile): its data is as fresh
 				// as its own query made it.
-				return tp.response(keep), tp.through
+				return tp.response(keep), tp.through, tp.through.Add(f.refreshAge())
 			}
 		default:
-			return tp.response(keep), tp.through
+			return tp.response(keep), tp.through, tp.through.Add(f.refreshAge())
 		}
 	}
 }

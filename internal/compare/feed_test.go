@@ -102,9 +102,10 @@ func TestFeedKeepsWhatReadsNeed(t *testing.T) {
 	values := []string{"a", "v2"}
 	ctx := context.Background()
 	read := func(from, at time.Time) Response {
-		resp, horizon := f.read(ctx, src, values, `x{service="a", version="v2"}`, from, from.Add(-keepBefore), at)
+		resp, horizon, newer := f.read(ctx, src, values, `x{service="a", version="v2"}`, from, from.Add(-keepBefore), at)
 		require.NoError(t, resp.Err)
 		require.Equal(t, at, horizon, "each read here refreshes: they are 10 s apart")
+		require.Equal(t, horizon.Add(f.refreshAge()), newer, "a read finds newer data once the feed is refreshAge old")
 		return resp
 	}
 	held := func() int {
@@ -138,9 +139,9 @@ func TestFeedKeepsWhatReadsNeed(t *testing.T) {
 	// refreshes the feed).
 	other := []string{"b", "v2"}
 	later := at.Add(tupleIdle + time.Minute)
-	resp, _ := f.read(ctx, src, other, `x{service="b", version="v2"}`, later, later.Add(-keepBefore), later)
+	resp, _, _ := f.read(ctx, src, other, `x{service="b", version="v2"}`, later, later.Add(-keepBefore), later)
 	require.NoError(t, resp.Err)
-	resp, _ = f.read(ctx, src, other, `x{service="b", version="v2"}`, later, later.Add(-keepBefore), later.Add(10*time.Second))
+	resp, _, _ = f.read(ctx, src, other, `x{service="b", version="v2"}`, later, later.Add(-keepBefore), later.Add(10*time.Second))
 	require.NoError(t, resp.Err)
 	require.NotContains(t, f.tuples, tupleKey(values))
 }
