@@ -23,7 +23,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	rollouts := fs.Int("rollouts", 100, "live rollouts (one synthetic service each)")
 	duration := fs.Duration("duration", 3*time.Minute, "measurement window, once every rollout has its first verdict")
 	warmup := fs.Duration("warmup", 5*time.Minute, "longest wait for every rollout's first verdict before the window")
-	restart := fs.Bool("restart", true, "after the window, SIGKILL the daemon, start it again and measure until every rollout has a verdict again")
+	restart := fs.Bool("restart", true, "after the window, SIGKILL the daemon, start it again and measure until every rollout has a verdict again (with --replicas: SIGKILL one replica and measure the takeover of its rollouts)")
+	replicas := fs.Int("replicas", 1, "daemons, each a replica on its own node of a JetStream cluster of as many servers")
 	configPath := fs.String("config", "configs/analyzerd.yaml", "configuration the daemon runs with (its http-golden-signals template is analysed)")
 	daemonPath := fs.String("daemon", "", "analyzerd binary (default: this one)")
 	scrape := fs.Duration("scrape-interval", 5*time.Second, "Prometheus's scrape interval")
@@ -64,7 +65,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		daemonLog = stderr
 	}
 	r, err := bench.Run(ctx, bench.Options{
-		Rollouts: *rollouts, Duration: *duration, Warmup: *warmup, Restart: *restart,
+		Rollouts: *rollouts, Duration: *duration, Warmup: *warmup, Restart: *restart, Replicas: *replicas,
 		ScrapeInterval: *scrape, Rate: *rate, PerShard: *perShard,
 		Daemon: *daemonPath, Config: *configPath, Prometheus: prom,
 		Progress: stderr, DaemonLog: daemonLog,

@@ -32,14 +32,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.uber.org/zap"
 
+	"github.com/analyzerd/analyzerd/internal/config"
 	"github.com/analyzerd/analyzerd/internal/ingest"
-	"github.com/analyzerd/analyzerd/internal/natsembed"
 	"github.com/analyzerd/analyzerd/internal/promproc"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/state"
 )
+
+// benchTemplate is the template of the configuration that the bench's rollouts are analysed
+// with (the shipped configuration's HTTP golden signals: errors and latency).
+const benchTemplate = "http-golden-signals"
 
 // Options configure a bench run.
 type Options struct {
@@ -50,16 +53,20 @@ type Options struct {
 	Duration time.Duration
 	// Warmup bounds the wait for every rollout's first verdict before the window opens.
 	Warmup time.Duration
-	// Interval is the template's interval (the shipped http-golden-signals says 10s); the
-	// gaps are judged against it.
+	// Interval is what the gaps are judged against: by default the interval of the
+	// configuration's http-golden-signals template, the one analysed.
 	Interval time.Duration
 	// ScrapeInterval is Prometheus's; Rate the requests per second of each side of each
 	// service; PerShard the services per scrape target.
 	ScrapeInterval time.Duration
 	Rate           float64
 	PerShard       int
-	// Restart measures a SIGKILL and restart of the daemon after the window.
+	// Restart measures, after the window, a SIGKILL and restart of the daemon; with
+	// Replicas > 1, a SIGKILL of one replica and the takeover of its rollouts by the others.
 	Restart bool
+	// Replicas is the number of daemons, each a replica of its own on its own node of a
+	// JetStream cluster of as many servers (1: one daemon on one server).
+	Replicas int
 	// Daemon is the analyzerd binary; Config the configuration it runs with (its
 	// http-golden-signals template is the one analysed).
 	Daemon, Config string
@@ -76,9 +83,6 @@ func (o *Options) defaults() {
 	if o.Warmup <= 0 {
 		o.Warmup = 5 * time.Minute
 	}
-	if o.Interval <= 0 {
-		o.Interval = 10 * time.Second
-	}
 	if o.ScrapeInterval <= 0 {
 		o.ScrapeInterval = 5 * time.Second
 	}
@@ -87,6 +91,9 @@ func (o *Options) defaults() {
 	}
 	if o.PerShard <= 0 {
 		o.PerShard = 100
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -119,8 +126,9 @@ type Report struct {
 	// its buckets); StepEvents counts the events it observed.
 	OverheadP50, OverheadP99 time.Duration
 	StepEvents               int
-	// EvaluationsPerSecond and VerdictsPerSecond over the window.
-	EvaluationsPerSecond float64
+	// EvaluationsPerSecond over the window, and IdlePerSecond those of them that found no
+	// new sample.
+	EvaluationsPerSecond, IdlePerSecond float64
 	// QueriesPerInterval: the daemon's queries to Prometheus; PrometheusQuerySeconds: the
 	// time Prometheus spent serving /api/v1/query, per interval.
 	QueriesPerInterval     float64
@@ -140,6 +148,19 @@ type Report struct {
 	RestartReady           time.Duration
 	RestartP50, RestartAll time.Duration
 	RestartMissing         int
+
+	// With replicas: Owned is how many rollouts each replica owned at the window's end (by
+	// their stored records); Lease the configuration's. After a SIGKILL of the first replica,
+	// TakeoverP50 and TakeoverAll are from the kill until each of its Killed rollouts
+	// received a verdict again (TakeoverMissing without one within the bound), and TakenBy
+	// how many of them each survivor owned then.
+	Replicas                 int
+	Owned                    []int
+	Lease                    time.Duration
+	Killed                   int
+	TakeoverP50, TakeoverAll time.Duration
+	TakeoverMissing          int
+	TakenBy                  []int
 }
 
 // Run runs the bench. It returns when the window (and the restart) have been measured, or ctx
@@ -161,11 +182,22 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		fmt.Fprintf(o.Progress, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 	}
 
-	ns, err := natsembed.Start(natsembed.Options{Port: natsembed.RandomPort, StoreDir: filepath.Join(dir, "nats")}, zap.NewNop())
+	cfg, err := config.Load(o.Config)
 	if err != nil {
 		return Report{}, err
 	}
-	defer ns.Shutdown()
+	t, ok := cfg.Template(benchTemplate)
+	if !ok {
+		return Report{}, fmt.Errorf("bench: %s has no template %s, the one the bench analyses", o.Config, benchTemplate)
+	}
+	if o.Interval <= 0 {
+		o.Interval = t.Interval
+	}
+	nodes, err := startCluster(ctx, dir, o.Replicas)
+	if err != nil {
+		return Report{}, err
+	}
+	defer nodes.shutdown()
 
 	exp := newExporter(o.Rollouts, o.PerShard, o.Rate, 0.005, time.Now().Add(-time.Hour))
 	var targets []promproc.Target
@@ -193,7 +225,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	say("prometheus %s scraping every %s", prom.URL(), o.ScrapeInterval)
 
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(nodes.urls())
 	if err != nil {
 		return Report{}, err
 	}
@@ -210,13 +242,23 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(-1, -1)
 
-	d := &daemon{opts: o, natsURL: ns.ClientURL(), promURL: prom.URL()}
-	readyIn, err := d.start(ctx)
-	if err != nil {
-		return Report{}, err
+	var daemons []*daemon
+	for i := range o.Replicas {
+		d := &daemon{opts: o, config: o.Config, natsURL: nodes.url(i), promURL: prom.URL(), id: "bench-" + strconv.Itoa(i+1)}
+		if o.Replicas > 1 {
+			if d.config, err = replicaConfig(dir, o.Config, d.id, o.Replicas); err != nil {
+				return Report{}, err
+			}
+		}
+		readyIn, err := d.start(ctx)
+		if err != nil {
+			return Report{}, err
+		}
+		defer d.kill()
+		daemons = append(daemons, d)
+		say("analyzerd %s ready in %s (pid %d, on %s)", d.id, readyIn.Round(time.Millisecond), d.cmd.Process.Pid, d.natsURL)
 	}
-	defer d.kill()
-	say("analyzerd ready in %s (pid %d)", readyIn.Round(time.Millisecond), d.cmd.Process.Pid)
+	d := daemons[0]
 
 	pub := ingest.NewPublisher(js, "")
 	for i := range o.Rollouts {
@@ -224,7 +266,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			ID: fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i), Source: "analyzerd-bench",
 			Type: rollout.EventStarted, Time: time.Now(),
 			Rollout: rollout.Ref{Namespace: "bench", Name: serviceName(i)}, Revision: "v2",
-			Analysis: "http-golden-signals",
+			Analysis: benchTemplate,
 			Args:     map[string]string{"service": serviceName(i)},
 			Canary:   map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"},
 			Weight: 10,
@@ -239,10 +281,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return Report{}, err
 	}
 
-	r := Report{Rollouts: o.Rollouts, Interval: o.Interval, Window: o.Duration}
+	r := Report{Rollouts: o.Rollouts, Interval: o.Interval, Window: o.Duration, Replicas: o.Replicas, Lease: cfg.State.Lease}
 	r.FirstP50, r.FirstP99, r.FirstMissing = rec.firsts()
 	say("measuring for %s", o.Duration)
-	before, err := d.snapshot(ctx, js, prom.URL())
+	before, err := snapshotOf(ctx, daemons, js, prom.URL())
 	if err != nil {
 		return Report{}, err
 	}
@@ -261,8 +303,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		case <-deadline.C:
 			done = true
 		case <-tick.C:
-			if v, err := rssBytes(d.cmd.Process.Pid); err == nil {
-				rss = max(rss, v)
+			for _, d := range daemons {
+				if v, err := rssBytes(d.cmd.Process.Pid); err == nil {
+					rss = max(rss, v)
+				}
 			}
 		case <-steps.C:
 			if stepped == o.Rollouts {
@@ -283,7 +327,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	tick.Stop()
 	steps.Stop()
 	windowEnd := time.Now()
-	after, err := d.snapshot(ctx, js, prom.URL())
+	after, err := snapshotOf(ctx, daemons, js, prom.URL())
 	if err != nil {
 		return Report{}, err
 	}
@@ -292,6 +336,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	r.Window = window
 	r.GapP50, r.GapP99, r.GapMax, r.EveryInterval, r.NoVerdict = rec.gaps(windowStart, windowEnd, o.Interval)
 	r.EvaluationsPerSecond = (after.evaluations - before.evaluations) / window.Seconds()
+	r.IdlePerSecond = (after.idle - before.idle) / window.Seconds()
 	r.QueriesPerInterval = (after.queries - before.queries) / intervals
 	r.PrometheusQuerySeconds = (after.promQuerySeconds - before.promQuerySeconds) / intervals
 	r.DaemonCPU = (after.daemonCPU - before.daemonCPU) / window.Seconds()
@@ -303,6 +348,41 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	r.OverheadP50, r.StepEvents = histogramQuantile(0.5, before.overhead, after.overhead)
 	r.OverheadP99, _ = histogramQuantile(0.99, before.overhead, after.overhead)
 
+	if o.Replicas > 1 {
+		store, err := state.Open(ctx, js, state.Options{Bucket: cfg.State.Bucket, Replicas: o.Replicas})
+		if err != nil {
+			return Report{}, err
+		}
+		owners, err := ownersOf(ctx, store)
+		if err != nil {
+			return Report{}, err
+		}
+		for _, d := range daemons {
+			r.Owned = append(r.Owned, len(owners[d.id]))
+		}
+		if o.Restart {
+			victims := owners[d.id]
+			say("killing replica %s (SIGKILL), which owns %d rollouts", d.id, len(victims))
+			d.kill()
+			killed := time.Now()
+			r.Killed = len(victims)
+			r.TakeoverP50, r.TakeoverAll, r.TakeoverMissing = rec.waitAfterOf(ctx, victims, killed, max(5*time.Minute, 20*o.Interval))
+			now, err := ownersOf(ctx, store)
+			if err != nil {
+				return Report{}, err
+			}
+			for _, s := range daemons[1:] {
+				taken := 0
+				for _, i := range now[s.id] {
+					if slices.Contains(victims, i) {
+						taken++
+					}
+				}
+				r.TakenBy = append(r.TakenBy, taken)
+			}
+		}
+		return r, nil
+	}
 	if o.Restart {
 		say("killing analyzerd (SIGKILL) and starting it again")
 		d.kill()
@@ -332,7 +412,7 @@ func (r Report) Print(w io.Writer) {
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
 	}
 	row("step event -> verdict, daemon overhead p50 / p99", "%s / %s (%d step events in the window; the evaluation excepted)", ms(r.OverheadP50), ms(r.OverheadP99), r.StepEvents)
-	row("evaluations/s", "%.1f", r.EvaluationsPerSecond)
+	row("evaluations/s", "%.1f (%.1f of them found no new sample)", r.EvaluationsPerSecond, r.IdlePerSecond)
 	row("queries per interval", "%.0f", r.QueriesPerInterval)
 	row("prometheus query time per interval", "%.3f s", r.PrometheusQuerySeconds)
 	row("analyzerd CPU / RSS", "%.2f cores / %d MiB", r.DaemonCPU, r.DaemonRSS>>20)
@@ -340,6 +420,13 @@ func (r Report) Print(w io.Writer) {
 	row("machine busy", "%.2f cores", r.MachineCPU)
 	row("state writes/s", "%.1f", r.KVWritesPerSecond)
 	row("overdue at the end", "%.0f", r.Overdue)
+	if r.Replicas > 1 {
+		row("replicas", "%d on a %d-node NATS cluster; rollouts owned %v (even: %d each)", r.Replicas, r.Replicas, r.Owned, r.Rollouts/r.Replicas)
+		if r.Killed > 0 || r.TakenBy != nil {
+			row("takeover: verdict again p50 / all", "%s / %s after the kill of %d rollouts' owner (%d without one; lease %s)", secs(r.TakeoverP50), secs(r.TakeoverAll), r.Killed, r.TakeoverMissing, r.Lease)
+			row("takeover: taken by the survivors", "%v", r.TakenBy)
+		}
+	}
 	if r.Restarted {
 		row("restart: ready after", "%s", secs(r.RestartReady))
 		row("restart: verdict again p50 / all", "%s / %s after the kill (%d without one)", secs(r.RestartP50), secs(r.RestartAll), r.RestartMissing)
@@ -464,15 +551,26 @@ func (r *recorder) gaps(from, to time.Time, interval time.Duration) (p50, p99, m
 // waitAfter waits until every rollout has received a verdict after t (or bound has passed),
 // and returns how long after t the median and the last one came.
 func (r *recorder) waitAfter(ctx context.Context, t time.Time, bound time.Duration) (p50, all time.Duration, missing int) {
+	return r.waitAfterOf(ctx, nil, t, bound)
+}
+
+// waitAfterOf is waitAfter for the rollouts of the given indexes (nil: every one).
+func (r *recorder) waitAfterOf(ctx context.Context, which []int, t time.Time, bound time.Duration) (p50, all time.Duration, missing int) {
 	timer := time.NewTimer(bound)
 	defer timer.Stop()
+	if which == nil {
+		which = make([]int, len(r.received))
+		for i := range which {
+			which[i] = i
+		}
+	}
 	for {
 		r.mu.Lock()
 		var ds []time.Duration
 		missing = 0
-		for _, rs := range r.received {
-			k, found := slices.BinarySearchFunc(rs, t, func(a, b time.Time) int { return a.Compare(b) })
-			_ = found
+		for _, i := range which {
+			rs := r.received[i]
+			k, _ := slices.BinarySearchFunc(rs, t, func(a, b time.Time) int { return a.Compare(b) })
 			if k == len(rs) {
 				missing++
 				continue
@@ -507,6 +605,7 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 // daemon is the analyzerd process under test.
 type daemon struct {
 	opts             Options
+	id, config       string // its replica id and configuration file
 	natsURL, promURL string
 	httpAddr         string
 	cmd              *exec.Cmd
@@ -523,7 +622,7 @@ func (d *daemon) start(ctx context.Context) (time.Duration, error) {
 		_ = ln.Close()
 	}
 	began := time.Now()
-	d.cmd = exec.Command(d.opts.Daemon, "--config", d.opts.Config, "--nats-url", d.natsURL,
+	d.cmd = exec.Command(d.opts.Daemon, "--config", d.config, "--nats-url", d.natsURL,
 		"--prometheus-url", d.promURL, "--http-addr", d.httpAddr, "--log-level", "warn")
 	d.cmd.Stdout, d.cmd.Stderr = d.opts.DaemonLog, d.opts.DaemonLog
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -565,6 +664,7 @@ func (d *daemon) kill() {
 // snapshot is the counters a window is measured between.
 type snapshot struct {
 	evaluations, queries      float64
+	idle                      float64
 	overdue                   float64
 	promQuerySeconds, promCPU float64
 	daemonCPU, machine        float64
@@ -572,25 +672,35 @@ type snapshot struct {
 	overhead                  []bucket // analyzerd_event_verdict_overhead_seconds
 }
 
-func (d *daemon) snapshot(ctx context.Context, js jetstream.JetStream, promURL string) (snapshot, error) {
+// snapshotOf takes the counters of every running daemon (added up), Prometheus, the machine
+// and the state bucket.
+func snapshotOf(ctx context.Context, daemons []*daemon, js jetstream.JetStream, promURL string) (snapshot, error) {
 	var s snapshot
-	m, err := scrape(ctx, "http://"+d.httpAddr+"/metrics")
-	if err != nil {
-		return s, fmt.Errorf("analyzerd metrics: %w", err)
+	for _, d := range daemons {
+		if d.cmd == nil {
+			continue // killed
+		}
+		m, err := scrape(ctx, "http://"+d.httpAddr+"/metrics")
+		if err != nil {
+			return s, fmt.Errorf("analyzerd %s metrics: %w", d.id, err)
+		}
+		s.evaluations += m.sum("analyzerd_evaluations_total", nil)
+		s.idle += m.sum("analyzerd_evaluations_without_new_samples_total", nil)
+		s.queries += m.sum("analyzerd_query_duration_seconds_count", nil)
+		s.overdue += m.sum("analyzerd_evaluations_overdue", nil)
+		s.overhead = addBuckets(s.overhead, m.buckets("analyzerd_event_verdict_overhead_seconds"))
+		cpu, err := cpuSeconds(d.cmd.Process.Pid)
+		if err != nil {
+			return s, err
+		}
+		s.daemonCPU += cpu
 	}
-	s.evaluations = m.sum("analyzerd_evaluations_total", nil)
-	s.queries = m.sum("analyzerd_query_duration_seconds_count", nil)
-	s.overdue = m.sum("analyzerd_evaluations_overdue", nil)
-	s.overhead = m.buckets("analyzerd_event_verdict_overhead_seconds")
 	pm, err := scrape(ctx, promURL+"/metrics")
 	if err != nil {
 		return s, fmt.Errorf("prometheus metrics: %w", err)
 	}
 	s.promQuerySeconds = pm.sum("prometheus_http_request_duration_seconds_sum", map[string]string{"handler": "/api/v1/query"})
 	s.promCPU = pm.sum("process_cpu_seconds_total", nil)
-	if s.daemonCPU, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
-		return s, err
-	}
 	if s.machine, err = machineBusy(); err != nil {
 		return s, err
 	}
@@ -600,6 +710,36 @@ func (d *daemon) snapshot(ctx context.Context, js jetstream.JetStream, promURL s
 	}
 	s.kvSeq = stream.CachedInfo().State.LastSeq
 	return s, nil
+}
+
+// addBuckets adds the buckets of one histogram's series to another's (the same bounds).
+func addBuckets(sum, b []bucket) []bucket {
+	if sum == nil {
+		return slices.Clone(b)
+	}
+	for i := range sum {
+		if i < len(b) && b[i].le == sum[i].le {
+			sum[i].count += b[i].count
+		}
+	}
+	return sum
+}
+
+// ownersOf lists the rollouts (by index) each replica owns, by their stored records.
+func ownersOf(ctx context.Context, store *state.Store) (map[string][]int, error) {
+	live, err := store.Live(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]int{}
+	for _, e := range live {
+		i, err := strconv.Atoi(strings.TrimPrefix(e.Record.Rollout.Name, "svc-"))
+		if err != nil || e.Record.Rollout.Namespace != "bench" {
+			continue
+		}
+		out[e.Record.Owner] = append(out[e.Record.Owner], i)
+	}
+	return out, nil
 }
 
 // samples are a scraped exposition's samples, flattened.

@@ -23,16 +23,7 @@ func TestBenchMeasures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds analyzerd and runs Prometheus for a minute")
 	}
-	promBinary, err := promproc.Find()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must install prometheus: %v", err)
-		}
-		t.Skipf("skipping: %v", err)
-	}
-	binary := filepath.Join(t.TempDir(), "analyzerd")
-	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/analyzerd").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	promBinary, binary := parts(t)
 
 	var progress bytes.Buffer
 	r, err := Run(context.Background(), Options{
@@ -56,6 +47,54 @@ func TestBenchMeasures(t *testing.T) {
 	r.Print(&table)
 	for _, row := range []string{"verdict gap p50 / p99 / max", "event -> first verdict", "queries per interval",
 		"prometheus query time per interval", "analyzerd CPU / RSS", "daemon overhead p50 / p99", "state writes/s", "restart: verdict again"} {
+		require.Contains(t, table.String(), row)
+	}
+}
+
+// parts finds Prometheus and builds the analyzerd binary of this tree.
+func parts(t *testing.T) (prometheus, analyzerd string) {
+	t.Helper()
+	promBinary, err := promproc.Find()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI must install prometheus: %v", err)
+		}
+		t.Skipf("skipping: %v", err)
+	}
+	binary := filepath.Join(t.TempDir(), "analyzerd")
+	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/analyzerd").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return promBinary, binary
+}
+
+// TestBenchMeasuresATakeover runs the bench with three replicas on a three-node NATS
+// cluster, kills one, and checks that it measured the share of each and the takeover: every
+// rollout owned by one of them, every one of the killed replica's rollouts evaluated again
+// by a survivor.
+func TestBenchMeasuresATakeover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds analyzerd and runs Prometheus, a NATS cluster and three daemons for a minute")
+	}
+	promBinary, binary := parts(t)
+	var progress bytes.Buffer
+	const n = 12
+	r, err := Run(context.Background(), Options{
+		Rollouts: n, Duration: 15 * time.Second, Warmup: 2 * time.Minute, Restart: true, Replicas: 3,
+		PerShard: 4, Daemon: binary, Config: "../../configs/analyzerd.yaml", Prometheus: promBinary,
+		Progress: &progress,
+	})
+	require.NoError(t, err, progress.String())
+	require.Zero(t, r.FirstMissing, "every rollout got a first verdict")
+	require.Len(t, r.Owned, 3)
+	require.Equal(t, n, r.Owned[0]+r.Owned[1]+r.Owned[2], "every rollout is owned by one replica")
+	require.Equal(t, r.Owned[0], r.Killed, "the killed replica's rollouts are measured")
+	require.Zero(t, r.TakeoverMissing, "each of them got a verdict again: %s", progress.String())
+	require.Len(t, r.TakenBy, 2)
+	require.Equal(t, r.Killed, r.TakenBy[0]+r.TakenBy[1], "the survivors own every one of them")
+
+	var table bytes.Buffer
+	r.Print(&table)
+	for _, row := range []string{"replicas", "takeover: verdict again", "takeover: taken by the survivors"} {
 		require.Contains(t, table.String(), row)
 	}
 }
