@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -521,18 +522,28 @@ func (a *Analyzer) scan(ctx context.Context) {
 	}
 }
 
-// alive is this replica and every replica that holds a live lease, as this replica sees the
-// records: those a takeover is shared among. A replica that owns no rollout is not seen; it
-// takes rollouts over only after their heir's half a lease.
+// alive is this replica and every replica that holds live leases and none expired, as this
+// replica sees the records: those a takeover is shared among. A replica renews each of its
+// leases well before it ends, so one expired lease says its owner died, although its other
+// leases, renewed later, still run. A replica that owns no rollout is not seen; it takes
+// rollouts over only after their heir's half a lease.
 func (a *Analyzer) alive(now time.Time) []string {
-	seen := map[string]bool{a.opts.ReplicaID: true}
-	out := []string{a.opts.ReplicaID}
+	live := map[string]bool{a.opts.ReplicaID: true}
+	dead := map[string]bool{}
 	for _, e := range a.others {
-		if o := e.Record.Owner; !seen[o] && now.Before(e.Record.LeaseUntil) {
-			seen[o] = true
+		if o := e.Record.Owner; now.Before(e.Record.LeaseUntil) {
+			live[o] = true
+		} else {
+			dead[o] = true
+		}
+	}
+	out := []string{a.opts.ReplicaID}
+	for o := range live {
+		if o != a.opts.ReplicaID && !dead[o] {
 			out = append(out, o)
 		}
 	}
+	slices.Sort(out[1:])
 	return out
 }
 
@@ -549,11 +560,20 @@ func heir(ref rollout.Ref, replicas []string) string {
 		h.Write([]byte(ref.Namespace))
 		h.Write([]byte{0})
 		h.Write([]byte(ref.Name))
-		if score := h.Sum64(); best == "" || score > bestScore || (score == bestScore && r < best) {
+		if score := mix64(h.Sum64()); best == "" || score > bestScore || (score == bestScore && r < best) {
 			best, bestScore = r, score
 		}
 	}
 	return best
+}
+
+// mix64 is splitmix64's finalizer: FNV-1a alone mixes its last bytes poorly, and replica ids
+// that differ in one character (analyzerd-0, analyzerd-1) won 70% of the rollouts against
+// 30% without it.
+func mix64(z uint64) uint64 {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
 }
 
 // expire ends an analysis no event has touched for IdleExpiry, as a rollout.aborted event with

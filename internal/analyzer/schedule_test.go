@@ -295,3 +295,37 @@ func TestEvaluationsWithoutNewSamplesBackOff(t *testing.T) {
 	require.Equal(t, now.Add(time.Second), an.nextAfter(job{now: now}, measured(t0)))
 	require.Zero(t, an.idle)
 }
+
+// TestHeirSpreadsEvenly: a dead replica's rollouts go to the survivors in about equal shares,
+// for replica ids as a StatefulSet names them (one character apart) and as the bench does.
+func TestHeirSpreadsEvenly(t *testing.T) {
+	for _, replicas := range [][]string{
+		{"analyzerd-0", "analyzerd-1"},
+		{"analyzerd-0", "analyzerd-1", "analyzerd-2"},
+		{"bench-2", "bench-3"},
+	} {
+		const n = 3000
+		got := map[string]int{}
+		for i := range n {
+			got[heir(rollout.Ref{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)}, replicas)]++
+		}
+		for _, r := range replicas {
+			require.InDelta(t, n/len(replicas), got[r], 0.1*n/float64(len(replicas)), "%v: %v", replicas, got)
+		}
+	}
+}
+
+// TestAliveLeavesOutAnOwnerWithAnExpiredLease: a replica one of whose leases expired is dead,
+// although its other leases, renewed later, still run: the takeover is shared among the others.
+func TestAliveLeavesOutAnOwnerWithAnExpiredLease(t *testing.T) {
+	entry := func(owner string, until time.Time) state.Entry {
+		return state.Entry{Record: state.Record{Owner: owner, LeaseUntil: until}}
+	}
+	a := &Analyzer{opts: Options{ReplicaID: "r1"}, others: map[rollout.Ref]state.Entry{
+		{Namespace: "p", Name: "a"}: entry("r2", t0.Add(time.Second)),
+		{Namespace: "p", Name: "b"}: entry("r2", t0.Add(-time.Second)), // expired: r2 died
+		{Namespace: "p", Name: "c"}: entry("r3", t0.Add(time.Second)),
+		{Namespace: "p", Name: "d"}: entry("r4", t0.Add(-time.Second)),
+	}}
+	require.Equal(t, []string{"r1", "r3"}, a.alive(t0))
+}
