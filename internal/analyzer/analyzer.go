@@ -134,7 +134,11 @@ type Analyzer struct {
 	// others are the live records other replicas own, as last seen: taken over when their
 	// lease expires.
 	others map[rollout.Ref]state.Entry
-	seen   *recent[struct{}] // ids of applied events
+	// peers are the replicas seen alive at the last scan (this one first): new rollouts are
+	// placed on them (place), and a dead one's are spread over them. Written by the loop
+	// under mu.
+	peers []string
+	seen  *recent[struct{}] // ids of applied events
 	gen    uint64
 
 	// latest and positions are what the read API serves; written by the loop, read by HTTP
@@ -508,6 +512,9 @@ func (a *Analyzer) scan(ctx context.Context) {
 		}
 	}
 	alive := a.alive(now)
+	a.mu.Lock()
+	a.peers = alive
+	a.mu.Unlock()
 	for ref, e := range a.others {
 		if now.Before(e.Record.LeaseUntil) {
 			continue
@@ -520,6 +527,24 @@ func (a *Analyzer) scan(ctx context.Context) {
 		}
 		a.claim(ctx, ref, e)
 	}
+}
+
+// place is the replica a new rollout is analysed by: its rendezvous heir among the replicas
+// seen alive, so that replicas share the rollouts evenly whichever of them the events reach
+// (JetStream hands them to whichever pulls first). The owner takes it up from the watch; if it
+// died meanwhile, its lease expires and the rollout is taken over as any other.
+func (a *Analyzer) place(ref rollout.Ref) string {
+	if len(a.peers) == 0 { // read on the loop, which alone writes it
+		return a.opts.ReplicaID // before the first scan: alone, as far as it knows
+	}
+	return heir(ref, a.peers)
+}
+
+// peersSeen is peers, for tests.
+func (a *Analyzer) peersSeen() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return slices.Clone(a.peers)
 }
 
 // alive is this replica and every replica that holds live leases and none expired, as this

@@ -193,7 +193,7 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 			Args: ev.Args, Canary: ev.Canary, Stable: ev.Stable,
 			Started: ev.Time, Step: ev.Step, Weight: ev.Weight, StepStarted: ev.Time,
 			Cause: ev.ID, TraceParent: ev.TraceParent, TraceState: ev.TraceState,
-			Owner: a.opts.ReplicaID, LeaseUntil: now.Add(a.opts.Lease),
+			Owner: a.place(ev.Rollout), LeaseUntil: now.Add(a.opts.Lease),
 		}
 		if wasEnded {
 			// The revision started again after its analysis ended (a retry, a revert): its
@@ -215,7 +215,7 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 			return "", err
 		}
 		a.adopt(rec, rev, true)
-		log.Info("analysis started", zap.String("template", t.Name), zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
+		log.Info("analysis started", zap.String("template", t.Name), zap.Int("step", ev.Step), zap.Int("weight", ev.Weight), zap.String("owner", rec.Owner))
 		return "applied", nil
 
 	case rollout.EventStep:
@@ -293,6 +293,7 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 	a.remember(rec)
 	if rec.Owner != a.opts.ReplicaID {
 		a.forget(rec.Rollout)
+		a.others[rec.Rollout] = state.Entry{Record: rec, Revision: rev}
 		return
 	}
 	t, ok := a.opts.Templates[rec.Template]
