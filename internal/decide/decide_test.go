@@ -1158,3 +1158,25 @@ func TestPropertyCriticalFailureRollsBack(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsTranslateGuardsToTheCanarysValue(t *testing.T) {
+	r := rollout.CheckResult{Stable: num(0.004), Baseline: num(0.2)}
+	got := limitsOf([]rollout.Guard{
+		{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: num(0.01)},
+		{Against: rollout.AgainstBaseline, Measure: rollout.MeasureRatio, Min: num(0.9), Max: num(1.1)},
+		{Max: num(0.7)},
+	}, r)
+	require.Len(t, got, 3)
+	require.Equal(t, "canary - stable < 0.01", got[0].Guard)
+	require.Nil(t, got[0].Min)
+	require.InDelta(t, 0.014, *got[0].Max, 1e-12)
+	require.InDelta(t, 0.18, *got[1].Min, 1e-12)
+	require.InDelta(t, 0.22, *got[1].Max, 1e-12)
+	require.InDelta(t, 0.7, *got[2].Max, 1e-12)
+
+	// No stable value yet: the guard is listed without a bound.
+	got = limitsOf([]rollout.Guard{{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: num(0.01)}}, rollout.CheckResult{})
+	require.Len(t, got, 1)
+	require.Nil(t, got[0].Max)
+	require.Nil(t, limitsOf(nil, r))
+}

@@ -160,6 +160,8 @@ func TestSequentialRollsBackAtOnceWithItsEValue(t *testing.T) {
 	require.NotNil(t, res.Checks[0].EValue)
 	require.GreaterOrEqual(t, *res.Checks[0].EValue, 100.0, "alpha 0.01 over one test")
 	require.Equal(t, "canary rate <= 1.1 x stable (e-value < 100) or <= 0.1%", res.Checks[0].Threshold)
+	require.NotNil(t, res.Checks[0].EValueThreshold, "the chart's 1/alpha")
+	require.InDelta(t, 100, *res.Checks[0].EValueThreshold, 1e-9)
 	require.True(t, res.Evidence.RolledBack)
 	require.Equal(t, 1, res.Evidence.Checks["error-rate"].Failures)
 }
