@@ -26,12 +26,12 @@ const (
 // The geometry of every chart, in SVG user units.
 const (
 	chartWidth  = 760
-	chartHeight = 270
+	chartHeight = 284
 	plotLeft    = 72
 	plotRight   = 740
-	plotTop     = 34
-	plotBottom  = 190
-	legendY     = 240
+	plotTop     = 48
+	plotBottom  = 204
+	legendY     = 254
 )
 
 // chart is one SVG chart, laid out: the template draws what it holds.
@@ -339,13 +339,57 @@ func marksOf(axis timeAxis, a Analysis) []chartMark {
 	for _, m := range a.decisions() {
 		out = append(out, chartMark{X: axis.x(m.At), Label: string(m.Verdict), Colour: colourDecision, LabelY: plotTop - 6})
 	}
-	for i := range out {
-		out[i].Anchor, out[i].DX = "start", 3
-		if out[i].X > plotRight-90 {
-			out[i].Anchor, out[i].DX = "end", -3
+	placeLabels(out)
+	return out
+}
+
+// placeLabels puts each mark's label above the plot where it overlaps no label placed
+// before it: on its own row first (steps above, decisions below), right of its line, then
+// left of it, then on the other rows.
+func placeLabels(marks []chartMark) {
+	type span struct{ row, from, to float64 }
+	var placed []span
+	free := func(sp span) bool {
+		if sp.from < 0 || sp.to > chartWidth {
+			return false
+		}
+		for _, p := range placed {
+			if p.row == sp.row && sp.from < p.to+4 && p.from < sp.to+4 {
+				return false
+			}
+		}
+		return true
+	}
+	for i := range marks {
+		m := &marks[i]
+		width := 6.5 * float64(len(m.Label))
+		rows := []float64{plotTop - 6, plotTop - 20, plotTop - 34}
+		if m.LabelY == plotTop-20 {
+			rows[0], rows[1] = rows[1], rows[0]
+		}
+		chosen := false
+		for _, row := range rows {
+			for _, right := range []bool{true, false} {
+				sp := span{row, m.X + 3, m.X + 3 + width}
+				anchor, dx := "start", 3
+				if !right {
+					sp = span{row, m.X - 3 - width, m.X - 3}
+					anchor, dx = "end", -3
+				}
+				if !chosen && free(sp) {
+					m.LabelY, m.Anchor, m.DX = row, anchor, dx
+					placed = append(placed, sp)
+					chosen = true
+				}
+			}
+		}
+		if !chosen { // crowded: right of its line on its own row, or left at the right edge
+			m.LabelY, m.Anchor, m.DX = rows[0], "start", 3
+			if m.X+3+width > chartWidth {
+				m.Anchor, m.DX = "end", -3
+			}
 		}
 	}
-	return out
 }
 
 func legendOf(items ...legendItem) []legendItem {

@@ -263,3 +263,29 @@ func TestScreenshotsShowTheEvidence(t *testing.T) {
 	require.Greater(t, all, 200, "healthy: the e-value line is drawn")
 	require.Zero(t, above, "healthy: the e-value stays below 1/alpha")
 }
+
+func TestMarkLabelsDoNotOverlap(t *testing.T) {
+	// As in the demo: a short last step, its start, its proceed and a rollback close together.
+	marks := []chartMark{
+		{X: 100, Label: "step 0 (10%)", LabelY: plotTop - 20},
+		{X: 690, Label: "step 1 (50%)", LabelY: plotTop - 20},
+		{X: 686, Label: "proceed", LabelY: plotTop - 6},
+		{X: 740, Label: "rollback", LabelY: plotTop - 6},
+	}
+	placeLabels(marks)
+	type box struct{ row, from, to float64 }
+	var boxes []box
+	for _, m := range marks {
+		w := 6.5 * float64(len(m.Label))
+		b := box{m.LabelY, m.X + float64(m.DX), m.X + float64(m.DX) + w}
+		if m.Anchor == "end" {
+			b.from, b.to = m.X+float64(m.DX)-w, m.X+float64(m.DX)
+		}
+		require.GreaterOrEqual(t, b.from, 0.0, "%s inside the chart", m.Label)
+		require.LessOrEqual(t, b.to, float64(chartWidth), "%s inside the chart", m.Label)
+		for _, o := range boxes {
+			require.False(t, o.row == b.row && b.from < o.to && o.from < b.to, "%s overlaps another label", m.Label)
+		}
+		boxes = append(boxes, b)
+	}
+}
