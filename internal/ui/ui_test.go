@@ -3,8 +3,10 @@ package ui
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"flag"
 	"image"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -287,5 +289,32 @@ func TestMarkLabelsDoNotOverlap(t *testing.T) {
 			require.False(t, o.row == b.row && b.from < o.to && o.from < b.to, "%s overlaps another label", m.Label)
 		}
 		boxes = append(boxes, b)
+	}
+}
+
+// TestGoldenSVGsAreWellFormed: each chart stands alone as an SVG document (XML), with its
+// title and description first, as screen readers look for them.
+func TestGoldenSVGsAreWellFormed(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.golden.svg"))
+	require.NoError(t, err)
+	require.Len(t, files, 4)
+	for _, path := range files {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		dec := xml.NewDecoder(bytes.NewReader(b))
+		var elements []string
+		for {
+			tok, err := dec.Token()
+			if err == io.EOF {
+				break
+			}
+			require.NoError(t, err, path)
+			if se, ok := tok.(xml.StartElement); ok {
+				elements = append(elements, se.Name.Local)
+			}
+		}
+		require.GreaterOrEqual(t, len(elements), 3, path)
+		require.Equal(t, []string{"svg", "title", "desc"}, elements[:3], path)
+		require.Contains(t, elements, "polyline", path)
 	}
 }
