@@ -151,7 +151,9 @@ func read(ctx context.Context, cons jetstream.Consumer, fn func(jetstream.Msg, *
 		if err != nil {
 			return unavailable(fmt.Errorf("reading verdicts: %w", err))
 		}
+		n := 0
 		for m := range batch.Messages() {
+			n++
 			md, err := m.Metadata()
 			if err != nil {
 				continue
@@ -162,6 +164,11 @@ func read(ctx context.Context, cons jetstream.Consumer, fn func(jetstream.Msg, *
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return unavailable(fmt.Errorf("reading verdicts: %w", err))
+		}
+		if n == 0 {
+			// Nothing came within fetchWait: what fn waited for is gone (aged out of the
+			// stream since it was looked up).
+			return nil
 		}
 	}
 }
