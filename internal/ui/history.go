@@ -15,6 +15,7 @@
 // computed in memory:
 //
 //	h := ui.NewHistory(rollout.Ref{Namespace: "prod", Name: "checkout"}, verdicts)
+//	h.Status = "Backtest of http-golden-signals from 14:00 to 15:00 UTC"
 //	err := ui.RenderRollout(f, h, ui.Options{TraceURL: "https://jaeger.example/trace/{traceId}"})
 //
 // Everything a verdict holds (names, reasons, thresholds, messages) is escaped by
@@ -40,6 +41,10 @@ type History struct {
 	Live bool
 	// LeftOut counts the older verdicts that were left out of the history (it is bounded).
 	LeftOut int
+	// Status is the sentence under the page's heading that says where the verdicts come from
+	// ("Backtest of http-golden-signals from 14:00 to 15:00 UTC"); empty: whether the rollout
+	// is under analysis, from Live.
+	Status string
 }
 
 // Analysis is the verdicts of one revision, oldest first.
@@ -102,17 +107,16 @@ func (o Options) traceLink(traceID string) string {
 	return strings.ReplaceAll(o.TraceURL, "{traceId}", url.PathEscape(traceID))
 }
 
-// Mark is a moment a chart marks: the first verdict of a step, or a decision.
+// Mark is a moment the page marks: the first verdict of a step (Verdict and Reason empty),
+// or a decision.
 type Mark struct {
-	Step      int              `json:"step"`
-	Weight    int              `json:"weight"`
-	Sequence  uint64           `json:"sequence"`
-	At        time.Time        `json:"at"`
-	Verdict   rollout.Decision `json:"verdict,omitempty"`
-	Reason    string           `json:"reason,omitempty"`
-	Index     int              `json:"-"`
-	IsStep    bool             `json:"-"`
-	IsVerdict bool             `json:"-"`
+	Step     int              `json:"step"`
+	Weight   int              `json:"weight"`
+	Sequence uint64           `json:"sequence"`
+	At       time.Time        `json:"at"`
+	Verdict  rollout.Decision `json:"verdict,omitempty"`
+	Reason   string           `json:"reason,omitempty"`
+	index    int              // of the verdict in its analysis
 }
 
 // steps are the first verdicts of each step (a new step, or a new weight) of a.
@@ -120,7 +124,7 @@ func (a Analysis) steps() []Mark {
 	var out []Mark
 	for i, v := range a.Verdicts {
 		if i == 0 || v.Step != a.Verdicts[i-1].Step || v.Weight != a.Verdicts[i-1].Weight {
-			out = append(out, Mark{Step: v.Step, Weight: v.Weight, Sequence: v.Sequence, At: v.DecidedAt, Index: i, IsStep: true})
+			out = append(out, Mark{Step: v.Step, Weight: v.Weight, Sequence: v.Sequence, At: v.DecidedAt, index: i})
 		}
 	}
 	return out
@@ -141,7 +145,7 @@ func (a Analysis) decisions() []Mark {
 			continue
 		}
 		out = append(out, Mark{Step: v.Step, Weight: v.Weight, Sequence: v.Sequence, At: v.DecidedAt, Verdict: v.Verdict,
-			Reason: v.Reason, Index: i, IsVerdict: true})
+			Reason: v.Reason, index: i})
 		if v.Verdict == rollout.Rollback {
 			break
 		}

@@ -48,7 +48,7 @@ func JSON(h History, o Options) ([]byte, error) {
 		}
 		starts := map[int]bool{}
 		for _, m := range aj.Steps {
-			starts[m.Index] = true
+			starts[m.index] = true
 		}
 		for i, v := range a.Verdicts {
 			body, err := publish.MarshalVerdict(v)

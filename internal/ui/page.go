@@ -35,6 +35,7 @@ func RolloutPath(ref rollout.Ref) string {
 // rolloutPage is what the rollout page's template reads.
 type rolloutPage struct {
 	Rollout  rollout.Ref
+	Status   string
 	Live     bool
 	LeftOut  int
 	Latest   *rollout.Verdict
@@ -80,7 +81,7 @@ type checkRow struct {
 // first, its timeline of verdicts and a chart of each check's values and evidence, with a
 // table of the numbers behind each chart.
 func RenderRollout(w io.Writer, h History, o Options) error {
-	p := rolloutPage{Rollout: h.Rollout, Live: h.Live, LeftOut: h.LeftOut, Traces: o.TraceURL != ""}
+	p := rolloutPage{Rollout: h.Rollout, Status: h.Status, Live: h.Live, LeftOut: h.LeftOut, Traces: o.TraceURL != ""}
 	if v, ok := h.Latest(); ok {
 		p.Latest = &v
 	}
@@ -101,7 +102,7 @@ func viewOf(a Analysis, i int, o Options) analysisView {
 	}
 	starts := map[int]bool{}
 	for _, m := range av.Steps {
-		starts[m.Index] = true
+		starts[m.index] = true
 	}
 	for k, v := range a.Verdicts {
 		av.Rows = append(av.Rows, timelineRow{Verdict: v, TraceURL: o.traceLink(v.TraceID), StepStart: starts[k]})

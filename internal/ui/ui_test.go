@@ -90,6 +90,11 @@ func TestRolloutPageContent(t *testing.T) {
 	require.NotContains(t, page, "<script", "no JavaScript")
 	require.NotRegexp(t, regexp.MustCompile(`(src|href)="(https?:)?//[^j]`), page, "no external asset")
 
+	// A backtest says where its verdicts come from.
+	h := demoHistory(true)
+	h.Status = "Backtest of http-golden-signals <from> 14:00 to 14:01 UTC"
+	require.Contains(t, renderRollout(t, h, Options{}), `<p class="status">Backtest of http-golden-signals &lt;from&gt; 14:00 to 14:01 UTC`)
+
 	// Without a trace UI, no trace column.
 	page = renderRollout(t, demoHistory(true), Options{})
 	require.NotContains(t, page, "trace of verdict")
