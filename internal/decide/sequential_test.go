@@ -199,6 +199,10 @@ func TestSequentialAgainstBaselineOnly(t *testing.T) {
 	res := Decide(in)
 	require.Equal(t, rollout.Rollback, res.Decision, "2%% against a 0.1%% baseline, with no stable traffic at all")
 	require.Contains(t, res.Reason, "vs baseline 0.1%")
+	// The baseline test spends its alpha on both sides of the baseline's bound: 2/alpha.
+	require.NotNil(t, res.Checks[0].EValueThreshold)
+	require.InDelta(t, 200, *res.Checks[0].EValueThreshold, 1e-9)
+	require.GreaterOrEqual(t, *res.Checks[0].EValue, *res.Checks[0].EValueThreshold)
 
 	// A thin baseline cannot be tested against: nothing to compare with, so no pass.
 	thinBase := counted(0, 10)
