@@ -139,7 +139,7 @@ type Analyzer struct {
 	// under mu.
 	peers []string
 	seen  *recent[struct{}] // ids of applied events
-	gen    uint64
+	gen   uint64
 
 	// latest and positions are what the read API serves; written by the loop, read by HTTP
 	// handlers.
@@ -445,17 +445,17 @@ func (a *Analyzer) rewatch(ctx context.Context) <-chan state.Update {
 // observe follows a change of the store made by another replica (or an echo of this one's).
 func (a *Analyzer) observe(u state.Update) {
 	if u.Record == nil {
-		for ref, an := range a.live {
-			if state.LiveKey(ref) == u.Key && u.Revision > an.rev {
-				a.forget(ref)
-				a.unremember(ref)
-			}
+		ref, ok := state.LiveRef(u.Key)
+		if !ok {
+			return // not a live record's key
 		}
-		for ref := range a.others {
-			if state.LiveKey(ref) == u.Key {
-				delete(a.others, ref)
-				a.unremember(ref)
-			}
+		if an := a.live[ref]; an != nil && u.Revision > an.rev {
+			a.forget(ref)
+			a.unremember(ref)
+		}
+		if _, ok := a.others[ref]; ok {
+			delete(a.others, ref)
+			a.unremember(ref)
 		}
 		return
 	}

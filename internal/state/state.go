@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,6 +153,20 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 // base64url, so that no two rollouts share a key whatever their characters.
 func LiveKey(ref rollout.Ref) string {
 	return "live." + enc(ref.Namespace) + "." + enc(ref.Name)
+}
+
+// LiveRef is the rollout whose live key key is (LiveKey's inverse), if it is one.
+func LiveRef(key string) (rollout.Ref, bool) {
+	parts := strings.Split(key, ".")
+	if len(parts) != 3 || parts[0] != "live" {
+		return rollout.Ref{}, false
+	}
+	ns, err1 := base64.RawURLEncoding.DecodeString(parts[1])
+	name, err2 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil {
+		return rollout.Ref{}, false
+	}
+	return rollout.Ref{Namespace: string(ns), Name: string(name)}, true
 }
 
 // EndedKey is the key of an ended revision's record.

@@ -179,3 +179,15 @@ func TestWatchOthersSkipsItsOwnPuts(t *testing.T) {
 	require.Equal(t, rev, u.Revision)
 	require.NotNil(t, u.Record)
 }
+
+func TestLiveRefIsLiveKeysInverse(t *testing.T) {
+	for _, ref := range []rollout.Ref{{Namespace: "prod", Name: "checkout"}, {Namespace: "", Name: "a.b"}, {Namespace: "ns/x", Name: "é ☃"}} {
+		got, ok := LiveRef(LiveKey(ref))
+		require.True(t, ok)
+		require.Equal(t, ref, got)
+	}
+	for _, key := range []string{"ended.cHJvZA.Y2hlY2tvdXQ.djI", "live.cHJvZA", "live.!!.Y2hlY2tvdXQ", "other"} {
+		_, ok := LiveRef(key)
+		require.False(t, ok, key)
+	}
+}
