@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -66,7 +64,7 @@ type TLSOptions struct {
 // Prometheus is a Source over the Prometheus HTTP API (or any compatible one: Thanos,
 // Mimir, VictoriaMetrics).
 type Prometheus struct {
-	api         v1.API
+	client      api.Client
 	auth        *authRoundTripper // nil without credentials
 	timeout     time.Duration
 	concurrency int
@@ -122,7 +120,7 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 	p := &Prometheus{
 		tracer:      tp.Tracer("github.com/analyzerd/analyzerd/internal/compare"),
 		host:        u.Hostname(),
-		api:         v1.NewAPI(client),
+		client:      client,
 		auth:        auth,
 		timeout:     opts.Timeout,
 		concurrency: opts.Concurrency,
@@ -337,7 +335,13 @@ func (p *Prometheus) run(ctx context.Context, r Request) (Response, string) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	start := time.Now()
-	val, _, _, err := p.api.Query(ctx, r.Expr, r.Time, v1.WithTimeout(p.timeout))
+	series, err := instant(ctx, p.client, r.Expr, r.Time, p.timeout)
+	if errors.Is(err, ErrBadQuery) {
+		// Answered, with a result of a type checks cannot read (a string).
+		p.errors.WithLabelValues("bad_result").Inc()
+		p.duration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+		return Response{Err: p.auth.redact(err)}, "bad_result"
+	}
 	if err != nil {
 		err, reason := classify(err)
 		p.errors.WithLabelValues(reason).Inc()
@@ -348,11 +352,6 @@ func (p *Prometheus) run(ctx context.Context, r Request) (Response, string) {
 	}
 	p.duration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 	p.lastOK.Store(time.Now().UnixNano())
-	series, err := toSeries(val)
-	if err != nil {
-		p.errors.WithLabelValues("bad_result").Inc()
-		return Response{Err: err}, "bad_result"
-	}
 	return Response{Series: series}, ""
 }
 
@@ -402,40 +401,6 @@ func oneLine(s string) string {
 	return s
 }
 
-func toSeries(v model.Value) ([]Series, error) {
-	switch v := v.(type) {
-	case model.Vector:
-		out := make([]Series, 0, len(v))
-		for _, s := range v {
-			labels := make(map[string]string, len(s.Metric))
-			for k, l := range s.Metric {
-				labels[string(k)] = string(l)
-			}
-			out = append(out, Series{Labels: labels, Value: float64(s.Value)})
-		}
-		return out, nil
-	case model.Matrix:
-		out := make([]Series, 0, len(v))
-		for _, s := range v {
-			labels := make(map[string]string, len(s.Metric))
-			for k, l := range s.Metric {
-				labels[string(k)] = string(l)
-			}
-			samples := make([]Sample, 0, len(s.Values))
-			for _, p := range s.Values {
-				samples = append(samples, Sample{T: int64(p.Timestamp), V: float64(p.Value)})
-			}
-			out = append(out, Series{Labels: labels, Samples: samples})
-		}
-		return out, nil
-	case *model.Scalar:
-		if math.IsNaN(float64(v.Value)) {
-			return nil, nil
-		}
-		return []Series{{Labels: map[string]string{}, Value: float64(v.Value)}}, nil
-	}
-	return nil, fmt.Errorf("%w: result is a %s, want an instant vector, a range vector or a scalar", ErrBadQuery, v.Type())
-}
 
 // redactURL drops any userinfo so that an invalid URL can be named in an error. Whatever
 // precedes the last '@' goes, parsed or not: "user:pass@host:9090" parses as scheme "user"
