@@ -401,7 +401,6 @@ func oneLine(s string) string {
 	return s
 }
 
-
 // redactURL drops any userinfo so that an invalid URL can be named in an error. Whatever
 // precedes the last '@' goes, parsed or not: "user:pass@host:9090" parses as scheme "user"
 // with the password in its opaque part.
