@@ -3,6 +3,12 @@
 // in the standard OTEL_EXPORTER_OTLP_* variables), and kept in process otherwise, so that
 // verdicts still carry trace ids.
 //
+// Sampling is decided twice: when a trace starts, by OTEL_TRACES_SAMPLER (and
+// OTEL_TRACES_SAMPLER_ARG) when set, else by Options.SampleRatio (sampler.go); and when an
+// evaluation's root span ends, by the repeat filter in front of the exporter, which thins the
+// traces of evaluations that repeat the verdict before them to Options.RepeatSampleRatio and
+// keeps every other (repeat.go).
+//
 // Headers, which may hold credentials, only ever come from OTEL_EXPORTER_OTLP_HEADERS or
 // OTEL_EXPORTER_OTLP_TRACES_HEADERS, read by the exporter itself: this package neither reads
 // nor logs them.
