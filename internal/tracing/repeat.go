@@ -173,7 +173,7 @@ type decisions struct {
 }
 
 func newDecisions(capacity int) *decisions {
-	return &decisions{keep: make(map[trace.TraceID]bool, capacity), order: make([]trace.TraceID, capacity)}
+	return &decisions{keep: make(map[trace.TraceID]bool), order: make([]trace.TraceID, capacity)}
 }
 
 func (d *decisions) get(id trace.TraceID) (keep, known bool) {

@@ -5,7 +5,10 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The standard sampler variables. The SDK reads them only when no sampler is given to
@@ -73,4 +76,37 @@ func headSampler(ratio float64, getenv func(string) string) (Sampling, error) {
 			"parentbased_always_on, parentbased_always_off or parentbased_traceidratio", envSampler, name)
 	}
 	return Sampling{Sampler: s, From: envSampler + "=" + from}, nil
+}
+
+// followCreation is the head sampler of the daemon: base, except for the root span of a
+// message's sending (messaging.operation.type=send) that links to the message's creation
+// context, which is sampled when that context was. The publication of a verdict is such a
+// span (publish.Publisher): it follows the evaluation whose verdict it sends, rather than
+// being sampled again on its own trace id.
+type followCreation struct{ base sdktrace.Sampler }
+
+func (s followCreation) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if trace.SpanContextFromContext(p.ParentContext).IsValid() || len(p.Links) == 0 || !sending(p.Attributes) {
+		return s.base.ShouldSample(p)
+	}
+	decision := sdktrace.Drop
+	for _, l := range p.Links {
+		if l.SpanContext.IsSampled() {
+			decision = sdktrace.RecordAndSample
+		}
+	}
+	return sdktrace.SamplingResult{Decision: decision}
+}
+
+func (s followCreation) Description() string {
+	return "FollowCreation{" + s.base.Description() + "}"
+}
+
+func sending(attrs []attribute.KeyValue) bool {
+	for _, a := range attrs {
+		if a.Key == semconv.MessagingOperationTypeKey {
+			return a.Value.AsString() == "send"
+		}
+	}
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/analyzerd/analyzerd/internal/otlptest"
@@ -293,4 +294,35 @@ func TestRepeatFilterReleasesHeldSpansAtShutdown(t *testing.T) {
 	require.Len(t, rec.Ended(), 1)
 	require.Equal(t, "query", rec.Ended()[0].Name())
 	root.End()
+}
+
+// TestThePublicationFollowsItsCreation: the root span of a message's sending that links to
+// the message's creation context is sampled as that context was, whatever the head sampler
+// says of its own trace id; every other root span is the head sampler's.
+func TestThePublicationFollowsItsCreation(t *testing.T) {
+	clearEnv(t)
+	tp, _, err := New(context.Background(), Options{SampleRatio: 0})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, tp.Shutdown(context.Background())) }()
+	tr := tp.Tracer("test")
+	created := func(flags trace.TraceFlags) trace.Link {
+		return trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: flags, Remote: true,
+		})}
+	}
+	send := trace.WithAttributes(semconv.MessagingOperationTypeSend)
+	for _, tc := range []struct {
+		name    string
+		opts    []trace.SpanStartOption
+		sampled bool
+	}{
+		{"a sending linked to a sampled creation", []trace.SpanStartOption{send, trace.WithLinks(created(trace.FlagsSampled))}, true},
+		{"a sending linked to a creation not sampled", []trace.SpanStartOption{send, trace.WithLinks(created(0))}, false},
+		{"a sending without a link", []trace.SpanStartOption{send}, false},
+		{"another span linked to a sampled context", []trace.SpanStartOption{trace.WithLinks(created(trace.FlagsSampled))}, false},
+	} {
+		_, span := tr.Start(context.Background(), "publish", append(tc.opts, trace.WithNewRoot())...)
+		require.Equal(t, tc.sampled, span.SpanContext().IsSampled(), tc.name)
+		span.End()
+	}
 }

@@ -197,7 +197,7 @@ func newProvider(ctx context.Context, opts Options, getenv func(string) string) 
 		return nil, Export{}, fmt.Errorf("tracing: resource: %w", err)
 	}
 	if !export.Enabled {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampling.Sampler), sdktrace.WithResource(res))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(followCreation{sampling.Sampler}), sdktrace.WithResource(res))
 		return &Provider{TracerProvider: tp}, export, nil
 	}
 
@@ -207,7 +207,7 @@ func newProvider(ctx context.Context, opts Options, getenv func(string) string) 
 	}
 	exp := newAbortable(exporter)
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithSampler(sampling.Sampler),
+		sdktrace.WithSampler(followCreation{sampling.Sampler}),
 		sdktrace.WithResource(res),
 		sdktrace.WithSpanProcessor(newRepeatFilter(sdktrace.NewBatchSpanProcessor(exp), opts.RepeatSampleRatio)),
 	)
