@@ -59,8 +59,10 @@ type Options struct {
 	// OnPublished, when set, is called with each verdict JetStream acknowledged (stored now,
 	// or a duplicate of one stored before), from the publishing goroutine.
 	OnPublished func(v rollout.Verdict)
-	// TracerProvider makes a span of each verdict's publication, a child of the evaluation
-	// whose traceparent came with it; nil makes none (the traceparent is passed on as is).
+	// TracerProvider makes the spans of each verdict's message: its creation in the
+	// evaluation's trace (Create) and its publication, a trace of its own linked to the
+	// creation context that came with it; nil makes none. The message carries the trace
+	// context given to Enqueue as it is.
 	TracerProvider trace.TracerProvider
 }
 
