@@ -28,6 +28,7 @@ import (
 	"github.com/analyzerd/analyzerd/internal/promproc"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/rolloutclient"
+	"github.com/analyzerd/analyzerd/internal/tracing"
 	"github.com/analyzerd/analyzerd/internal/workload"
 )
 
@@ -178,7 +179,7 @@ func (d *demoRun) run(ctx context.Context, o demoOptions) error {
 	ready := make(chan app.Info, 1)
 	daemonDone := make(chan error, 1)
 	go func() {
-		daemonDone <- app.Run(daemonCtx, cfg, app.Options{Logger: logger, OnReady: func(i app.Info) { ready <- i }})
+		daemonDone <- app.Run(daemonCtx, cfg, app.Options{Logger: logger, Version: tracing.Version(version), OnReady: func(i app.Info) { ready <- i }})
 	}()
 	var info app.Info
 	select {
@@ -192,7 +193,7 @@ func (d *demoRun) run(ctx context.Context, o demoOptions) error {
 		stopDaemon()
 		<-daemonDone
 	}()
-	d.say("analyzerd is running: NATS %s, HTTP http://%s, interval %s, minimum step %s", info.NATSURL, info.HTTPAddr, o.interval, o.minStep)
+	d.say("analyzerd %s is running: NATS %s, HTTP http://%s, interval %s, minimum step %s", tracing.Version(version), info.NATSURL, info.HTTPAddr, o.interval, o.minStep)
 
 	nc, err := nats.Connect(info.NATSURL)
 	if err != nil {

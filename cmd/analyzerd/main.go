@@ -28,7 +28,8 @@ import (
 	"github.com/analyzerd/analyzerd/internal/tracing"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; unset, tracing.Version
+// takes the module's version or VCS revision from the build information.
 var version = "dev"
 
 func main() {
@@ -49,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "bench":
 			return benchCmd(args[1:], stdout, stderr)
 		case "version":
-			fmt.Fprintln(stdout, version)
+			fmt.Fprintln(stdout, tracing.Version(version))
 			return 0
 		case "help", "-h", "-help", "--help":
 			help(stdout)
@@ -209,7 +210,7 @@ func daemon(args []string, stdout, stderr io.Writer) int {
 	// OpenTelemetry reports export failures to a process-wide handler: to the log, once per
 	// distinct error a minute.
 	otel.SetErrorHandler(tracing.ErrorHandler(logger.Named("tracing"), time.Minute, nil))
-	if err := app.Run(ctx, cfg, app.Options{Logger: logger, Version: version}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Logger: logger, Version: tracing.Version(version)}); err != nil {
 		logger.Error("analyzerd failed", zap.Error(err))
 		return 1
 	}

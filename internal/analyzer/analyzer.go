@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
@@ -867,9 +866,8 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		an.rec.Final = true // rollback is final for a revision: no more evaluations
 		a.sched.unset(an)
 	}
-	carrier := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), j.span), carrier)
-	an.unstored = append(an.unstored, state.Verdict{Verdict: v, TraceParent: carrier.Get("traceparent"), TraceState: carrier.Get("tracestate")})
+	traceParent, traceState := a.verdictContext(an, j.span, v)
+	an.unstored = append(an.unstored, state.Verdict{Verdict: v, TraceParent: traceParent, TraceState: traceState})
 	a.metrics.evaluations.Inc()
 	a.metrics.verdicts.WithLabelValues(string(v.Verdict)).Inc()
 	if an.firstVerdict {

@@ -94,7 +94,13 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 		attribute.Int("rollout.weight", r.Weight),
 		attribute.String("analysis.template", an.template.Name),
 	))
-	_, span := tracer.Start(context.Background(), "evaluate "+r.Rollout.String(), opts...)
+	if r.Cause != "" {
+		// The event that started the analysis or its step: the controller's CloudEvent id.
+		opts = append(opts, trace.WithAttributes(attribute.String("analyzerd.event.id", r.Cause)))
+	}
+	// One name for every rollout (the rollout is in the attributes), so that the list of
+	// operations a trace UI shows stays short.
+	_, span := tracer.Start(context.Background(), "evaluate", opts...)
 	return job{
 		key:     an.key(),
 		gen:     an.gen,

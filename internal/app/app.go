@@ -90,7 +90,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 	if tp == nil {
 		sdk, export, err := tracing.New(ctx, tracing.Options{
 			Endpoint: cfg.Tracing.Endpoint, Protocol: cfg.Tracing.Protocol,
-			SampleRatio: cfg.Tracing.SampleRatio, ServiceVersion: opts.Version,
+			SampleRatio: cfg.Tracing.SampleRatio, RepeatSampleRatio: cfg.Tracing.RepeatSampleRatio,
+			ServiceVersion: opts.Version,
 		})
 		if err != nil {
 			return err
@@ -114,7 +115,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		if export.Enabled {
 			// Never the headers: they may hold credentials.
 			log.Info("exporting spans", zap.String("protocol", export.Protocol), zap.String("endpoint", export.Endpoint),
-				zap.Float64("sampleRatio", cfg.Tracing.SampleRatio))
+				zap.String("sampler", export.Sampler), zap.Float64("sampleRatio", cfg.Tracing.SampleRatio),
+				zap.Float64("repeatSampleRatio", cfg.Tracing.RepeatSampleRatio))
 		} else {
 			log.Info("not exporting spans: no tracing.endpoint nor OTEL_EXPORTER_OTLP_ENDPOINT")
 		}

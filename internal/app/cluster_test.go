@@ -237,7 +237,7 @@ type decidedVerdict struct {
 func (d *clusterDaemon) decided() []decidedVerdict {
 	var out []decidedVerdict
 	for _, s := range d.spans.Ended() {
-		if s.Name() != "evaluate "+clusterRef.String() {
+		if s.Name() != "evaluate" || attr(s, "rollout.namespace") != clusterRef.Namespace || attr(s, "rollout.name") != clusterRef.Name {
 			continue
 		}
 		for _, a := range s.Attributes() {

@@ -22,12 +22,14 @@ import (
 )
 
 // TestSpanTreeOfARollback pins the trace of the evaluation that rolls a bad canary back:
-// against a real Prometheus scraping a real instrumented workload, the root span
-// "evaluate <ns>/<name>" is linked to the producer's span from the event's traceparent; its
-// children are one "query" span per PromQL query (the rendered query, the rows), one "decide"
-// span with an event per check (outcome, values, e-value), and the "publish <subject>"
-// producer span (messaging attributes, message id, sequence); the verdict names this trace,
-// and its traceparent is the publish span's.
+// against a real Prometheus scraping a real instrumented workload, the root span "evaluate"
+// (one name for every rollout: the rollout and the event that caused the evaluation are
+// attributes) is linked to the producer's span from the event's traceparent; its children are
+// one "query" span per PromQL query (the rendered query, the rows), one "decide" span with an
+// event per check (outcome, values, e-value), and the PRODUCER span of the verdict message's
+// creation (messaging attributes, message id, sequence), whose context the verdict carries;
+// every child ends before the root. The publication, which ends when JetStream acknowledges,
+// is a CLIENT span of its own trace linked to the creation. No span name carries the rollout.
 func TestSpanTreeOfARollback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts prometheus and a workload")
@@ -81,16 +83,34 @@ func TestSpanTreeOfARollback(t *testing.T) {
 	stopWatch()
 
 	traceID := rolledBack.Verdict.TraceID
-	var spans []sdktrace.ReadOnlySpan
+	const (
+		createName  = "create rollouts.verdicts.{namespace}.{name}"
+		publishName = "publish rollouts.verdicts.{namespace}.{name}"
+	)
+	var (
+		spans []sdktrace.ReadOnlySpan
+		send  sdktrace.ReadOnlySpan
+	)
 	require.Eventually(t, func() bool {
 		spans = spansOf(recorder, traceID)
 		names := map[string]bool{}
 		for _, s := range spans {
 			names[s.Name()] = true
 		}
-		return names["evaluate prod/checkout"] && names["decide"] && names["publish rollouts.verdicts.prod.checkout"]
+		send = nil
+		for _, s := range recorder.Ended() {
+			if s.Name() == publishName && attr(s, "analyzerd.verdict.sequence") == fmt.Sprint(rolledBack.Verdict.Sequence) {
+				send = s
+			}
+		}
+		return names["evaluate"] && names["decide"] && names[createName] && send != nil
 	}, 10*time.Second, 20*time.Millisecond, "the rollback's spans ended")
-	t.Logf("the trace of the rollback (verdict %d):\n%s", rolledBack.Verdict.Sequence, describeTree(spans))
+	t.Logf("the trace of the rollback (verdict %d):\n%s\nits publication:\n%s", rolledBack.Verdict.Sequence,
+		describeTree(spans), describeTree([]sdktrace.ReadOnlySpan{send}))
+	for _, s := range recorder.Ended() {
+		require.NotContains(t, s.Name(), "prod", "no span name carries the rollout")
+		require.NotContains(t, s.Name(), "checkout", "no span name carries the rollout")
+	}
 
 	var root sdktrace.ReadOnlySpan
 	for _, s := range spans {
@@ -100,18 +120,24 @@ func TestSpanTreeOfARollback(t *testing.T) {
 		}
 	}
 	require.NotNil(t, root)
-	require.Equal(t, "evaluate prod/checkout", root.Name())
+	require.Equal(t, "evaluate", root.Name())
 	require.Len(t, root.Links(), 1)
 	require.Equal(t, producer.SpanContext().SpanID(), root.Links()[0].SpanContext.SpanID(), "linked to the producer's span")
 	requireAttr(t, root, "analyzerd.verdict", "rollback")
+	requireAttr(t, root, "analyzerd.sampling", "rollback")
+	requireAttr(t, root, "analyzerd.event.id", "start-1")
+	requireAttr(t, root, "rollout.namespace", "prod")
+	requireAttr(t, root, "rollout.name", "checkout")
 	requireAttr(t, root, "rollout.revision", "v2")
 
-	queries, decides, publishes := 0, 0, 0
+	queries, decides, creates := 0, 0, 0
+	var create sdktrace.ReadOnlySpan
 	for _, s := range spans {
 		if s == root {
 			continue
 		}
 		require.Equal(t, root.SpanContext().SpanID(), s.Parent().SpanID(), "%s is a child of the evaluation", s.Name())
+		require.False(t, s.EndTime().After(root.EndTime()), "%s ends before its root", s.Name())
 		switch s.Name() {
 		case "query":
 			queries++
@@ -142,15 +168,18 @@ func TestSpanTreeOfARollback(t *testing.T) {
 			require.Equal(t, "fail", evAttrs["analyzerd.check.outcome"].AsString())
 			require.GreaterOrEqual(t, evAttrs["analyzerd.check.e_value"].AsFloat64(), 100.0)
 			require.Greater(t, evAttrs["analyzerd.check.canary"].AsFloat64(), evAttrs["analyzerd.check.stable"].AsFloat64())
-		case "publish rollouts.verdicts.prod.checkout":
-			publishes++
+		case createName:
+			creates++
+			create = s
 			require.Equal(t, trace.SpanKindProducer, s.SpanKind())
 			requireAttr(t, s, "messaging.system", "nats")
+			requireAttr(t, s, "messaging.operation.type", "create")
 			requireAttr(t, s, "messaging.destination.name", "rollouts.verdicts.prod.checkout")
 			requireAttr(t, s, "messaging.message.id", rolledBack.MsgID)
 			requireAttr(t, s, "analyzerd.verdict.sequence", fmt.Sprint(rolledBack.Verdict.Sequence))
+			requireAttr(t, s, "analyzerd.event.id", "start-1")
 			require.Equal(t, fmt.Sprintf("00-%s-%s-01", traceID, s.SpanContext().SpanID()), rolledBack.TraceParent,
-				"the verdict carries the publish span's context")
+				"the verdict carries the context of its creation")
 		default:
 			t.Fatalf("unexpected span %q", s.Name())
 		}
@@ -161,7 +190,18 @@ func TestSpanTreeOfARollback(t *testing.T) {
 		require.LessOrEqual(t, queries, 2, "at most one grouped refresh of each selector, for both sides")
 	}
 	require.Equal(t, 1, decides)
-	require.Equal(t, 1, publishes)
+	require.Equal(t, 1, creates)
+
+	// The publication: a trace of its own, linked to the creation context.
+	require.False(t, send.Parent().IsValid())
+	require.NotEqual(t, traceID, send.SpanContext().TraceID().String())
+	require.Equal(t, trace.SpanKindClient, send.SpanKind())
+	require.Len(t, send.Links(), 1)
+	require.Equal(t, create.SpanContext(), send.Links()[0].SpanContext.WithRemote(false), "linked to the creation")
+	requireAttr(t, send, "messaging.operation.type", "send")
+	requireAttr(t, send, "messaging.destination.name", "rollouts.verdicts.prod.checkout")
+	requireAttr(t, send, "messaging.message.id", rolledBack.MsgID)
+	requireAttr(t, send, "analyzerd.verdict", "rollback")
 }
 
 // fastTemplate is the error-rate check at a one-second interval.

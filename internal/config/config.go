@@ -176,9 +176,20 @@ type Tracing struct {
 	// Protocol is grpc or http/protobuf. Empty: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
 	// OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
 	Protocol string `yaml:"protocol"`
-	// SampleRatio is the share of evaluations whose spans are exported, in [0, 1].
+	// SampleRatio is the share of evaluations whose spans are exported, in [0, 1], decided
+	// when an evaluation starts (parentbased_traceidratio). OTEL_TRACES_SAMPLER, when set,
+	// takes its place.
 	SampleRatio float64 `yaml:"sampleRatio"`
+	// RepeatSampleRatio is the share of the evaluations that repeat the verdict before them
+	// at the same step whose traces are exported, in [0, 1], decided by the trace id among
+	// those SampleRatio (or OTEL_TRACES_SAMPLER) kept. Every first verdict of an analysis or
+	// of a step, every change of verdict and every rollback is exported.
+	RepeatSampleRatio float64 `yaml:"repeatSampleRatio"`
 }
+
+// DefaultRepeatSampleRatio is tracing.repeatSampleRatio's default: of 360 evaluations an
+// hour that repeat a pause, 36 are traced.
+const DefaultRepeatSampleRatio = 0.1
 
 // Log configures logging.
 type Log struct {
@@ -236,7 +247,7 @@ func Default() Config {
 		HTTP:            HTTP{Addr: DefaultHTTPAddr},
 		Ingest:          Ingest{MaxEventBytes: 64 << 10, MaxDeliver: 10, AckWait: 30 * time.Second, MaxClockSkew: 30 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
-		Tracing:         Tracing{SampleRatio: 1},
+		Tracing:         Tracing{SampleRatio: 1, RepeatSampleRatio: DefaultRepeatSampleRatio},
 		State:           State{Bucket: "ANALYZERD_STATE", Lease: 15 * time.Second, EndedTTL: 7 * 24 * time.Hour, IdleExpiry: 24 * time.Hour},
 		ShutdownTimeout: 15 * time.Second,
 	}
@@ -709,6 +720,9 @@ func (c Config) ValidateEnv(env Env) error {
 	}
 	if !(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1) {
 		add("tracing.sampleRatio", "must be within 0..1, got %v", c.Tracing.SampleRatio)
+	}
+	if !(c.Tracing.RepeatSampleRatio >= 0 && c.Tracing.RepeatSampleRatio <= 1) {
+		add("tracing.repeatSampleRatio", "must be within 0..1, got %v", c.Tracing.RepeatSampleRatio)
 	}
 	if c.ShutdownTimeout <= 0 {
 		add("shutdownTimeout", "must be positive, got %s", c.ShutdownTimeout)

@@ -9,7 +9,7 @@ import (
 )
 
 func TestTracingDefaultsExportNothingAndSampleEverything(t *testing.T) {
-	require.Equal(t, Tracing{SampleRatio: 1}, Default().Tracing)
+	require.Equal(t, Tracing{SampleRatio: 1, RepeatSampleRatio: 0.1}, Default().Tracing)
 }
 
 func TestTracingFromYAML(t *testing.T) {
@@ -18,6 +18,7 @@ tracing:
   endpoint: https://otel-collector.monitoring:4317
   protocol: grpc
   sampleRatio: 0.25
+  repeatSampleRatio: 0
 templates:
   - name: t
     checks:
@@ -29,7 +30,12 @@ templates:
 `))
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate())
-	require.Equal(t, Tracing{Endpoint: "https://otel-collector.monitoring:4317", Protocol: "grpc", SampleRatio: 0.25}, cfg.Tracing)
+	require.Equal(t, Tracing{Endpoint: "https://otel-collector.monitoring:4317", Protocol: "grpc", SampleRatio: 0.25, RepeatSampleRatio: 0}, cfg.Tracing,
+		"an explicit 0 is kept, not taken for unset")
+
+	cfg, err = Decode(strings.NewReader("tracing:\n  sampleRatio: 0.5\n"))
+	require.NoError(t, err)
+	require.Equal(t, 0.1, cfg.Tracing.RepeatSampleRatio, "unset: the default")
 
 	_, err = Decode(strings.NewReader("tracing:\n  headers: {authorization: secret}\n"))
 	require.ErrorContains(t, err, `unknown key "headers" in tracing`, "headers come from OTEL_EXPORTER_OTLP_HEADERS only")
@@ -48,6 +54,9 @@ func TestTracingRules(t *testing.T) {
 		{"negative sample ratio", func(tr *Tracing) { tr.SampleRatio = -0.1 }, "tracing.sampleRatio"},
 		{"sample ratio above 1", func(tr *Tracing) { tr.SampleRatio = 1.5 }, "tracing.sampleRatio"},
 		{"sample ratio NaN", func(tr *Tracing) { tr.SampleRatio = math.NaN() }, "tracing.sampleRatio"},
+		{"negative repeat sample ratio", func(tr *Tracing) { tr.RepeatSampleRatio = -0.1 }, "tracing.repeatSampleRatio"},
+		{"repeat sample ratio above 1", func(tr *Tracing) { tr.RepeatSampleRatio = 1.5 }, "tracing.repeatSampleRatio"},
+		{"repeat sample ratio NaN", func(tr *Tracing) { tr.RepeatSampleRatio = math.NaN() }, "tracing.repeatSampleRatio"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()

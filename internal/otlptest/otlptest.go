@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,9 +31,14 @@ type Span struct {
 	TraceID      string // lower-case hex
 	SpanID       string
 	ParentSpanID string // empty for a root span
-	// Links are the trace ids of the span's links.
-	Links      []string
-	Attributes map[string]string
+	// Kind is the span's kind as OTLP names it: SPAN_KIND_INTERNAL, SPAN_KIND_PRODUCER...
+	Kind string
+	// StartUnixNano and EndUnixNano are the span's start and end times.
+	StartUnixNano, EndUnixNano uint64
+	// Links are the trace ids of the span's links; LinkedSpans their span ids.
+	Links       []string
+	LinkedSpans []string
+	Attributes  map[string]string
 	// Resource holds the resource's attributes, as strings.
 	Resource map[string]string
 }
@@ -80,12 +86,17 @@ func (r *Receiver) add(req *coltracepb.ExportTraceServiceRequest, headers map[st
 					SpanID:     hex.EncodeToString(s.GetSpanId()),
 					Attributes: attrs(s.GetAttributes()),
 					Resource:   res,
+					Kind:       s.GetKind().String(),
+
+					StartUnixNano: s.GetStartTimeUnixNano(),
+					EndUnixNano:   s.GetEndTimeUnixNano(),
 				}
 				if len(s.GetParentSpanId()) > 0 {
 					sp.ParentSpanID = hex.EncodeToString(s.GetParentSpanId())
 				}
 				for _, l := range s.GetLinks() {
 					sp.Links = append(sp.Links, hex.EncodeToString(l.GetTraceId()))
+					sp.LinkedSpans = append(sp.LinkedSpans, hex.EncodeToString(l.GetSpanId()))
 				}
 				r.spans = append(r.spans, sp)
 			}
@@ -97,9 +108,15 @@ func attrs(kvs []*commonpb.KeyValue) map[string]string {
 	out := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
 		v := kv.GetValue()
-		switch {
-		case v.GetStringValue() != "":
-			out[kv.GetKey()] = v.GetStringValue()
+		switch x := v.GetValue().(type) {
+		case *commonpb.AnyValue_StringValue:
+			out[kv.GetKey()] = x.StringValue
+		case *commonpb.AnyValue_IntValue:
+			out[kv.GetKey()] = strconv.FormatInt(x.IntValue, 10)
+		case *commonpb.AnyValue_BoolValue:
+			out[kv.GetKey()] = strconv.FormatBool(x.BoolValue)
+		case *commonpb.AnyValue_DoubleValue:
+			out[kv.GetKey()] = strconv.FormatFloat(x.DoubleValue, 'g', -1, 64)
 		default:
 			out[kv.GetKey()] = v.String()
 		}

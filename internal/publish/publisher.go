@@ -59,8 +59,10 @@ type Options struct {
 	// OnPublished, when set, is called with each verdict JetStream acknowledged (stored now,
 	// or a duplicate of one stored before), from the publishing goroutine.
 	OnPublished func(v rollout.Verdict)
-	// TracerProvider makes a span of each verdict's publication, a child of the evaluation
-	// whose traceparent came with it; nil makes none (the traceparent is passed on as is).
+	// TracerProvider makes the spans of each verdict's message: its creation in the
+	// evaluation's trace (Create) and its publication, a trace of its own linked to the
+	// creation context that came with it; nil makes none. The message carries the trace
+	// context given to Enqueue as it is.
 	TracerProvider trace.TracerProvider
 }
 
@@ -334,19 +336,16 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 	header.Set("Content-Type", ContentType)
 	header.Set(jetstream.MsgIDHeader, MsgID(v))
 
-	// The publication is a span of the evaluation's trace; the verdict carries its context.
-	parent := propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": it.traceParent, "tracestate": it.traceState})
-	spanCtx, span := p.tracer.Start(parent, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-		semconv.MessagingSystemKey.String("nats"),
-		semconv.MessagingOperationTypeSend,
-		semconv.MessagingOperationNameKey.String("publish"),
-		semconv.MessagingDestinationNameKey.String(subject),
-		semconv.MessagingMessageIDKey.String(MsgID(v)),
-		attribute.Int64("analyzerd.verdict.sequence", int64(v.Sequence)),
-		attribute.String("analyzerd.verdict", string(v.Verdict)),
-	))
-	defer span.End()
-	propagation.TraceContext{}.Inject(spanCtx, telemetry.HeaderCarrier(header))
+	// The message carries the verdict's creation context (see Create) as it is. The
+	// publication is a trace of its own, linked to it: it ends when JetStream acknowledges,
+	// often after the evaluation ended, and a span must not outlive its trace's root.
+	if it.traceParent != "" {
+		header.Set("traceparent", it.traceParent)
+		if it.traceState != "" {
+			header.Set("tracestate", it.traceState)
+		}
+	}
+	span := p.startSend(ctx, it, subject)
 
 	var (
 		attempts int
@@ -371,9 +370,6 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 		} else {
 			p.metrics.publishedTotal.WithLabelValues(string(v.Verdict)).Inc()
 		}
-		if p.opts.OnPublished != nil {
-			p.opts.OnPublished(v)
-		}
 		return nil
 	}
 	notify := func(err error, next time.Duration) {
@@ -393,10 +389,14 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
+	span.End() // before OnPublished: what it tells of finds the span ended
 	switch {
 	case err == nil:
 		if attempts > 1 {
 			p.log.Info("verdict published after retrying", append(fields, zap.Int("attempts", attempts))...)
+		}
+		if p.opts.OnPublished != nil {
+			p.opts.OnPublished(v)
 		}
 		return nil
 	case ctx.Err() != nil:
@@ -406,6 +406,71 @@ func (p *Publisher) publish(ctx context.Context, it item) error {
 		p.dropped(it, dropInvalid)
 		return nil
 	}
+}
+
+// DestinationTemplate is the verdicts' subject with its variable tokens named, the
+// messaging.destination.template of their spans: P.verdicts.{namespace}.{name}.
+func DestinationTemplate(prefix string) string { return prefix + ".verdicts.{namespace}.{name}" }
+
+// Create records the creation of v's message, as the OpenTelemetry messaging conventions
+// have it for a message sent later by another goroutine: a PRODUCER span
+// "create P.verdicts.{namespace}.{name}", a child of the span in ctx (the evaluation), ended
+// at once. Its context is the message's creation context: the traceparent and tracestate to
+// give Enqueue with v, which the message carries and its publication links to. Without a
+// TracerProvider, it is the context of the span in ctx.
+func (p *Publisher) Create(ctx context.Context, v rollout.Verdict) (traceParent, traceState string) {
+	subject := rollout.VerdictsSubject(p.opts.Prefix, v.Rollout)
+	ctx, span := p.tracer.Start(ctx, "create "+DestinationTemplate(p.opts.Prefix),
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			append(messageAttributes(v, subject, p.opts.Prefix),
+				semconv.MessagingOperationTypeCreate,
+				semconv.MessagingOperationNameKey.String("create"))...))
+	span.End()
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	return carrier.Get("traceparent"), carrier.Get("tracestate")
+}
+
+// startSend starts the span of a verdict's publication: a CLIENT span
+// "publish P.verdicts.{namespace}.{name}", the root of its own trace, linked to the
+// message's creation context. A creation context that was not sampled is followed: no span.
+func (p *Publisher) startSend(ctx context.Context, it item, subject string) trace.Span {
+	created := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(ctx,
+		propagation.MapCarrier{"traceparent": it.traceParent, "tracestate": it.traceState}))
+	if created.IsValid() && !created.IsSampled() {
+		return trace.SpanFromContext(context.Background()) // records nothing
+	}
+	opts := []trace.SpanStartOption{
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(append(messageAttributes(it.v, subject, p.opts.Prefix),
+			semconv.MessagingOperationTypeSend,
+			semconv.MessagingOperationNameKey.String("publish"))...),
+	}
+	if created.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: created}))
+	}
+	_, span := p.tracer.Start(ctx, "publish "+DestinationTemplate(p.opts.Prefix), opts...)
+	return span
+}
+
+// messageAttributes are the attributes of a verdict message's spans: where it goes (the
+// subject in attributes, never in span names), what it is, and the event that caused it.
+func messageAttributes(v rollout.Verdict, subject, prefix string) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String("nats"),
+		semconv.MessagingDestinationNameKey.String(subject),
+		semconv.MessagingDestinationTemplateKey.String(DestinationTemplate(prefix)),
+		semconv.MessagingMessageIDKey.String(MsgID(v)),
+		attribute.String("rollout.namespace", v.Rollout.Namespace),
+		attribute.String("rollout.name", v.Rollout.Name),
+		attribute.String("rollout.revision", v.Revision),
+		attribute.Int64("analyzerd.verdict.sequence", int64(v.Sequence)),
+		attribute.String("analyzerd.verdict", string(v.Verdict)),
+	}
+	if v.Cause != "" {
+		attrs = append(attrs, attribute.String("analyzerd.event.id", v.Cause))
+	}
+	return attrs
 }
 
 // tooLarge reports whether err says the message is larger than the server or the stream

@@ -3,6 +3,12 @@
 // in the standard OTEL_EXPORTER_OTLP_* variables), and kept in process otherwise, so that
 // verdicts still carry trace ids.
 //
+// Sampling is decided twice: when a trace starts, by OTEL_TRACES_SAMPLER (and
+// OTEL_TRACES_SAMPLER_ARG) when set, else by Options.SampleRatio (sampler.go); and when an
+// evaluation's root span ends, by the repeat filter in front of the exporter, which thins the
+// traces of evaluations that repeat the verdict before them to Options.RepeatSampleRatio and
+// keeps every other (repeat.go).
+//
 // Headers, which may hold credentials, only ever come from OTEL_EXPORTER_OTLP_HEADERS or
 // OTEL_EXPORTER_OTLP_TRACES_HEADERS, read by the exporter itself: this package neither reads
 // nor logs them.
@@ -56,8 +62,13 @@ type Options struct {
 	// Protocol is grpc or http/protobuf. Empty: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
 	// OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
 	Protocol string
-	// SampleRatio is the share of traces sampled, in [0, 1].
+	// SampleRatio is the share of traces sampled when they start, in [0, 1]
+	// (parentbased_traceidratio). OTEL_TRACES_SAMPLER, when set, takes its place.
 	SampleRatio float64
+	// RepeatSampleRatio is the share of the traces of repeated evaluations (SampleRepeat)
+	// exported, in [0, 1], among those the head sampler kept; the other evaluations' traces
+	// are all exported. config.Tracing's default is 0.1.
+	RepeatSampleRatio float64
 	// ServiceVersion is the resource's service.version, when known.
 	ServiceVersion string
 }
@@ -70,6 +81,9 @@ type Export struct {
 	Protocol string
 	// Endpoint is the configured URL without its query, or the variable it came from.
 	Endpoint string
+	// Sampler says where the head sampler came from: tracing.sampleRatio or
+	// OTEL_TRACES_SAMPLER=<value>.
+	Sampler string
 }
 
 // Provider is the daemon's TracerProvider. Its Shutdown exports the spans not yet exported
@@ -148,17 +162,25 @@ func (e *abortableExporter) Shutdown(ctx context.Context) error {
 // nothing but still gives every span a trace id. The caller shuts it down (Shutdown flushes
 // the spans not yet exported).
 func New(ctx context.Context, opts Options) (*Provider, Export, error) {
+	return newProvider(ctx, opts, os.Getenv)
+}
+
+func newProvider(ctx context.Context, opts Options, getenv func(string) string) (*Provider, Export, error) {
 	if !(opts.SampleRatio >= 0 && opts.SampleRatio <= 1) {
 		return nil, Export{}, fmt.Errorf("tracing: sample ratio must be within 0..1, got %v", opts.SampleRatio)
 	}
-	sampler := sdktrace.ParentBased(sdktrace.TraceIDRatioBased(opts.SampleRatio))
+	if !(opts.RepeatSampleRatio >= 0 && opts.RepeatSampleRatio <= 1) {
+		return nil, Export{}, fmt.Errorf("tracing: repeat sample ratio must be within 0..1, got %v", opts.RepeatSampleRatio)
+	}
+	sampling, err := headSampler(opts.SampleRatio, getenv)
+	if err != nil {
+		return nil, Export{}, err
+	}
 	export, err := resolve(opts)
 	if err != nil {
 		return nil, Export{}, err
 	}
-	if !export.Enabled {
-		return &Provider{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler))}, export, nil
-	}
+	export.Sampler = sampling.From
 
 	attrs := []resource.Option{
 		resource.WithSchemaURL(semconv.SchemaURL),
@@ -174,6 +196,10 @@ func New(ctx context.Context, opts Options) (*Provider, Export, error) {
 	if err != nil {
 		return nil, Export{}, fmt.Errorf("tracing: resource: %w", err)
 	}
+	if !export.Enabled {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(followCreation{sampling.Sampler}), sdktrace.WithResource(res))
+		return &Provider{TracerProvider: tp}, export, nil
+	}
 
 	exporter, err := newExporter(ctx, opts, export.Protocol)
 	if err != nil {
@@ -181,9 +207,9 @@ func New(ctx context.Context, opts Options) (*Provider, Export, error) {
 	}
 	exp := newAbortable(exporter)
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithSampler(sampler),
+		sdktrace.WithSampler(followCreation{sampling.Sampler}),
 		sdktrace.WithResource(res),
-		sdktrace.WithBatcher(exp),
+		sdktrace.WithSpanProcessor(newRepeatFilter(sdktrace.NewBatchSpanProcessor(exp), opts.RepeatSampleRatio)),
 	)
 	return &Provider{TracerProvider: tp, exp: exp}, export, nil
 }

@@ -55,13 +55,13 @@ func TestExportsOverHTTPWithHeadersFromTheEnvironment(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer s3cret")
 	r := otlptest.StartHTTP(t)
 
-	sc, export := emit(t, Options{Endpoint: r.URL, Protocol: ProtocolHTTP, SampleRatio: 1, ServiceVersion: "v1.2.3"}, "evaluate prod/checkout")
-	require.Equal(t, Export{Enabled: true, Protocol: ProtocolHTTP, Endpoint: r.URL}, export)
+	sc, export := emit(t, Options{Endpoint: r.URL, Protocol: ProtocolHTTP, SampleRatio: 1, ServiceVersion: "v1.2.3"}, "evaluate")
+	require.Equal(t, Export{Enabled: true, Protocol: ProtocolHTTP, Endpoint: r.URL, Sampler: "tracing.sampleRatio"}, export)
 	require.NotContains(t, export.Endpoint+export.Protocol, "s3cret")
 
 	spans := r.Spans()
 	require.Len(t, spans, 1)
-	require.Equal(t, "evaluate prod/checkout", spans[0].Name)
+	require.Equal(t, "evaluate", spans[0].Name)
 	require.Equal(t, sc.TraceID().String(), spans[0].TraceID)
 	require.Equal(t, ServiceName, spans[0].Resource["service.name"])
 	require.Equal(t, "v1.2.3", spans[0].Resource["service.version"])
@@ -72,13 +72,13 @@ func TestExportsOverHTTPWithHeadersFromTheEnvironment(t *testing.T) {
 func TestExportsOverGRPC(t *testing.T) {
 	clearEnv(t)
 	r := otlptest.StartGRPC(t)
-	sc, export := emit(t, Options{Endpoint: r.URL, Protocol: ProtocolGRPC, SampleRatio: 1}, "evaluate prod/payments")
+	sc, export := emit(t, Options{Endpoint: r.URL, Protocol: ProtocolGRPC, SampleRatio: 1}, "evaluate")
 	require.True(t, export.Enabled)
 	require.Equal(t, ProtocolGRPC, export.Protocol)
 
 	spans := r.Spans()
 	require.Len(t, spans, 1)
-	require.Equal(t, "evaluate prod/payments", spans[0].Name)
+	require.Equal(t, "evaluate", spans[0].Name)
 	require.Equal(t, sc.TraceID().String(), spans[0].TraceID)
 	require.Equal(t, ServiceName, spans[0].Resource["service.name"])
 }
@@ -91,8 +91,8 @@ func TestEndpointAndProtocolFromTheEnvironment(t *testing.T) {
 	t.Setenv("OTEL_SERVICE_NAME", "analyzerd-eu")
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod")
 
-	_, export := emit(t, Options{SampleRatio: 1}, "evaluate prod/checkout")
-	require.Equal(t, Export{Enabled: true, Protocol: ProtocolGRPC, Endpoint: "$" + envEndpoint}, export, "the variable is named, not its value")
+	_, export := emit(t, Options{SampleRatio: 1}, "evaluate")
+	require.Equal(t, Export{Enabled: true, Protocol: ProtocolGRPC, Endpoint: "$" + envEndpoint, Sampler: "tracing.sampleRatio"}, export, "the variable is named, not its value")
 	spans := r.Spans()
 	require.Len(t, spans, 1)
 	require.Equal(t, "analyzerd-eu", spans[0].Resource["service.name"], "OTEL_SERVICE_NAME wins")
@@ -115,8 +115,8 @@ func TestTheFileWinsOverTheEnvironment(t *testing.T) {
 
 func TestOffWithoutAnEndpoint(t *testing.T) {
 	clearEnv(t)
-	sc, export := emit(t, Options{SampleRatio: 1}, "evaluate prod/checkout")
-	require.Equal(t, Export{Protocol: ProtocolHTTP}, export)
+	sc, export := emit(t, Options{SampleRatio: 1}, "evaluate")
+	require.Equal(t, Export{Protocol: ProtocolHTTP, Sampler: "tracing.sampleRatio"}, export)
 	require.True(t, sc.TraceID().IsValid(), "verdicts still get a trace id")
 	require.True(t, sc.IsSampled())
 }
@@ -124,7 +124,7 @@ func TestOffWithoutAnEndpoint(t *testing.T) {
 func TestSampleRatio(t *testing.T) {
 	clearEnv(t)
 	r := otlptest.StartHTTP(t)
-	sc, _ := emit(t, Options{Endpoint: r.URL, SampleRatio: 0}, "evaluate prod/checkout")
+	sc, _ := emit(t, Options{Endpoint: r.URL, SampleRatio: 0}, "evaluate")
 	require.True(t, sc.TraceID().IsValid(), "an unsampled evaluation still has a trace id")
 	require.False(t, sc.IsSampled())
 	require.Empty(t, r.Spans())
@@ -137,6 +137,8 @@ func TestBadOptions(t *testing.T) {
 		{SampleRatio: 1, Protocol: "http/json"},
 		{SampleRatio: 1, Endpoint: "collector:4317"},
 		{SampleRatio: 1, Endpoint: "https://user:s3cret@collector:4318"},
+		{SampleRatio: 1, RepeatSampleRatio: -0.5},
+		{SampleRatio: 1, RepeatSampleRatio: 1.5},
 	} {
 		_, _, err := New(context.Background(), opts)
 		require.Error(t, err, "%+v", opts)
@@ -180,7 +182,7 @@ func TestAnUnreachableCollectorHoldsNothingUp(t *testing.T) {
 		tp, export, err := New(context.Background(), Options{Endpoint: endpoint, Protocol: protocol, SampleRatio: 1})
 		require.NoError(t, err, protocol)
 		require.True(t, export.Enabled)
-		_, span := tp.Tracer("test").Start(context.Background(), "evaluate prod/checkout")
+		_, span := tp.Tracer("test").Start(context.Background(), "evaluate")
 		span.End()
 		// It returns (with or without an error, the span lost) once its context ends.
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -207,7 +209,7 @@ func TestShutdownAbandonsAHangingExport(t *testing.T) {
 
 	tp, _, err := New(context.Background(), Options{Endpoint: srv.URL, Protocol: ProtocolHTTP, SampleRatio: 1})
 	require.NoError(t, err)
-	_, span := tp.Tracer("test").Start(context.Background(), "evaluate prod/checkout")
+	_, span := tp.Tracer("test").Start(context.Background(), "evaluate")
 	span.End()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
