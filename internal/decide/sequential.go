@@ -190,12 +190,21 @@ func solveBelow(g func(float64) float64, from, target, x float64) float64 {
 
 func bisect(g func(float64) float64, a, b, target float64) float64 {
 	// g(a) and g(b) lie on either side of target; 100 halvings reach float64 precision.
+	// A halving that changes nothing (the midpoint is an end: a and b are adjacent, or
+	// equal) would change nothing again, g being a function: the loop stops there, with what
+	// the 100 would give.
 	up := g(b) >= target
 	for i := 0; i < 100; i++ {
 		m := (a + b) / 2
 		if (g(m) >= target) == up {
+			if m == b {
+				break
+			}
 			b = m
 		} else {
+			if m == a {
+				break
+			}
 			a = m
 		}
 	}

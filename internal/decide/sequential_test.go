@@ -600,3 +600,39 @@ func TestOneIndifferenceZone(t *testing.T) {
 		})
 	}
 }
+
+// TestBisectStopsWhereTheHundredHalvingsWould: stopping once a halving changes nothing gives
+// the same root, bit for bit, as the 100 halvings, over roots of every scale (and 0).
+func TestBisectStopsWhereTheHundredHalvingsWould(t *testing.T) {
+	full := func(g func(float64) float64, a, b, target float64) float64 {
+		up := g(b) >= target
+		for i := 0; i < 100; i++ {
+			m := (a + b) / 2
+			if (g(m) >= target) == up {
+				b = m
+			} else {
+				a = m
+			}
+		}
+		return (a + b) / 2
+	}
+	for _, x := range []float64{0, 1, 3, 17, 250, 1e4, 3e6} {
+		for _, n := range []float64{1, 10, 1e3, 1e5, 1e8} {
+			c := 0.5
+			g := func(l float64) float64 {
+				if l <= 0 {
+					if x > 0 {
+						return math.Inf(1)
+					}
+					return c
+				}
+				return c - x*math.Log(l) + l*n
+			}
+			mle := x / n
+			target := math.Log(1 / 0.05)
+			require.Equal(t, math.Float64bits(full(g, 0, mle, target)), math.Float64bits(bisect(g, 0, mle, target)), "below, x=%g n=%g", x, n)
+			hi := math.Max(mle, 1/n) * 64
+			require.Equal(t, math.Float64bits(full(g, mle, hi, target)), math.Float64bits(bisect(g, mle, hi, target)), "above, x=%g n=%g", x, n)
+		}
+	}
+}
