@@ -404,3 +404,39 @@ func TestRolloutsArePlacedAndTakenOverEvenly(t *testing.T) {
 	require.Positive(t, took[0], "r2 took some of r1's rollouts")
 	require.Positive(t, took[1], "r3 took some of r1's rollouts")
 }
+
+// TestNewRevisionPlacedOnTheOwnerWhileItWrites: the replica analysing a rollout's revision
+// is writing its record when another replica applies the next revision's start and places
+// it on this one; the write conflicts, and this replica analyses the new revision at once
+// (not as another replica's, for a lease).
+func TestNewRevisionPlacedOnTheOwnerWhileItWrites(t *testing.T) {
+	store := openStore(t)
+	ctx := context.Background()
+	a, err := New(Options{Store: store, ReplicaID: "r1", Templates: map[string]*compare.Template{"t": testTemplate(t)},
+		Measurer: &fakeMeasurer{canary: map[string]rollout.Reading{}}, Sink: &fakeSink{}, Now: (&clock{now: t0}).Now,
+		Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	rec := func(revision string) state.Record {
+		return state.Record{Rollout: ref, Revision: revision, Template: "t", Started: t0, StepStarted: t0, Owner: "r1",
+			LeaseUntil: t0.Add(time.Minute), Args: map[string]string{"service": "checkout"},
+			Canary: map[string]string{"version": revision}, Stable: map[string]string{"version": "v1"}}
+	}
+	rev, err := store.Put(ctx, state.LiveKey(ref), rec("v1"), 0)
+	require.NoError(t, err)
+	a.adopt(rec("v1"), rev, true)
+	old := a.live[ref]
+	require.NotNil(t, old)
+	// Another replica supersedes v1 with v2 and places it here, while this one writes v1.
+	newRev, err := store.Put(ctx, state.LiveKey(ref), rec("v2"), rev)
+	require.NoError(t, err)
+	old.writing, a.writes = true, 1
+	a.stored(ctx, write{an: old, rec: old.rec, base: rev, at: t0, err: fmt.Errorf("write: %w", state.ErrConflict)})
+
+	an := a.live[ref]
+	require.NotNil(t, an, "the rollout is analysed here")
+	require.Equal(t, "v2", an.rec.Revision)
+	require.Equal(t, newRev, an.rev)
+	_, parked := a.others[ref]
+	require.False(t, parked, "not taken for another replica's")
+	require.True(t, an.scheduled, "evaluated at once")
+}

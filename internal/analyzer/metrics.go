@@ -68,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		eventOverhead: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "analyzerd_event_verdict_overhead_seconds",
-			Help:    "For each event that starts an analysis or changes its step: the time from receiving it to JetStream acknowledging the first verdict decided after it, less the evaluation that decided it (measuring, baseline capture, decide): the daemon's own overhead (applying and storing the event, waiting for a worker, storing and publishing the verdict).",
+			Help:    "For each event that starts an analysis or changes its step: the time from receiving it to JetStream acknowledging the first verdict decided after it, less the evaluation that decided it (measuring, baseline capture, decide): the daemon's own overhead (applying and storing the event, waiting for a worker, storing and publishing the verdict). Observed on the replica that applied the event when it owns the rollout; an event applied by another replica (or a start placed on another) is not observed.",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30},
 		}),
 	}

@@ -288,6 +288,14 @@ func TestEvaluationsWithoutNewSamplesBackOff(t *testing.T) {
 	require.Equal(t, fresh.Add(2*time.Second), an.nextAfter(job{now: now}, measured(fresh)))
 	require.Zero(t, an.idle)
 
+	// The first evaluation of a new step, with no new sample yet: the evidence's Through
+	// is the previous step's, so it is not idle.
+	an.idle = 3
+	an.rec.StepStarted = t0.Add(time.Minute)
+	require.Equal(t, now.Add(time.Second), an.nextAfter(job{now: now}, measured(t0)))
+	require.Zero(t, an.idle)
+	an.rec.StepStarted = time.Time{}
+
 	// A step changed while it ran: not taken for a lack of samples (the data's pace, at
 	// least a second, as compare says).
 	an.idle = 3

@@ -361,7 +361,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			r.Owned = append(r.Owned, len(owners[d.id]))
 		}
 		if o.Restart {
-			victims := owners[d.id]
+			victims := append([]int{}, owners[d.id]...) // none is none, not every one (waitAfterOf)
 			say("killing replica %s (SIGKILL), which owns %d rollouts", d.id, len(victims))
 			d.kill()
 			killed := time.Now()

@@ -146,10 +146,19 @@ func (d *resultData) UnmarshalJSON(b []byte) error {
 	}) {
 		return r.error()
 	}
-	if raw == nil {
-		raw = []byte("null")
-	}
 	rr := jsonReader{b: raw}
+	if rr.skipSpace(); raw == nil || string(raw[rr.i:]) == "null" {
+		// No result (null, or none at all): v1 read it as an empty vector or matrix.
+		switch kind {
+		case "matrix", "vector":
+			d.series = []Series{}
+			return nil
+		case "scalar":
+			return nil // no value (v1 made it 0 at time 0)
+		}
+		raw = []byte("null")
+		rr = jsonReader{b: raw}
+	}
 	var ok bool
 	switch kind {
 	case "matrix":
@@ -453,13 +462,19 @@ func (r *jsonReader) pair() (ms int64, v float64, ok bool) {
 	if !ok {
 		return 0, 0, false
 	}
-	if v, err := strconv.ParseFloat(s, 64); err == nil {
-		if !r.next(']') {
-			return 0, 0, r.fail("want ] after a sample")
-		}
-		return ms, v, true
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, 0, r.fail("bad sample value")
 	}
-	return 0, 0, r.fail("bad sample value")
+	for r.next(',') { // more than a pair: the rest is ignored, as v1 did
+		if !r.skip() {
+			return 0, 0, false
+		}
+	}
+	if !r.next(']') {
+		return 0, 0, r.fail("want ] after a sample")
+	}
+	return ms, v, true
 }
 
 // millis is a time in seconds, written with up to three decimals, in milliseconds exactly

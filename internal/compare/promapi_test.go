@@ -1,12 +1,15 @@
 package compare
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
@@ -119,6 +122,9 @@ var answerCorpus = []string{
 	`{"resultType":"matrix","result":[{"metric":{"__name__":"http_requests_total","code":"200","pod":"p-1"},"values":[[1764079375,"0"],[1764079380,"123456789.125"],[1764079385,"1.7976931348623157e308"]]}]}`,
 	`{"resultType":"matrix","result":[{"metric":{"h":"native"},"histograms":[[1764079375,{"count":"2","sum":"1","buckets":[[0,"0","1","2"]]}]]},{"metric":{"h":"both"},"values":[[1,"1"]],"histograms":[[2,{"count":"1","sum":"1"}]]}]}`,
 	`{"resultType":"vector","result":[{"metric":{"h":"native"},"histogram":[1764079375,{"count":"2","sum":"1"}]}]}`,
+	`{"resultType":"matrix","result":null}`,
+	`{"result":null,"resultType":"vector"}`,
+	`{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1","extra",{"x":[1]}],[2,"2"]]}]}`,
 	`{"resultType":"matrix","extra":{"x":[1,2,{"y":null}],"z":true},"result":[{"metric":{"a":"1"},"values":[[1500000000,"1"]]}]}`,
 }
 
@@ -145,6 +151,26 @@ func TestAnswersDecodeAsClientGolangDecodes(t *testing.T) {
 		require.Error(t, err, bad)
 		require.NotErrorIs(t, err, ErrBadQuery, "a malformed answer is the source's fault: %s", bad)
 	}
+}
+
+// TestQueriesFallBackToGetWhenPostIsRefused: a proxy that refuses POST (405) gets the query
+// in the URL, as v1's GET fallback sent it.
+func TestQueriesFallBackToGetWhenPostIsRefused(t *testing.T) {
+	var methods []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		methods = append(methods, r.Method)
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		_, _ = fmt.Fprintf(w, `{"status":"success","data":{"resultType":"scalar","result":[1,%q]}}`, r.URL.Query().Get("query"))
+	}))
+	defer srv.Close()
+	p := newProm(t, PrometheusOptions{URL: srv.URL})
+	resps := p.Query(context.Background(), []Request{{Expr: "42", Time: time.Unix(1, 0)}})
+	require.NoError(t, resps[0].Err)
+	require.Equal(t, 42.0, resps[0].Series[0].Value)
+	require.Equal(t, []string{http.MethodPost, http.MethodGet}, methods)
 }
 
 func TestAnswersWithErrorsReadAsClientGolangReadsThem(t *testing.T) {

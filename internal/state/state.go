@@ -203,12 +203,17 @@ func (s *Store) Put(ctx context.Context, key string, r Record, revision uint64) 
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
-	s.putting(key, data)
+	h := s.putting(key, data)
 	var rev uint64
 	if revision == 0 {
 		rev, err = s.kv.Create(ctx, key, data)
 	} else {
 		rev, err = s.kv.Update(ctx, key, data, revision)
+	}
+	if err != nil {
+		// Not stored (or not known to be): no echo of it is to be skipped, and another
+		// writer's put of the same bytes must come through.
+		s.notPut(key, h)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists), isWrongLastSequence(err):
@@ -243,11 +248,21 @@ func (s *Store) PutEnded(ctx context.Context, r Record) error {
 
 // putting notes the value about to be put under key, before it is sent: its echo may come
 // before the put's answer.
-func (s *Store) putting(key string, data []byte) {
+func (s *Store) putting(key string, data []byte) uint64 {
 	h := maphash.Bytes(s.seed, data)
 	s.ownMu.Lock()
 	defer s.ownMu.Unlock()
 	s.own[key] = [2]uint64{h, s.own[key][0]}
+	return h
+}
+
+// notPut takes back putting's note of a put that failed.
+func (s *Store) notPut(key string, h uint64) {
+	s.ownMu.Lock()
+	defer s.ownMu.Unlock()
+	if own, ok := s.own[key]; ok && own[0] == h {
+		s.own[key] = [2]uint64{own[1], 0}
+	}
 }
 
 // echo reports whether a put seen by the watch is one of this Store's own latest two under

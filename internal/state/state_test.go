@@ -191,3 +191,31 @@ func TestLiveRefIsLiveKeysInverse(t *testing.T) {
 		require.False(t, ok, key)
 	}
 }
+
+// TestWatchOthersSeesAForeignPutOfBytesItFailedToPut: a put that conflicts is not stored,
+// so another Store's put of the very same bytes is not taken for its echo.
+func TestWatchOthersSeesAForeignPutOfBytesItFailedToPut(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mine, err := Open(ctx, js, Options{EndedTTL: time.Hour})
+	require.NoError(t, err)
+	theirs, err := Open(ctx, js, Options{EndedTTL: time.Hour})
+	require.NoError(t, err)
+	rec := record("prod", "checkout", "v2")
+	key := LiveKey(rec.Rollout)
+	rev, err := theirs.Put(ctx, key, rec, 0)
+	require.NoError(t, err)
+	updates, err := mine.WatchOthers(ctx)
+	require.NoError(t, err)
+
+	rec.Sequence++ // both apply the same event to the same record: the same bytes
+	_, err = mine.Put(ctx, key, rec, rev+7)
+	require.ErrorIs(t, err, ErrConflict)
+	theirRev, err := theirs.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	u := next(t, updates)
+	require.Equal(t, theirRev, u.Revision, "the other's put came through")
+	require.NotNil(t, u.Record)
+}
