@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ const (
 	DefaultRetryInitialInterval = 100 * time.Millisecond
 	DefaultRetryMaxInterval     = 10 * time.Second
 	DefaultMaxPending           = 100_000
+	DefaultLanes                = 16
 )
 
 // The reasons of analyzerd_verdicts_dropped_total.
@@ -56,6 +58,11 @@ type Options struct {
 	// dropped (and counted) to make room, so Enqueue never blocks nor grows memory without end
 	// while NATS is away.
 	MaxPending int
+	// Lanes is how many verdicts may be in flight at once, each of another rollout (a lane
+	// holds its rollouts' verdicts in order, and publishes one at a time): JetStream
+	// acknowledges each publication, and one at a time is one round trip a verdict, which at
+	// a few hundred verdicts a second is a queue. MaxPending is shared among them.
+	Lanes int
 	// OnPublished, when set, is called with each verdict JetStream acknowledged (stored now,
 	// or a duplicate of one stored before), from the publishing goroutine.
 	OnPublished func(v rollout.Verdict)
@@ -86,6 +93,9 @@ func (o Options) WithDefaults() Options {
 	if o.MaxPending == 0 {
 		o.MaxPending = DefaultMaxPending
 	}
+	if o.Lanes == 0 {
+		o.Lanes = DefaultLanes
+	}
 	return o
 }
 
@@ -103,6 +113,9 @@ func (o Options) Validate() error {
 	if o.MaxPending < 1 {
 		return fmt.Errorf("maxPending: must be at least 1, got %d", o.MaxPending)
 	}
+	if o.Lanes < 1 || o.Lanes > o.MaxPending {
+		return fmt.Errorf("lanes: must be within 1-maxPending (%d), got %d", o.MaxPending, o.Lanes)
+	}
 	return nil
 }
 
@@ -113,8 +126,9 @@ type item struct {
 	traceState  string
 }
 
-// Publisher publishes verdicts in the order they were enqueued, on
+// Publisher publishes each rollout's verdicts in the order they were enqueued, on
 // rollout.VerdictsSubject(prefix, v.Rollout), retrying each until JetStream stored it.
+// Rollouts are spread over lanes (Options.Lanes), which publish at once.
 type Publisher struct {
 	js      jetstream.JetStream
 	tracer  trace.Tracer
@@ -123,6 +137,14 @@ type Publisher struct {
 	metrics *metrics
 	// err is a problem with the options or the metrics found by New; Run and Flush return it.
 	err error
+
+	lanes []*lane
+}
+
+// lane is a queue of the verdicts of some rollouts, published one at a time, in order.
+type lane struct {
+	p          *Publisher
+	maxPending int
 
 	// sem is held by whoever publishes the head of the queue (Run or Flush), so verdicts go
 	// out one at a time, in order.
@@ -133,6 +155,18 @@ type Publisher struct {
 	items    []item // the queue is items[head:]
 	head     int
 	inflight bool // items[head] is being published
+}
+
+// laneOf is the lane of a rollout's verdicts.
+func (p *Publisher) laneOf(ref rollout.Ref) *lane {
+	if len(p.lanes) == 1 {
+		return p.lanes[0]
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(ref.Namespace))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(ref.Name))
+	return p.lanes[h.Sum32()%uint32(len(p.lanes))]
 }
 
 // New returns a Publisher; call Run to publish. A problem with opts is returned by Run and
@@ -148,11 +182,14 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 		js:     js,
 		opts:   opts,
 		log:    opts.Logger.With(zap.String("component", "publish")),
-		sem:    make(chan struct{}, 1),
-		wake:   make(chan struct{}, 1),
 	}
 	if err := opts.Validate(); err != nil {
 		p.err = fmt.Errorf("publisher options: %w", err)
+		opts.Lanes = 1
+	}
+	for range opts.Lanes {
+		p.lanes = append(p.lanes, &lane{p: p, maxPending: max(1, opts.MaxPending/opts.Lanes),
+			sem: make(chan struct{}, 1), wake: make(chan struct{}, 1)})
 	}
 	m, err := newMetrics(opts.Registerer, p.Pending)
 	if err != nil && p.err == nil {
@@ -165,21 +202,25 @@ func New(js jetstream.JetStream, opts Options) *Publisher {
 // Enqueue adds v to the queue. It never blocks. traceParent and traceState, when set, are the
 // W3C trace context the verdict's message carries.
 func (p *Publisher) Enqueue(v rollout.Verdict, traceParent, traceState string) {
+	p.laneOf(v.Rollout).enqueue(item{v: v, traceParent: traceParent, traceState: traceState})
+}
+
+func (p *lane) enqueue(it item) {
 	p.mu.Lock()
-	if pending := len(p.items) - p.head; pending >= p.opts.MaxPending {
+	if pending := len(p.items) - p.head; pending >= p.maxPending {
 		if p.inflight && pending > 1 {
 			// Keep the verdict being published at the head; drop the one after it.
 			dropped := p.items[p.head+1]
 			p.items[p.head+1] = p.items[p.head]
 			p.pop()
-			p.dropped(dropped, dropQueueFull)
+			p.p.dropped(dropped, dropQueueFull)
 		} else if !p.inflight {
 			dropped := p.items[p.head]
 			p.pop()
-			p.dropped(dropped, dropQueueFull)
+			p.p.dropped(dropped, dropQueueFull)
 		}
 	}
-	p.items = append(p.items, item{v: v, traceParent: traceParent, traceState: traceState})
+	p.items = append(p.items, it)
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -191,6 +232,10 @@ func (p *Publisher) Enqueue(v rollout.Verdict, traceParent, traceState string) {
 // the analyzer lost the rollout to another replica, which publishes from then on. The
 // verdict being published, if any, goes out (its number was stored before it was queued).
 func (p *Publisher) Revoke(ref rollout.Ref, revision string) int {
+	return p.laneOf(ref).revoke(ref, revision)
+}
+
+func (p *lane) revoke(ref rollout.Ref, revision string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	first := p.head
@@ -216,6 +261,14 @@ func (p *Publisher) Revoke(ref rollout.Ref, revision string) int {
 
 // Pending is the number of verdicts not yet published.
 func (p *Publisher) Pending() int {
+	n := 0
+	for _, l := range p.lanes {
+		n += l.pending()
+	}
+	return n
+}
+
+func (p *lane) pending() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.items) - p.head
@@ -228,13 +281,26 @@ func (p *Publisher) Run(ctx context.Context) error {
 	if p.err != nil {
 		return p.err
 	}
+	var wg sync.WaitGroup
+	for _, l := range p.lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.run(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (p *lane) run(ctx context.Context) {
 	for {
 		if err := p.drain(ctx); err != nil {
-			return nil
+			return
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-p.wake:
 		}
 	}
@@ -247,15 +313,27 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	if p.err != nil {
 		return p.err
 	}
-	if err := p.drain(ctx); err != nil {
-		return fmt.Errorf("flushing verdicts: %d left unpublished: %w", p.Pending(), err)
+	errs := make([]error, len(p.lanes))
+	var wg sync.WaitGroup
+	for i, l := range p.lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.drain(ctx)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("flushing verdicts: %d left unpublished: %w", p.Pending(), err)
+		}
 	}
 	return nil
 }
 
 // drain publishes the head of the queue until the queue is empty (nil) or ctx is done
 // (ctx.Err()).
-func (p *Publisher) drain(ctx context.Context) error {
+func (p *lane) drain(ctx context.Context) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -278,7 +356,7 @@ func (p *Publisher) drain(ctx context.Context) error {
 
 // publishHead publishes the verdict at the head of the queue and removes it from the queue,
 // unless ctx ends first. more is false when the queue was empty. The caller holds sem.
-func (p *Publisher) publishHead(ctx context.Context) (more bool, err error) {
+func (p *lane) publishHead(ctx context.Context) (more bool, err error) {
 	p.mu.Lock()
 	if p.head == len(p.items) {
 		p.mu.Unlock()
@@ -288,7 +366,7 @@ func (p *Publisher) publishHead(ctx context.Context) (more bool, err error) {
 	p.inflight = true
 	p.mu.Unlock()
 
-	err = p.publish(ctx, it)
+	err = p.p.publish(ctx, it)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -301,7 +379,7 @@ func (p *Publisher) publishHead(ctx context.Context) (more bool, err error) {
 }
 
 // pop removes the head of the queue. The caller holds mu.
-func (p *Publisher) pop() {
+func (p *lane) pop() {
 	p.items[p.head] = item{}
 	p.head++
 	if p.head == len(p.items) {

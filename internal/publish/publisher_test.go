@@ -128,7 +128,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 func TestPublishInOrderWithHeaders(t *testing.T) {
 	e := newEnv(t, true)
 	reg := prometheus.NewRegistry()
-	p := New(e.js, Options{Registerer: reg, Logger: zap.NewNop()})
+	p := New(e.js, Options{Registerer: reg, Logger: zap.NewNop(), Lanes: 1}) // one lane: the order is the queue's
 	start(t, p)
 
 	const n = 40
@@ -270,7 +270,7 @@ func TestFlushTimesOutWhenNATSIsAway(t *testing.T) {
 func TestEnqueueDropsOldestWhenFull(t *testing.T) {
 	e := newEnv(t, true)
 	reg := prometheus.NewRegistry()
-	p := New(e.js, Options{Registerer: reg, MaxPending: 3})
+	p := New(e.js, Options{Registerer: reg, MaxPending: 3, Lanes: 1})
 	for i := range 5 {
 		p.Enqueue(verdict("checkout", uint64(i+1), rollout.Pause), "", "")
 	}
@@ -331,7 +331,7 @@ func TestRunAndFlushTogetherKeepOrder(t *testing.T) {
 // TestRevokeDropsARolloutsQueuedVerdicts: what another replica now publishes leaves the
 // queue; other rollouts' verdicts and their order stay.
 func TestRevokeDropsARolloutsQueuedVerdicts(t *testing.T) {
-	p := New(nil, Options{})
+	p := New(nil, Options{Lanes: 1})
 	a, b := rollout.Ref{Namespace: "prod", Name: "a"}, rollout.Ref{Namespace: "prod", Name: "b"}
 	for seq := uint64(1); seq <= 3; seq++ {
 		p.Enqueue(rollout.Verdict{Rollout: a, Revision: "v2", Sequence: seq}, "", "")
@@ -341,9 +341,42 @@ func TestRevokeDropsARolloutsQueuedVerdicts(t *testing.T) {
 	require.Equal(t, 3, p.Revoke(a, "v2"))
 	require.Equal(t, 4, p.Pending())
 	var got []string
-	for _, it := range p.items[p.head:] {
+	for _, it := range p.lanes[0].items[p.lanes[0].head:] {
 		got = append(got, fmt.Sprintf("%s/%s/%d", it.v.Rollout.Name, it.v.Revision, it.v.Sequence))
 	}
 	require.Equal(t, []string{"b/v2/1", "b/v2/2", "b/v2/3", "a/v3/1"}, got)
 	require.Zero(t, p.Revoke(a, "v2"))
+}
+
+// TestLanesKeepEachRolloutsOrder: with verdicts of many rollouts spread over lanes, each
+// rollout's are stored in the order they were enqueued, and every one is.
+func TestLanesKeepEachRolloutsOrder(t *testing.T) {
+	e := newEnv(t, true)
+	p := New(e.js, Options{Lanes: 4})
+	start(t, p)
+	const rollouts, each = 20, 10
+	for seq := range each {
+		for r := range rollouts {
+			p.Enqueue(verdict(fmt.Sprintf("svc-%d", r), uint64(seq+1), rollout.Pause), "", "")
+		}
+	}
+	require.NoError(t, p.Flush(e.ctx))
+	require.Eventually(t, func() bool { return e.storedCount(t) == rollouts*each }, waitFor, 5*time.Millisecond)
+	next := map[string]uint64{}
+	lanes := map[*lane]bool{}
+	for _, m := range e.stored(t) {
+		var env struct {
+			Data struct {
+				Rollout  rollout.Ref `json:"rollout"`
+				Sequence uint64      `json:"sequence"`
+			} `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(m.Data, &env))
+		name := env.Data.Rollout.Name
+		next[name]++
+		require.Equal(t, next[name], env.Data.Sequence, "%s's verdicts in order", name)
+		lanes[p.laneOf(env.Data.Rollout)] = true
+	}
+	require.Len(t, next, rollouts)
+	require.Greater(t, len(lanes), 1, "the rollouts are spread over lanes")
 }
