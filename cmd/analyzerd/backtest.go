@@ -449,7 +449,7 @@ func writeSummary(w io.Writer, r replay.Rollout, evals []replay.Evaluation, fina
 		default:
 			line += fmt.Sprintf("%d evaluations", n)
 			if firstProceed != nil {
-				line += fmt.Sprintf(", first proceed after %s", firstProceed.Sub(s.At).Round(time.Second))
+				line += fmt.Sprintf(", first proceed after %s", firstProceed.Sub(s.At).Truncate(time.Second))
 			}
 			line += fmt.Sprintf(", last verdict %s at %s", last.Verdict, last.DecidedAt.UTC().Format(time.RFC3339))
 		}
