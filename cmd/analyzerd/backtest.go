@@ -103,7 +103,7 @@ func backtestCmd(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
-	bt, err := f.backtest()
+	bt, err := f.build()
 	if err != nil {
 		if len(config.Errors(err)) > 1 {
 			printProblems(stderr, "analyzerd backtest: config "+f.configPath+" is not valid:", err)
@@ -149,7 +149,7 @@ type backtest struct {
 }
 
 // backtest checks the flags and builds what they describe.
-func (f backtestFlags) backtest() (backtest, error) {
+func (f backtestFlags) build() (backtest, error) {
 	if f.from == "" || f.to == "" {
 		return backtest{}, errors.New("--from and --to are required (RFC 3339, e.g. 2026-11-25T14:00:00Z)")
 	}
