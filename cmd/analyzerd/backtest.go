@@ -105,8 +105,9 @@ func backtestCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	bt, err := f.build()
 	if err != nil {
-		if len(config.Errors(err)) > 1 {
-			printProblems(stderr, "analyzerd backtest: config "+f.configPath+" is not valid:", err)
+		var ps *problems
+		if errors.As(err, &ps) && len(config.Errors(ps.err)) > 1 {
+			printProblems(stderr, "analyzerd backtest: "+ps.what+":", ps.err)
 			return exitUsage
 		}
 		return usageErr(err)
@@ -141,6 +142,16 @@ func exitFor(final rollout.Decision) int {
 	}
 	return exitUndecided
 }
+
+// problems are what is wrong with something (a configuration, the rollout), listed one a
+// line when there are several.
+type problems struct {
+	what string
+	err  error
+}
+
+func (p *problems) Error() string { return p.what + ": " + p.err.Error() }
+func (p *problems) Unwrap() error { return p.err }
 
 // backtest is a backtest ready to run.
 type backtest struct {
@@ -222,7 +233,7 @@ func (f backtestFlags) build() (backtest, error) {
 		Steps: steps, To: to,
 	}
 	if err := r.Validate(); err != nil {
-		return backtest{}, err
+		return backtest{}, &problems{what: "the rollout is not valid", err: err}
 	}
 	return backtest{rollout: r, source: source}, nil
 }
@@ -258,7 +269,7 @@ func (f backtestFlags) load() (config.Config, string, error) {
 		cfg.Prometheus.URL = f.prometheus
 	}
 	if err := cfg.Validate(); err != nil {
-		return config.Config{}, "", err
+		return config.Config{}, "", &problems{what: "config " + f.configPath + " is not valid", err: err}
 	}
 	if name == "" {
 		if len(cfg.Templates) != 1 {
