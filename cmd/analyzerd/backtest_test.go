@@ -68,6 +68,7 @@ func TestBacktestBadInput(t *testing.T) {
 		"bad time":       {backtestArgs("http://127.0.0.1:9", "--from", "yesterday"), "--from: parsing time"},
 		"no steps":       {backtestArgs("http://127.0.0.1:9", "--steps", ""), "--steps or --steps-file is required"},
 		"both steps":     {backtestArgs("http://127.0.0.1:9", "--steps-file", "x"), "give one"},
+		"no steps file":  {backtestArgs("http://127.0.0.1:9", "--steps", "", "--steps-file", filepath.Join(dir, "none")), "--steps-file: open"},
 		"steps order":    {backtestArgs("http://127.0.0.1:9", "--steps", "10,25@14:05,50@14:01"), "step 2 (2026-11-25T14:01:00Z) does not come after step 1"},
 		"step after end": {backtestArgs("http://127.0.0.1:9", "--steps", "10,25@14:30"), "begins after the end"},
 		"missing var": {[]string{"backtest", "--config", "../../configs/analyzerd.yaml", "--template", "http-golden-signals",
@@ -105,7 +106,9 @@ func TestBacktestPrometheusUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	url := "http://" + ln.Addr().String()
 	require.NoError(t, ln.Close()) // nothing listens there now
-	code, out, errOut := runCmd(backtestArgs(url)...)
+	steps := filepath.Join(t.TempDir(), "steps")
+	require.NoError(t, os.WriteFile(steps, []byte("10 # at --from\n25@14:05\n"), 0o600))
+	code, out, errOut := runCmd(backtestArgs(url, "--steps", "", "--steps-file", steps)...)
 	require.Equal(t, exitUnavailable, code, "stdout: %s\nstderr: %s", out, errOut)
 	require.Contains(t, errOut, "metrics source unavailable at 2026-11-25T14:00:00Z")
 }
