@@ -43,7 +43,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("interval", 2*time.Second, "analysis interval for the demo (the shipped template says 10s)")
 	minStep := fs.Duration("min-step", 15*time.Second, "minimum step duration for the demo (the shipped template says 1m)")
 	faultRate := fs.Float64("fault-error-rate", 0.10, "the canary's error rate once the fault is injected")
-	hold := fs.Bool("hold", false, "keep everything running after the rollback until Ctrl-C (to explore with curl and the nats CLI)")
+	hold := fs.Bool("hold", false, "keep everything running after the rollback until Ctrl-C (to explore the rollout page /ui/, curl and the nats CLI)")
 	verbose := fs.Bool("v", false, "show the daemon's logs")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -254,8 +254,9 @@ func (d *demoRun) run(ctx context.Context, o demoOptions) error {
 			d.say("rolled back. The verdict a controller receives (trace %s):", v.TraceID)
 			fmt.Fprintln(d.out, string(indentJSON(r.Envelope.Data)))
 			d.say("the same verdict is served at http://%s/v1/rollouts/demo/checkout", info.HTTPAddr)
+			d.say("the rollout's page, its verdicts and charts: http://%s/ui/rollouts/demo/checkout (all rollouts: http://%s/ui/)", info.HTTPAddr, info.HTTPAddr)
 			if o.hold {
-				d.say("holding: NATS on %s, Prometheus on %s; Ctrl-C to stop", info.NATSURL, prom.URL())
+				d.say("holding: the page stays up on http://%s/ui/, NATS on %s, Prometheus on %s; Ctrl-C to stop", info.HTTPAddr, info.NATSURL, prom.URL())
 				<-ctx.Done()
 			}
 			return pub.Publish(context.WithoutCancel(ctx), ref, "demo-3", rollout.EventAborted, time.Now(), rolloutclient.Ended{Rollout: ref, Revision: "v2", Reason: "demo rollback"})

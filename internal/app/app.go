@@ -26,6 +26,7 @@ import (
 	"github.com/analyzerd/analyzerd/internal/analyzer"
 	"github.com/analyzerd/analyzerd/internal/compare"
 	"github.com/analyzerd/analyzerd/internal/config"
+	"github.com/analyzerd/analyzerd/internal/history"
 	"github.com/analyzerd/analyzerd/internal/httpapi"
 	"github.com/analyzerd/analyzerd/internal/ingest"
 	"github.com/analyzerd/analyzerd/internal/natsembed"
@@ -173,6 +174,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		AllowUnauthenticatedWrites: cfg.HTTP.AllowUnauthenticatedWrites,
 		MaxEventBytes:              cfg.Ingest.MaxEventBytes,
 		Gatherer:                   reg,
+		History:                    lazyHistory{&up},
+		TraceURL:                   cfg.HTTP.TraceURL,
 		Logger:                     log.Named("http"),
 		Ready: []httpapi.Check{
 			{Name: "nats", Check: func(context.Context) error {
@@ -296,7 +299,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 	}
 
 	info.HTTPAddr = ln.Addr().String()
-	up.Store(&running{nc: nc, js: js, an: an, events: ingest.NewPublisher(js, cfg.NATS.SubjectPrefix)})
+	up.Store(&running{nc: nc, js: js, an: an, events: ingest.NewPublisher(js, cfg.NATS.SubjectPrefix),
+		history: history.New(js, history.Options{Prefix: cfg.NATS.SubjectPrefix})})
 
 	// The group: everything runs until ctx is done or one part fails; then all stop.
 	runCtx, cancel := context.WithCancel(connCtx)
@@ -480,10 +484,11 @@ func (g *group) wait() error {
 
 // running is what the HTTP server needs of the parts that start once NATS is reached.
 type running struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	an     *analyzer.Analyzer
-	events *ingest.Publisher
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	an      *analyzer.Analyzer
+	events  *ingest.Publisher
+	history *history.Reader
 }
 
 // lazyVerdicts serves the analyzer's verdicts once it exists, and none before.
@@ -512,6 +517,25 @@ func (l lazyPublisher) Publish(ctx context.Context, ev rollout.Event) error {
 		return r.events.Publish(ctx, ev)
 	}
 	return httpapi.ErrNotConnected
+}
+
+// lazyHistory reads the verdict stream once NATS is reached, and fails before.
+type lazyHistory struct{ up *atomic.Pointer[running] }
+
+var errHistoryNotConnected = fmt.Errorf("%w: not connected to NATS yet", history.ErrUnavailable)
+
+func (l lazyHistory) Rollout(ctx context.Context, ref rollout.Ref) ([]rollout.Verdict, int, error) {
+	if r := l.up.Load(); r != nil {
+		return r.history.Rollout(ctx, ref)
+	}
+	return nil, 0, errHistoryNotConnected
+}
+
+func (l lazyHistory) Latest(ctx context.Context) ([]rollout.Verdict, bool, error) {
+	if r := l.up.Load(); r != nil {
+		return r.history.Latest(ctx)
+	}
+	return nil, false, errHistoryNotConnected
 }
 
 func (l lazyVerdicts) List() []rollout.Verdict {

@@ -145,6 +145,10 @@ type HTTP struct {
 	// AllowUnauthenticatedWrites opens the endpoints that write events to anyone who can
 	// reach the HTTP server, when no token is configured (a trusted network, a demo).
 	AllowUnauthenticatedWrites bool `yaml:"allowUnauthenticatedWrites"`
+	// TraceURL is the address of a trace in a trace UI, {traceId} standing for a verdict's
+	// trace id (https://jaeger.example/trace/{traceId}): the rollout page links each verdict
+	// to its trace. Empty: no links.
+	TraceURL string `yaml:"traceURL"`
 }
 
 // Ingest configures the event consumer.
@@ -644,6 +648,11 @@ func (c Config) ValidateEnv(env Env) error {
 	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
 		add("http.addr", "%q is not host:port (e.g. :8080)", c.HTTP.Addr)
 	}
+	if c.HTTP.TraceURL != "" {
+		if err := validTraceURL(c.HTTP.TraceURL); err != nil {
+			add("http.traceURL", "%v", err)
+		}
+	}
 	writeTokenEnv := env.Value(EnvHTTPWriteToken) != ""
 	if writeTokenEnv && c.HTTP.WriteTokenFile != "" {
 		add("http.writeTokenFile", "cannot be used together with %s: give the token one way", EnvHTTPWriteToken)
@@ -855,6 +864,25 @@ func Errors(err error) []error {
 		return joined.Unwrap()
 	}
 	return []error{err}
+}
+
+// validTraceURL checks a trace UI's address template: an absolute http(s) URL holding
+// {traceId}.
+func validTraceURL(s string) error {
+	if !strings.Contains(s, "{traceId}") {
+		return fmt.Errorf("%q must contain {traceId}, where a verdict's trace id goes", s)
+	}
+	u, err := url.Parse(strings.ReplaceAll(s, "{traceId}", "0"))
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q must be an absolute http:// or https:// URL", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not hold credentials", s)
+	}
+	return nil
 }
 
 // WriteToken returns the bearer token of the HTTP endpoints that write events, from

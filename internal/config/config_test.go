@@ -334,6 +334,9 @@ func validConfig() Config {
 // (and the placeholder checks of compare.CompileTemplate), each naming its field path.
 func TestValidateRules(t *testing.T) {
 	require.NoError(t, validConfig().Validate())
+	withTraceURL := validConfig()
+	withTraceURL.HTTP.TraceURL = "https://jaeger.example/trace/{traceId}?uiFind={traceId}"
+	require.NoError(t, withTraceURL.Validate())
 	existing := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(existing, []byte("t"), 0o600))
 	const tmpl = "templates[0] (x)."
@@ -365,6 +368,11 @@ func TestValidateRules(t *testing.T) {
 		{"replicas 6", func(c *Config) { c.NATS.Replicas = 6 }, "nats.replicas", 0},
 		{"stream max age 0", func(c *Config) { c.NATS.StreamMaxAge = 0 }, "nats.streamMaxAge", 0},
 		{"reconnect wait negative", func(c *Config) { c.NATS.ReconnectWait = -time.Second }, "nats.reconnectWait", 0},
+		// http
+		{"trace url without {traceId}", func(c *Config) { c.HTTP.TraceURL = "https://jaeger.example/trace/" }, "http.traceURL", 0},
+		{"trace url not http", func(c *Config) { c.HTTP.TraceURL = "javascript:alert({traceId})" }, "http.traceURL", 0},
+		{"trace url relative", func(c *Config) { c.HTTP.TraceURL = "/trace/{traceId}" }, "http.traceURL", 0},
+		{"trace url with credentials", func(c *Config) { c.HTTP.TraceURL = "https://u:p@jaeger.example/trace/{traceId}" }, "http.traceURL", 0},
 		// prometheus
 		{"prometheus url empty", func(c *Config) { c.Prometheus.URL = "" }, "prometheus.url", 0},
 		{"prometheus url not http", func(c *Config) { c.Prometheus.URL = "ftp://prometheus:9090" }, "prometheus.url", 0},

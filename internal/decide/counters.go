@@ -257,6 +257,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 
 	r := numbers(c, m)
 	r.Threshold = expressions(active)
+	r.Limits = limitsOf(active, r)
 	j := judgement{check: c, result: r}
 	set := func(o rollout.Outcome, msg string) judgement {
 		j.result.Outcome, j.result.Message = o, msg
@@ -332,7 +333,16 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	heldBack := false
 
 	// The sequential tests: rollback once the canary is shown worse than the margin.
-	eValue := 1.0
+	// eValue is the largest of the tests' e-values, eThreshold what it must reach (the
+	// threshold of the test it came from; before any, the smallest threshold).
+	eValue, eThreshold := 1.0, 0.0
+	evidence := func(e, threshold float64) {
+		if e > eValue {
+			eValue, eThreshold = e, threshold
+		} else if eValue == 1 && (eThreshold == 0 || threshold < eThreshold) {
+			eThreshold = threshold
+		}
+	}
 	var rejected, rejectedMsg string
 	var rejectedAgainst rollout.Reference
 	var described []string
@@ -344,6 +354,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 			switch ref {
 			case rollout.AgainstStable:
 				threshold := float64(len(cR)) / alpha
+				evidence(1, threshold)
 				described = append(described, fmt.Sprintf("%s x stable (e-value < %s)", trimFloat(theta0, 4), formatE(threshold)))
 				if !stableCounted {
 					continue
@@ -371,7 +382,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 					if math.IsNaN(e) {
 						e = 1
 					}
-					eValue = math.Max(eValue, e)
+					evidence(e, threshold)
 					onAll := full[i] >= threshold && aboveTolerance(cum[i], tol, alpha)
 					if onAll && e >= threshold && (cumW == nil || aboveTolerance(cumW[i], tol, alpha)) {
 						if rejected == "" {
@@ -386,6 +397,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				bp := pairsOf(c.Kind, baselineCounts(m), tested, estimated, false)
 				a := alpha / float64(max(1, len(bp)))
 				threshold := 2 / a
+				evidence(1, threshold)
 				described = append(described, fmt.Sprintf("%s x baseline (e-value < %s)", trimFloat(theta0, 4), formatE(threshold)))
 				if thinBaseline != "" || len(bp) == 0 {
 					continue
@@ -407,7 +419,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 						steadyShows = ew >= threshold && aboveTolerance(cumW[i], tol, alpha)
 						e = math.Min(e, ew)
 					}
-					eValue = math.Max(eValue, e)
+					evidence(e, threshold)
 					if eAll >= threshold && rejected == "" && aboveTolerance(cum[i], tol, alpha) {
 						// A degradation against the baseline that the stable side shares is
 						// not the canary's: it pauses (see sharedDegradation).
@@ -436,6 +448,9 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	}
 	if seqOn {
 		j.result.EValue = ptr(math.Min(eValue, math.MaxFloat64))
+		if eThreshold > 0 {
+			j.result.EValueThreshold = ptr(eThreshold)
+		}
 		desc := "canary " + what + " <= " + strings.Join(described, ", ")
 		if tol > 0 {
 			desc += " or <= " + formatValue(rollout.KindRatio, tol)

@@ -372,6 +372,7 @@ func judgeGuards(c rollout.Check, m rollout.Measurement, step, weight int, needS
 		active = append(active, g)
 	}
 	r.Threshold = expressions(active)
+	r.Limits = limitsOf(active, r)
 	j := judgement{check: c, result: r}
 	set := func(o rollout.Outcome, msg string) judgement {
 		if skipped && o == rollout.Pass {
@@ -530,6 +531,46 @@ func expressions(guards []rollout.Guard) string {
 		parts[i] = g.Expression()
 	}
 	return strings.Join(parts, "; ")
+}
+
+// limitsOf are the guards' bounds on the canary's value, given the references in r: for a
+// delta the reference plus the bound, for a ratio the reference times it. A bound whose
+// reference r does not hold is nil; nil when there are no guards.
+func limitsOf(guards []rollout.Guard, r rollout.CheckResult) []rollout.Limit {
+	if len(guards) == 0 {
+		return nil
+	}
+	out := make([]rollout.Limit, len(guards))
+	for i, g := range guards {
+		l := rollout.Limit{Guard: g.Expression()}
+		var ref *float64
+		switch g.Against {
+		case rollout.AgainstStable:
+			ref = r.Stable
+		case rollout.AgainstBaseline:
+			ref = r.Baseline
+		}
+		bound := func(b *float64) *float64 {
+			switch {
+			case b == nil:
+				return nil
+			case g.Against == rollout.AgainstNone:
+				return ptr(*b)
+			case ref == nil:
+				return nil
+			case g.Measure == rollout.MeasureRatio:
+				return ptr(*ref * *b)
+			default:
+				return ptr(*ref + *b)
+			}
+		}
+		l.Min, l.Max = bound(g.Min), bound(g.Max)
+		if l.Min != nil && l.Max != nil && *l.Min > *l.Max { // a ratio to a negative reference
+			l.Min, l.Max = l.Max, l.Min
+		}
+		out[i] = l
+	}
+	return out
 }
 
 // ptr returns a pointer to f, or nil when f is NaN or infinite: a verdict's numbers must

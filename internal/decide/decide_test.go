@@ -1158,3 +1158,53 @@ func TestPropertyCriticalFailureRollsBack(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsTranslateGuardsToTheCanarysValue(t *testing.T) {
+	r := rollout.CheckResult{Stable: num(0.004), Baseline: num(0.2)}
+	got := limitsOf([]rollout.Guard{
+		{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: num(0.01)},
+		{Against: rollout.AgainstBaseline, Measure: rollout.MeasureRatio, Min: num(0.9), Max: num(1.1)},
+		{Max: num(0.7)},
+	}, r)
+	require.Len(t, got, 3)
+	require.Equal(t, "canary - stable < 0.01", got[0].Guard)
+	require.Nil(t, got[0].Min)
+	require.InDelta(t, 0.014, *got[0].Max, 1e-12)
+	require.InDelta(t, 0.18, *got[1].Min, 1e-12)
+	require.InDelta(t, 0.22, *got[1].Max, 1e-12)
+	require.InDelta(t, 0.7, *got[2].Max, 1e-12)
+
+	// No stable value yet: the guard is listed without a bound.
+	got = limitsOf([]rollout.Guard{{Against: rollout.AgainstStable, Measure: rollout.MeasureDelta, Max: num(0.01)}}, rollout.CheckResult{})
+	require.Len(t, got, 1)
+	require.Nil(t, got[0].Max)
+	require.Nil(t, limitsOf(nil, r))
+}
+
+// TestVerdictsCarryTheGuardsLimits: each check of a verdict carries its active guards as
+// bounds on the canary's value, for a value check and for a counter check alike.
+func TestVerdictsCarryTheGuardsLimits(t *testing.T) {
+	cpu := rollout.Check{Name: "cpu", Kind: rollout.KindValue, Query: "q",
+		Guards: []rollout.Guard{vsStable(rollout.MeasureRatio, 1.5), {Max: num(0.7)}}}
+	errs := seqRatio("error-rate", 0.25)
+	errs.Guards = []rollout.Guard{vsStable(rollout.MeasureDelta, 0.01)}
+	base := counted(5, 1000)
+	res := Decide(in(tmpl(cpu, errs),
+		rollout.Measurement{Check: "cpu", Canary: okR(0.5, 10), Stable: okR(0.4, 10)},
+		rollout.Measurement{Check: "error-rate", Canary: counted(4, 2000), Stable: counted(36, 18000), Baseline: &base,
+			Through: t0.Add(2 * time.Minute), ScrapeInterval: time.Second},
+	))
+	require.Len(t, res.Checks, 2)
+	byName := map[string]rollout.CheckResult{}
+	for _, c := range res.Checks {
+		byName[c.Metric] = c
+	}
+	l := byName["cpu"].Limits
+	require.Len(t, l, 2)
+	require.InDelta(t, 0.6, *l[0].Max, 1e-12, "1.5 x stable's 0.4")
+	require.InDelta(t, 0.7, *l[1].Max, 1e-12)
+	l = byName["error-rate"].Limits
+	require.Len(t, l, 1)
+	require.Equal(t, "canary - stable < 0.01", l[0].Guard)
+	require.InDelta(t, 0.002+0.01, *l[0].Max, 1e-12, "stable's 0.2% plus a point")
+}

@@ -160,6 +160,8 @@ func TestSequentialRollsBackAtOnceWithItsEValue(t *testing.T) {
 	require.NotNil(t, res.Checks[0].EValue)
 	require.GreaterOrEqual(t, *res.Checks[0].EValue, 100.0, "alpha 0.01 over one test")
 	require.Equal(t, "canary rate <= 1.1 x stable (e-value < 100) or <= 0.1%", res.Checks[0].Threshold)
+	require.NotNil(t, res.Checks[0].EValueThreshold, "the chart's 1/alpha")
+	require.InDelta(t, 100, *res.Checks[0].EValueThreshold, 1e-9)
 	require.True(t, res.Evidence.RolledBack)
 	require.Equal(t, 1, res.Evidence.Checks["error-rate"].Failures)
 }
@@ -197,6 +199,10 @@ func TestSequentialAgainstBaselineOnly(t *testing.T) {
 	res := Decide(in)
 	require.Equal(t, rollout.Rollback, res.Decision, "2%% against a 0.1%% baseline, with no stable traffic at all")
 	require.Contains(t, res.Reason, "vs baseline 0.1%")
+	// The baseline test spends its alpha on both sides of the baseline's bound: 2/alpha.
+	require.NotNil(t, res.Checks[0].EValueThreshold)
+	require.InDelta(t, 200, *res.Checks[0].EValueThreshold, 1e-9)
+	require.GreaterOrEqual(t, *res.Checks[0].EValue, *res.Checks[0].EValueThreshold)
 
 	// A thin baseline cannot be tested against: nothing to compare with, so no pass.
 	thinBase := counted(0, 10)

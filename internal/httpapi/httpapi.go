@@ -1,6 +1,8 @@
 // Package httpapi serves analyzerd's HTTP endpoints: /metrics, /healthz, /readyz, the read
 // API for pull-based controllers, GET /v1/rollouts and GET /v1/rollouts/{namespace}/{name}
-// (step-aware with ?step=&weight=), and the endpoints through which controllers start and
+// (step-aware with ?step=&weight=), the rollout pages /ui/ and /ui/rollouts/{namespace}/{name}
+// and their JSON GET /v1/rollouts/{namespace}/{name}/history (read from the verdict stream,
+// read only), and the endpoints through which controllers start and
 // drive analyses with no NATS publisher of their own: POST /v1/events (CloudEvents over
 // HTTP), POST /v1/argo/analysis (an Argo Rollouts web metric), and Flagger's webhooks
 // POST /v1/flagger/gate, /v1/flagger/rollback and /v1/flagger/post-rollout. Every event they
@@ -59,8 +61,18 @@ type Options struct {
 	AllowUnauthenticatedWrites bool
 	// MaxEventBytes bounds an event's size, as ingest.maxEventBytes (64 KiB when zero).
 	MaxEventBytes int
-	// Now is the clock of the events' times (time.Now when nil).
+	// Now is the clock of the events' times, and of the list page (time.Now when nil).
 	Now func() time.Time
+
+	// History reads the verdict stream for the rollout pages (/ui/) and
+	// GET /v1/rollouts/{namespace}/{name}/history; nil: they answer 503.
+	History History
+	// TraceURL is a trace UI's address of a trace, {traceId} standing for a verdict's trace
+	// id: the pages link each verdict to its trace. Empty: no links.
+	TraceURL string
+	// RecentWindow is how long a rollout whose analysis ended stays on the list page
+	// (DefaultRecentWindow when zero).
+	RecentWindow time.Duration
 }
 
 // Server is the HTTP server.
@@ -83,6 +95,9 @@ func New(opts Options) *Server {
 	if opts.Positions == nil {
 		opts.Positions = noPositions{}
 	}
+	if opts.RecentWindow <= 0 {
+		opts.RecentWindow = DefaultRecentWindow
+	}
 	s := &Server{opts: opts}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
@@ -104,6 +119,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/rollouts", s.list)
 	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}", s.get)
+	mux.HandleFunc("GET /v1/rollouts/{namespace}/{name}/history", s.history)
+	mux.HandleFunc("GET /ui/{$}", s.listPage)
+	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ui/", http.StatusMovedPermanently) })
+	mux.HandleFunc("GET /ui/rollouts/{namespace}/{name}", s.rolloutPage)
 	mux.HandleFunc("POST /v1/flagger/gate", s.flaggerGate)
 	mux.HandleFunc("POST /v1/flagger/rollback", s.flaggerRollback)
 	mux.HandleFunc("POST /v1/flagger/post-rollout", s.flaggerPostRollout)

@@ -91,6 +91,14 @@ func MarshalVerdict(v rollout.Verdict) ([]byte, error) {
 		c.RelativeDelta = finite(c.RelativeDelta)
 		c.BaselineDelta = finite(c.BaselineDelta)
 		c.BaselineRelativeDelta = finite(c.BaselineRelativeDelta)
+		c.EValueThreshold = finite(c.EValueThreshold)
+		if c.Limits != nil {
+			limits := make([]rollout.Limit, len(c.Limits))
+			for k, l := range c.Limits {
+				limits[k] = rollout.Limit{Guard: l.Guard, Min: finite(l.Min), Max: finite(l.Max)}
+			}
+			c.Limits = limits
+		}
 		checks[i] = c
 	}
 	return marshal(verdictJSON{

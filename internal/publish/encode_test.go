@@ -38,6 +38,8 @@ func rollbackVerdict() rollout.Verdict {
 				BaselineDelta: ptr(0.049), BaselineRelativeDelta: ptr(16.0),
 				Threshold: "canary - stable < 0.01",
 				Samples:   rollout.Samples{Canary: 1830, Stable: 16470},
+				EValue:    ptr(412), EValueThreshold: ptr(100),
+				Limits: []rollout.Limit{{Guard: "canary - stable < 0.01", Max: ptr(0.014)}},
 			},
 			{
 				Metric: "latency-p95", Outcome: rollout.NoData,
@@ -46,6 +48,8 @@ func rollbackVerdict() rollout.Verdict {
 				Threshold: "canary / stable < 1.1",
 				Samples:   rollout.Samples{Canary: 0, Stable: 16470},
 				Message:   "no canary series for http_request_duration_seconds_bucket",
+				// Not finite: left out, like every optional number.
+				Limits: []rollout.Limit{{Guard: "canary / stable < 1.1", Max: ptr(math.Inf(1))}},
 			},
 		},
 		// Nanoseconds and a zone: the wire has UTC and milliseconds.
@@ -73,6 +77,13 @@ func TestEncodeGolden(t *testing.T) {
 	var want bytes.Buffer
 	require.NoError(t, json.Compact(&want, golden))
 	require.Equal(t, want.String(), string(got))
+}
+
+func TestMarshalLeavesTheVerdictAlone(t *testing.T) {
+	v := rollbackVerdict()
+	_, err := MarshalVerdict(v)
+	require.NoError(t, err)
+	require.True(t, math.IsInf(*v.Checks[1].Limits[0].Max, 1), "the caller's limits are not rewritten")
 }
 
 func TestEncodeEnvelope(t *testing.T) {
@@ -107,6 +118,7 @@ func TestEncodeEnvelope(t *testing.T) {
 	want := rollbackVerdict()
 	want.DecidedAt = time.Date(2026, 11, 25, 14, 3, 10, 120_000_000, time.UTC)
 	want.Checks[1].RelativeDelta = nil
+	want.Checks[1].Limits[0].Max = nil
 	require.Equal(t, want, back)
 }
 

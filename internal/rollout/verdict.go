@@ -65,9 +65,26 @@ type CheckResult struct {
 	// worse than its margin (the largest of its tests; 1 is none, rollback at 1/alpha).
 	// Optional (added to v1): absent when the check runs no sequential test.
 	EValue *float64 `json:"eValue,omitempty"`
+	// EValueThreshold is what EValue must reach for a rollback: 1/alpha of the test behind
+	// EValue, alpha being that test's share of the template's budget. Optional (added to v1):
+	// absent with EValue.
+	EValueThreshold *float64 `json:"eValueThreshold,omitempty"`
+	// Limits are the check's active guards as bounds on the canary's value at this
+	// evaluation: a guard "canary - stable < 0.01" with stable at 0.004 is the limit
+	// {max: 0.014}. Optional (added to v1): absent when no guard applies; a guard whose
+	// reference is not known yet has no bound.
+	Limits []Limit `json:"limits,omitempty"`
 	// Message says why a check is not pass when the numbers alone do not: no data, a query
 	// error, too few samples. Optional.
 	Message string `json:"message,omitempty"`
+}
+
+// Limit is one guard's bounds on the canary's value: the guard holds when Min < canary < Max.
+// A bound that does not exist, or cannot be computed yet, is nil and omitted.
+type Limit struct {
+	Guard string   `json:"guard"`
+	Min   *float64 `json:"min,omitempty"`
+	Max   *float64 `json:"max,omitempty"`
 }
 
 // Samples counts the observations behind a check's values (requests, for the HTTP checks).
