@@ -20,6 +20,7 @@ import (
 	"github.com/analyzerd/analyzerd/internal/config"
 	"github.com/analyzerd/analyzerd/internal/replay"
 	"github.com/analyzerd/analyzerd/internal/rollout"
+	"github.com/analyzerd/analyzerd/internal/ui"
 )
 
 // The exit statuses of `analyzerd backtest`: the final verdict (0, 1, 2), or why there is
@@ -30,6 +31,7 @@ const (
 	exitUndecided   = 2
 	exitUsage       = 64 // bad flags, configuration, template or steps
 	exitUnavailable = 69 // Prometheus could not be queried
+	exitCantCreate  = 73 // --report could not be written
 	exitInterrupted = 130
 )
 
@@ -57,6 +59,7 @@ func (f *kvFlag) Set(s string) error {
 type backtestFlags struct {
 	configPath, template, templateFile, prometheus string
 	from, to, steps, stepsFile, rollout, revision  string
+	report                                         string
 	args, canary, stable                           kvFlag
 	changes                                        bool
 	configGiven                                    bool
@@ -83,6 +86,7 @@ func backtestCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.stepsFile, "steps-file", "", "a file holding the steps as --steps does, separated by commas or new lines (# starts a comment)")
 	fs.StringVar(&f.rollout, "rollout", "backtest/rollout", "namespace/name the verdicts are about")
 	fs.StringVar(&f.revision, "revision", "", "the revision the verdicts are about (default: the canary's variables)")
+	fs.StringVar(&f.report, "report", "", "also write the verdicts as the daemon's rollout page (HTML: the timeline, each check's charts of values and e-value) to this file")
 	fs.BoolVar(&f.changes, "changes", false, "print only the evaluations whose step or verdict differs from the one before, and the last")
 	if code, ok := parseCommand(fs, backtestUsage, args, stdout, stderr); !ok {
 		if code != 0 {
@@ -113,6 +117,15 @@ func backtestCmd(args []string, stdout, stderr io.Writer) int {
 		return usageErr(err)
 	}
 
+	var report *os.File
+	if f.report != "" {
+		// Created first, so that a path it cannot be written to fails before the work.
+		if report, err = os.Create(f.report); err != nil {
+			return usageErr(fmt.Errorf("--report: %w", err))
+		}
+		defer report.Close()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	evals, err := replay.Run(ctx, compare.NewPerRollout(bt.source), bt.rollout)
@@ -121,6 +134,9 @@ func backtestCmd(args []string, stdout, stderr io.Writer) int {
 			writeTimeline(stdout, bt.rollout, evals, f.changes)
 		}
 		fmt.Fprintln(stderr, "analyzerd backtest:", err)
+		if report != nil {
+			_ = writeReport(report, bt.rollout, evals, fmt.Sprintf("stopped: %v", err))
+		}
 		if errors.Is(err, replay.ErrUnavailable) {
 			return exitUnavailable
 		}
@@ -129,7 +145,39 @@ func backtestCmd(args []string, stdout, stderr io.Writer) int {
 	writeTimeline(stdout, bt.rollout, evals, f.changes)
 	final := replay.Final(evals)
 	writeSummary(stdout, bt.rollout, evals, final)
+	if report != nil {
+		if err := writeReport(report, bt.rollout, evals, fmt.Sprintf("final verdict %s", final)); err != nil {
+			fmt.Fprintln(stderr, "analyzerd backtest: --report:", err)
+			return exitCantCreate
+		}
+		fmt.Fprintf(stdout, "the rollout page: %s\n", f.report)
+	}
 	return exitFor(final)
+}
+
+// writeReport writes the verdicts as the daemon's rollout page, its status saying that
+// they come from a backtest, and how it ended.
+func writeReport(w *os.File, r replay.Rollout, evals []replay.Evaluation, ending string) error {
+	verdicts := make([]rollout.Verdict, len(evals))
+	for i, e := range evals {
+		verdicts[i] = e.Verdict
+	}
+	h := ui.NewHistory(r.Ref, verdicts)
+	h.Status = fmt.Sprintf("Backtest of template %s on Prometheus history from %s to %s UTC (steps at %s): %s.",
+		r.Template.Name, r.Steps[0].At.UTC().Format(time.RFC3339), r.To.UTC().Format(time.RFC3339), stepsText(r.Steps), ending)
+	if err := ui.RenderRollout(w, h, ui.Options{}); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// stepsText writes steps as --steps takes them.
+func stepsText(steps []replay.Step) string {
+	parts := make([]string, len(steps))
+	for i, s := range steps {
+		parts[i] = strconv.Itoa(s.Weight) + "@" + s.At.UTC().Format("15:04:05")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // exitFor is the exit status that says a final verdict.
@@ -481,7 +529,8 @@ one to the next. Prints the verdicts as a table and each step's outcome.
 The exit status is the final verdict: 0 proceed, 1 rollback, 2 never decided (the last step
 below weight 100 ended on pause; a step at 100 is full promotion and, with no stable traffic
 to compare with, decides nothing, unless it is the only one); 64 for bad flags, configuration,
-template or steps; 69 when Prometheus could not be queried.
+template or steps; 69 when Prometheus could not be queried; 73 when --report could not be
+written. --report FILE.html writes the daemon's rollout page of the verdicts as well.
 
 Example:
   analyzerd backtest --config configs/analyzerd.yaml --template http-golden-signals \

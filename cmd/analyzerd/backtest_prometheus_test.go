@@ -107,8 +107,20 @@ func TestBacktestOnBackfilledHistory(t *testing.T) {
 	require.Contains(t, out, "final verdict: proceed (exit status 0)")
 	require.Contains(t, out, "step 2 (50%, from 2026-11-25T14:10:00Z): ")
 
-	code, out, errOut = backtest("payments", "--changes")
+	page := filepath.Join(t.TempDir(), "payments.html")
+	code, out, errOut = backtest("payments", "--changes", "--report", page)
 	require.Equal(t, exitRollback, code, errOut)
+	require.Contains(t, out, "the rollout page: "+page)
+	html, err := os.ReadFile(page)
+	require.NoError(t, err)
+	for _, want := range []string{
+		"<!DOCTYPE html>",
+		"Backtest of template http-golden-signals on Prometheus history from 2026-11-25T14:00:00Z to 2026-11-25T14:20:00Z UTC (steps at 10@14:00:00, 25@14:05:00, 50@14:10:00, 100@14:15:00): final verdict rollback.",
+		"backtest/rollout", "<svg", "error-rate", "latency-p99", "rollback", "canary 2.04% vs stable 0.04%",
+	} {
+		require.Contains(t, string(html), want)
+	}
+	require.NotContains(t, string(html), url, "the page does not name the Prometheus it read")
 	all = rows(t, out)
 	last := all[len(all)-1]
 	require.Equal(t, "rollback", last.verdict, last.reason)

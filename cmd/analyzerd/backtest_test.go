@@ -84,6 +84,7 @@ func TestBacktestBadInput(t *testing.T) {
 		"bad config":      {backtestArgs("http://127.0.0.1:9", "--config", bad), "bad.yaml"},
 		"stray argument":  {append(backtestArgs("http://127.0.0.1:9"), "extra"), `unexpected argument "extra"`},
 		"bad rollout ref": {backtestArgs("http://127.0.0.1:9", "--rollout", "checkout"), "--rollout: want namespace/name"},
+		"bad report path": {backtestArgs("http://127.0.0.1:9", "--report", filepath.Join(dir, "no", "such", "dir.html")), "--report: open"},
 		"two problems": {backtestArgs("http://127.0.0.1:9", "--steps", "10,25@14:30,50@14:01"),
 			"analyzerd backtest: the rollout is not valid:\n  - step 1 (2026-11-25T14:30:00Z) begins after the end (2026-11-25T14:20:00Z)\n  - step 2 (2026-11-25T14:01:00Z) does not come after step 1"},
 	} {
