@@ -5,6 +5,7 @@
 //	analyzerd validate --config FILE
 //	analyzerd demo
 //	analyzerd watch [--nats-url URL] [--namespace NS]
+//	analyzerd backtest --from TIME --to TIME --steps W@T,... [--template NAME] [flags]
 //	analyzerd version
 package main
 
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return simulateCmd(args[1:], stdout, stderr)
 		case "bench":
 			return benchCmd(args[1:], stdout, stderr)
+		case "backtest":
+			return backtestCmd(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, tracing.Version(version))
 			return 0
@@ -72,6 +75,7 @@ Usage:
   analyzerd watch [flags]          a live view of the rollouts and their latest verdicts
   analyzerd simulate [flags]       benchmark a template on simulated traffic against threshold policies
   analyzerd bench [flags]          measure the daemon at scale: N live rollouts on real NATS and Prometheus
+  analyzerd backtest [flags]       run a template on Prometheus history of a past deployment; exit 0 proceed, 1 rollback, 2 undecided
   analyzerd version                print the version
 `)
 }

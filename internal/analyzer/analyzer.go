@@ -11,7 +11,6 @@ import (
 	"hash/fnv"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/analyzerd/analyzerd/internal/compare"
 	"github.com/analyzerd/analyzerd/internal/decide"
+	"github.com/analyzerd/analyzerd/internal/replay"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/state"
 )
@@ -832,24 +832,12 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 		a.plan(an, a.opts.Now())
 		return
 	}
-	for i := range res.measurements {
-		if b, ok := an.rec.Baseline[res.measurements[i].Check]; ok {
-			b := b
-			res.measurements[i].Baseline = &b
-		}
-	}
 	r := an.rec
 	decideBegan := time.Now()
 	_, decideSpan := a.opts.Tracer.Start(trace.ContextWithSpan(context.Background(), j.span), "decide")
-	d := decide.Decide(decide.Input{
-		Template:     an.template.Template,
-		Step:         r.Step,
-		Weight:       r.Weight,
-		StepStarted:  r.StepStarted,
-		Now:          j.now,
-		Measurements: res.measurements,
-		Evidence:     r.Evidence,
-	})
+	// The same decision as `analyzerd backtest` makes on history (replay.Decide).
+	d := replay.Decide(an.template, replay.Position{Step: r.Step, Weight: r.Weight, StepStarted: r.StepStarted},
+		r.Baseline, r.Evidence, j.now, res.measurements)
 	an.rec.Evidence = d.Evidence
 	an.rec.Sequence++
 	explain(decideSpan, d, an.rec.Sequence)
@@ -963,19 +951,7 @@ func (an *analysis) backoff() time.Duration {
 
 // unreachable reports whether every query of an evaluation failed because the metrics
 // source could not be reached.
-func unreachable(res result) bool {
-	if len(res.measurements) == 0 {
-		return false
-	}
-	for _, m := range res.measurements {
-		for _, r := range []rollout.Reading{m.Canary, m.Stable} {
-			if r.Status != rollout.StatusError || !strings.Contains(r.Message, compare.ErrUnavailable.Error()) {
-				return false
-			}
-		}
-	}
-	return true
-}
+func unreachable(res result) bool { return replay.Unreachable(res.measurements) }
 
 // store writes an analysis's record with compare-and-swap, renewing its lease, and then hands
 // the sink the verdicts it holds: a verdict is published only once its sequence number is

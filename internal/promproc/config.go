@@ -45,6 +45,8 @@ type Options struct {
 	Log io.Writer
 	// Args are extra command-line flags, e.g. "--query.lookback-delta=1m".
 	Args []string
+	// Addr is the host:port to listen on; empty picks a free loopback port.
+	Addr string
 }
 
 func (o Options) withDefaults() Options {
@@ -79,6 +81,11 @@ func (o Options) Validate() error {
 		}
 		if !validInterval(d) {
 			return fmt.Errorf("scrape interval of job %q must be a positive whole number of milliseconds, got %s", job, d)
+		}
+	}
+	if o.Addr != "" {
+		if _, _, err := net.SplitHostPort(o.Addr); err != nil {
+			return fmt.Errorf("addr %q is not host:port: %w", o.Addr, err)
 		}
 	}
 	seen := map[[2]string]bool{}

@@ -54,6 +54,7 @@ type Process struct {
 	log        *lenientWriter
 	targets    int
 	addr       string // 127.0.0.1:port, fixed for the life of the Process
+	fixedAddr  string // Options.Addr
 	api        v1.API
 	http       *http.Client
 
@@ -102,12 +103,13 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 // newProcess prepares the directories and the configuration file, without starting anything.
 func newProcess(opts Options, binary string, config []byte) (*Process, error) {
 	p := &Process{
-		binary:  binary,
-		dir:     opts.Dir,
-		args:    opts.Args,
-		log:     &lenientWriter{w: opts.Log},
-		targets: len(opts.Targets),
-		http:    &http.Client{Timeout: 5 * time.Second},
+		binary:    binary,
+		dir:       opts.Dir,
+		args:      opts.Args,
+		fixedAddr: opts.Addr,
+		log:       &lenientWriter{w: opts.Log},
+		targets:   len(opts.Targets),
+		http:      &http.Client{Timeout: 5 * time.Second},
 	}
 	if p.dir == "" {
 		dir, err := os.MkdirTemp("", "promproc-")
@@ -139,6 +141,12 @@ func (p *Process) cleanup(err error) error {
 func (p *Process) start(ctx context.Context) error {
 	ctx, cancel := withStartDeadline(ctx)
 	defer cancel()
+	if p.fixedAddr != "" {
+		if err := p.useAddr(p.fixedAddr); err != nil {
+			return err
+		}
+		return p.launch(ctx)
+	}
 	// Another process may take the free port between our check and Prometheus's listen:
 	// then try another one.
 	var err error
@@ -158,7 +166,11 @@ func (p *Process) start(ctx context.Context) error {
 }
 
 func (p *Process) setAddr(port int) error {
-	p.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return p.useAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+}
+
+func (p *Process) useAddr(addr string) error {
+	p.addr = addr
 	client, err := api.NewClient(api.Config{Address: p.URL()})
 	if err != nil {
 		return fmt.Errorf("creating an API client for %s: %w", p.URL(), err)
