@@ -888,48 +888,17 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	a.store(ctx, an)
 }
 
-// nextAfter is when an analysis's next evaluation is due after the one of j: as soon as new
-// samples can have come (compare.NextEvaluation), but, after evaluations in a row that found
-// none (the scrape awaited came late, or the feed had not read it yet), 1 s, 2 s, 4 s... after
-// the last (up to the interval): a late scrape is met at about its pace, not polled every
-// second by every rollout while Prometheus is slow.
+// nextAfter is when an analysis's next evaluation is due after the one of j (replay.Next),
+// counting the evaluations in a row that found no new sample. An evaluation whose step
+// changed while it ran is not one of them.
 func (an *analysis) nextAfter(j job, res result) time.Time {
-	next := compare.NextEvaluation(j.now, an.template.Template, res.measurements)
-	if j.stepGen != an.rec.StepGen || !nothingNew(an.rec.Evidence, an.rec.StepStarted, res.measurements) {
+	if j.stepGen != an.rec.StepGen {
 		an.idle = 0
-		return next
+		return compare.NextEvaluation(j.now, an.template.Template, res.measurements)
 	}
-	an.idle++
-	wait := an.template.Interval
-	if an.idle <= 8 {
-		wait = min(wait, time.Second<<(an.idle-1))
-	}
-	return later(next, j.now.Add(wait))
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// nothingNew reports whether an evaluation's counter checks all counted up to where the
-// evidence's did already in the same step (no new sample came since), and it has at least
-// one. A value check does not wait for samples: in a template with both, the counter checks
-// say when the next evaluation is due (at most the interval).
-func nothingNew(ev decide.Evidence, stepStarted time.Time, ms []rollout.Measurement) bool {
-	counters := false
-	for _, m := range ms {
-		if m.Through.IsZero() {
-			continue // a value check, or no sample at all: nothing to wait for
-		}
-		counters = true
-		if ce, ok := ev.Checks[m.Check]; !ok || !ce.StepStarted.Equal(stepStarted) || m.Through.After(ce.Through) {
-			return false
-		}
-	}
-	return counters
+	var next time.Time
+	next, an.idle = replay.Next(an.template, j.now, res.measurements, an.rec.Evidence, an.rec.StepStarted, an.idle)
+	return next
 }
 
 // maxBackoff bounds how far evaluations back off while the metrics source is unreachable.

@@ -152,9 +152,9 @@ type Evaluation struct {
 var ErrUnavailable = errors.New("metrics source unavailable")
 
 // Run evaluates the rollout over history as the daemon would have: at its start (the daemon
-// evaluates a new analysis at once), then at the data's pace (compare.NextEvaluation: the
-// next scrape the counts wait for, at least minInterval and at most interval later), and at
-// once at each step's event. The baseline is captured at the first evaluation, over the
+// evaluates a new analysis at once), then at the data's pace (Next: the next scrape the counts
+// wait for, at least minInterval and at most interval later, backing off while none comes),
+// and at once at each step's event. The baseline is captured at the first evaluation, over the
 // baselineWindow before the start (and at each evaluation until it is captured, as the
 // daemon does). Evidence carries from each decision to the next; a rollback is final. It
 // returns the evaluations up to r.To, and stops with an error wrapping ErrUnavailable when
@@ -171,6 +171,7 @@ func Run(ctx context.Context, m Measurer, r Rollout) ([]Evaluation, error) {
 		seq      uint64
 		step     = 0
 		now      = started
+		idle     int // evaluations in a row without a new sample (Next)
 	)
 	for !now.After(r.To) {
 		if err := ctx.Err(); err != nil {
@@ -192,6 +193,7 @@ func Run(ctx context.Context, m Measurer, r Rollout) ([]Evaluation, error) {
 			return out, fmt.Errorf("%w at %s: %s", ErrUnavailable, now.UTC().Format(time.RFC3339), ms[0].Canary.Message)
 		}
 		d := Decide(r.Template, pos, baseline, evidence, now, ms)
+		before := evidence
 		evidence = d.Evidence
 		seq++
 		ev := Evaluation{Verdict: rollout.Verdict{
@@ -203,7 +205,7 @@ func Run(ctx context.Context, m Measurer, r Rollout) ([]Evaluation, error) {
 			out = append(out, ev)
 			return out, nil // final: the daemon evaluates a rolled-back revision no more
 		}
-		ev.Planned = compare.NextEvaluation(now, r.Template.Template, ms)
+		ev.Planned, idle = Next(r.Template, now, ms, before, pos.StepStarted, idle)
 		out = append(out, ev)
 		next := ev.Planned
 		if step+1 < len(r.Steps) && r.Steps[step+1].At.Before(next) {
@@ -212,6 +214,47 @@ func Run(ctx context.Context, m Measurer, r Rollout) ([]Evaluation, error) {
 		now = next
 	}
 	return out, nil
+}
+
+// Next is when the daemon evaluates again after an evaluation at now that measured ms, with
+// before the evidence it decided on, in the step started at stepStarted: as soon as new
+// samples can have come (compare.NextEvaluation); but after evaluations in a row that found
+// none (idle counts those before this one; the scrape awaited came late, or the feed had
+// not read it yet), 1 s, 2 s, 4 s... after now, up to the interval: a late scrape is met at
+// about its pace, not polled every second by every rollout while Prometheus is slow. It
+// returns the count to pass to the next call.
+func Next(t *compare.Template, now time.Time, ms []rollout.Measurement, before decide.Evidence, stepStarted time.Time, idle int) (time.Time, int) {
+	next := compare.NextEvaluation(now, t.Template, ms)
+	if !nothingNew(before, stepStarted, ms) {
+		return next, 0
+	}
+	idle++
+	wait := t.Interval
+	if idle <= 8 {
+		wait = min(wait, time.Second<<(idle-1))
+	}
+	if l := now.Add(wait); l.After(next) {
+		next = l
+	}
+	return next, idle
+}
+
+// nothingNew reports whether an evaluation's counter checks all counted up to where the
+// evidence's did already in the same step (no new sample came since), and it has at least
+// one. A value check does not wait for samples: in a template with both, the counter checks
+// say when the next evaluation is due (at most the interval).
+func nothingNew(ev decide.Evidence, stepStarted time.Time, ms []rollout.Measurement) bool {
+	counters := false
+	for _, m := range ms {
+		if m.Through.IsZero() {
+			continue // a value check, or no sample at all: nothing to wait for
+		}
+		counters = true
+		if ce, ok := ev.Checks[m.Check]; !ok || !ce.StepStarted.Equal(stepStarted) || m.Through.After(ce.Through) {
+			return false
+		}
+	}
+	return counters
 }
 
 // Final is the verdict a replay ends on, for a pipeline to gate on: rollback when it rolled
