@@ -496,6 +496,9 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 			}
 		}
 		v := measureInterval(g, cv, ref)
+		if g.Against != rollout.AgainstBaseline {
+			v = ce.held(g.Expression(), v)
+		}
 		switch {
 		case shownOutside(g, v):
 			if g.Against == rollout.AgainstBaseline {
@@ -588,6 +591,31 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	last := j.result
 	ce.Last = &last
 	return j
+}
+
+// held intersects a guard's interval on the step's counts with those of its earlier looks in
+// the step (CheckEvidence.Held) and keeps the result. An empty intersection says the canary
+// or stable changed during the step (their confidence sequences assume a rate that does
+// not): the interval starts again from this look. Infinite bounds are not kept.
+func (ce *CheckEvidence) held(guard string, v interval) interval {
+	if math.IsNaN(v.lo) || math.IsNaN(v.hi) {
+		return v
+	}
+	if h, ok := ce.Held[guard]; ok {
+		lo, hi := math.Max(v.lo, h[0]), math.Min(v.hi, h[1])
+		if lo <= hi {
+			v.lo, v.hi = lo, hi
+			v.est = math.Min(math.Max(v.est, lo), hi)
+		}
+	}
+	if math.IsInf(v.lo, 0) || math.IsInf(v.hi, 0) {
+		return v
+	}
+	if ce.Held == nil {
+		ce.Held = map[string][2]float64{}
+	}
+	ce.Held[guard] = [2]float64{v.lo, v.hi}
+	return v
 }
 
 // heldRecently reports whether a guard against stable (or the canary's own value) is shown to

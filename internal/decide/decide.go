@@ -85,7 +85,7 @@ func Decide(in Input) Result {
 			ce.Settled = addPairs(ce.Settled, ce.StepCounts)
 			ce.StepLogLR, ce.StepCounts = nil, nil
 			ce.Canary, ce.Stable = Tally{}, Tally{}
-			ce.Through, ce.Last = time.Time{}, nil
+			ce.Through, ce.Last, ce.Held = time.Time{}, nil, nil
 			ce.StepStarted = in.StepStarted
 			ce.Steps++
 			ce.Inconclusive = 0

@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -39,6 +40,11 @@ type CheckEvidence struct {
 	// checks); Last is that judgement, repeated while no new sample arrives.
 	Through time.Time            `json:"through,omitempty"`
 	Last    *rollout.CheckResult `json:"last,omitempty"`
+	// Held is, per guard judged on the step's counts (by its expression), the intersection
+	// of its intervals over the step so far: each is a confidence sequence, valid at every
+	// look, so their intersection is one too, and a guard shown to hold (or to fail) stays
+	// shown while the step's counts move within their uncertainty.
+	Held map[string][2]float64 `json:"held,omitempty"`
 
 	// Tested are the upper bounds of the histogram buckets the sequential tests follow,
 	// chosen once per analysis.
@@ -110,6 +116,7 @@ func (c CheckEvidence) clone() CheckEvidence {
 		out.Last = &last
 	}
 	out.Points = Points{Canary: slices.Clone(c.Points.Canary), Stable: slices.Clone(c.Points.Stable)}
+	out.Held = maps.Clone(c.Held)
 	return out
 }
 

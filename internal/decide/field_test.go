@@ -208,3 +208,38 @@ func TestBurstOnOnePodIsNoRollback(t *testing.T) {
 	res = Decide(lowInput(low(true)))
 	require.Equal(t, rollout.Proceed, res.Decision, res.Reason)
 }
+
+// TestAGuardShownToHoldStaysShownInItsStep: a guard against stable shown to hold on the step's
+// counts stays shown when a later look's counts are known only within wider bounds (an edge
+// not calm, a restart's first read), since the intersection of its intervals is a
+// confidence sequence too; a failure still shows at once, and a new step starts afresh.
+func TestAGuardShownToHoldStaysShownInItsStep(t *testing.T) {
+	c := ratioCheck("error-rate", 1, vsStable(rollout.MeasureDelta, 0.01))
+	c.Sequential = nil
+	tm := tmpl(c)
+	look := func(now time.Time, stepStarted time.Time, canary rollout.Reading, ev Evidence) Result {
+		return Decide(Input{Template: tm, Step: 1, Weight: 10, StepStarted: stepStarted, Now: now, Evidence: ev,
+			Measurements: []rollout.Measurement{{Check: "error-rate", Canary: canary, Stable: counted(50, 20000),
+				Through: now, ScrapeInterval: 15 * time.Second}}})
+	}
+	// The same rate, counted exactly, then known only within bounds: alone, the second
+	// look's interval reaches past 0.01.
+	exact := counted(50, 20000)
+	loose := countedWithin(rollout.Bounds{Low: 40, Est: 60, High: 330}, rollout.Exact(22000))
+	alone := look(t0.Add(3*time.Minute), t0, loose, Evidence{})
+	require.NotEqual(t, rollout.Pass, alone.Checks[0].Outcome, "the loose look alone shows nothing: %s", alone.Checks[0].Message)
+
+	first := look(t0.Add(2*time.Minute), t0, exact, Evidence{})
+	require.Equal(t, rollout.Pass, first.Checks[0].Outcome, first.Checks[0].Message)
+	second := look(t0.Add(3*time.Minute), t0, loose, first.Evidence)
+	require.Equal(t, rollout.Pass, second.Checks[0].Outcome, "still shown: %s", second.Checks[0].Message)
+
+	// A canary failing now fails at once: its interval leaves what was held.
+	bad := counted(600, 24000)
+	failed := look(t0.Add(4*time.Minute), t0, bad, second.Evidence)
+	require.Equal(t, rollout.Fail, failed.Checks[0].Outcome, failed.Checks[0].Message)
+
+	// A new step holds nothing of the step before.
+	next := look(t0.Add(5*time.Minute), t0.Add(5*time.Minute), loose, second.Evidence)
+	require.NotEqual(t, rollout.Pass, next.Checks[0].Outcome, next.Checks[0].Message)
+}
