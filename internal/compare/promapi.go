@@ -515,30 +515,25 @@ func (r *jsonReader) metric() (map[string]string, bool) {
 	return labels, ok
 }
 
-func (r *jsonReader) matrix() ([]Series, bool) {
+// results reads an array of series: each one's labels, and under key what read takes into it
+// (native histograms' samples, under other keys, are not read).
+func (r *jsonReader) results(key string, read func(*Series) bool) ([]Series, bool) {
 	out := []Series{}
 	ok := r.array(func() bool {
 		s := Series{}
-		ok := r.object(func(key string) bool {
-			switch member(key, "metric", "values") {
+		ok := r.object(func(k string) bool {
+			switch member(k, "metric", key) {
 			case "metric":
 				var ok bool
 				s.Labels, ok = r.metric()
 				return ok
-			case "values":
-				return r.array(func() bool {
-					ms, v, ok := r.pair()
-					s.Samples = append(s.Samples, Sample{T: ms, V: v})
-					return ok
-				})
+			case key:
+				return read(&s)
 			}
-			return r.skip() // "histograms": native histograms' samples, not read
+			return r.skip()
 		})
 		if s.Labels == nil {
 			s.Labels = map[string]string{}
-		}
-		if s.Samples == nil {
-			s.Samples = []Sample{}
 		}
 		out = append(out, s)
 		return ok
@@ -546,28 +541,26 @@ func (r *jsonReader) matrix() ([]Series, bool) {
 	return out, ok
 }
 
-func (r *jsonReader) vector() ([]Series, bool) {
-	out := []Series{}
-	ok := r.array(func() bool {
-		s := Series{}
-		ok := r.object(func(key string) bool {
-			switch member(key, "metric", "value") {
-			case "metric":
-				var ok bool
-				s.Labels, ok = r.metric()
-				return ok
-			case "value":
-				_, v, ok := r.pair()
-				s.Value = v
-				return ok
-			}
-			return r.skip() // "histogram": a native histogram's sample has no float value
+func (r *jsonReader) matrix() ([]Series, bool) {
+	out, ok := r.results("values", func(s *Series) bool {
+		return r.array(func() bool {
+			ms, v, ok := r.pair()
+			s.Samples = append(s.Samples, Sample{T: ms, V: v})
+			return ok
 		})
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
+	})
+	for i := range out {
+		if out[i].Samples == nil {
+			out[i].Samples = []Sample{}
 		}
-		out = append(out, s)
+	}
+	return out, ok
+}
+
+func (r *jsonReader) vector() ([]Series, bool) {
+	return r.results("value", func(s *Series) bool {
+		_, v, ok := r.pair()
+		s.Value = v
 		return ok
 	})
-	return out, ok
 }
