@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -742,8 +743,11 @@ func ownersOf(ctx context.Context, store *state.Store) (map[string][]int, error)
 	return out, nil
 }
 
-// samples are a scraped exposition's samples, flattened.
-type samples []struct {
+// samples are a scraped exposition's samples, flattened (a histogram's as Prometheus's text
+// format writes them: _count, _sum and a _bucket per bound, labelled le).
+type samples []sample
+
+type sample struct {
 	name   string
 	labels map[string]string
 	value  float64
@@ -774,13 +778,7 @@ func scrape(ctx context.Context, url string) (samples, error) {
 			for _, l := range m.Label {
 				labels[l.GetName()] = l.GetValue()
 			}
-			add := func(n string, v float64) {
-				out = append(out, struct {
-					name   string
-					labels map[string]string
-					value  float64
-				}{n, labels, v})
-			}
+			add := func(n string, v float64) { out = append(out, sample{n, labels, v}) }
 			switch {
 			case m.Counter != nil:
 				add(name, m.Counter.GetValue())
@@ -790,11 +788,9 @@ func scrape(ctx context.Context, url string) (samples, error) {
 				add(name+"_count", float64(m.Histogram.GetSampleCount()))
 				add(name+"_sum", m.Histogram.GetSampleSum())
 				for _, b := range m.Histogram.Bucket {
-					out = append(out, struct {
-						name   string
-						labels map[string]string
-						value  float64
-					}{name + "_bucket", map[string]string{"le": strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)}, float64(b.GetCumulativeCount())})
+					le := maps.Clone(labels)
+					le["le"] = strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)
+					out = append(out, sample{name + "_bucket", le, float64(b.GetCumulativeCount())})
 				}
 			case m.Summary != nil:
 				add(name+"_count", float64(m.Summary.GetSampleCount()))
