@@ -205,25 +205,25 @@ func (p *Publisher) Enqueue(v rollout.Verdict, traceParent, traceState string) {
 	p.laneOf(v.Rollout).enqueue(item{v: v, traceParent: traceParent, traceState: traceState})
 }
 
-func (p *lane) enqueue(it item) {
-	p.mu.Lock()
-	if pending := len(p.items) - p.head; pending >= p.maxPending {
-		if p.inflight && pending > 1 {
+func (l *lane) enqueue(it item) {
+	l.mu.Lock()
+	if pending := len(l.items) - l.head; pending >= l.maxPending {
+		if l.inflight && pending > 1 {
 			// Keep the verdict being published at the head; drop the one after it.
-			dropped := p.items[p.head+1]
-			p.items[p.head+1] = p.items[p.head]
-			p.pop()
-			p.p.dropped(dropped, dropQueueFull)
-		} else if !p.inflight {
-			dropped := p.items[p.head]
-			p.pop()
-			p.p.dropped(dropped, dropQueueFull)
+			dropped := l.items[l.head+1]
+			l.items[l.head+1] = l.items[l.head]
+			l.pop()
+			l.p.dropped(dropped, dropQueueFull)
+		} else if !l.inflight {
+			dropped := l.items[l.head]
+			l.pop()
+			l.p.dropped(dropped, dropQueueFull)
 		}
 	}
-	p.items = append(p.items, it)
-	p.mu.Unlock()
+	l.items = append(l.items, it)
+	l.mu.Unlock()
 	select {
-	case p.wake <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 }
@@ -235,26 +235,26 @@ func (p *Publisher) Revoke(ref rollout.Ref, revision string) int {
 	return p.laneOf(ref).revoke(ref, revision)
 }
 
-func (p *lane) revoke(ref rollout.Ref, revision string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	first := p.head
-	if p.inflight {
+func (l *lane) revoke(ref rollout.Ref, revision string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first := l.head
+	if l.inflight {
 		first++
 	}
-	kept := p.items[:first]
+	kept := l.items[:first]
 	n := 0
-	for _, it := range p.items[first:] {
+	for _, it := range l.items[first:] {
 		if it.v.Rollout == ref && it.v.Revision == revision {
 			n++
 			continue
 		}
 		kept = append(kept, it)
 	}
-	clear(p.items[len(kept):])
-	p.items = kept
-	if p.head == len(p.items) {
-		p.items, p.head = p.items[:0], 0
+	clear(l.items[len(kept):])
+	l.items = kept
+	if l.head == len(l.items) {
+		l.items, l.head = l.items[:0], 0
 	}
 	return n
 }
@@ -268,10 +268,10 @@ func (p *Publisher) Pending() int {
 	return n
 }
 
-func (p *lane) pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.items) - p.head
+func (l *lane) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.items) - l.head
 }
 
 // Run publishes the queue, in order, until ctx is done; then it returns nil, leaving what is
@@ -293,15 +293,15 @@ func (p *Publisher) Run(ctx context.Context) error {
 	return nil
 }
 
-func (p *lane) run(ctx context.Context) {
+func (l *lane) run(ctx context.Context) {
 	for {
-		if err := p.drain(ctx); err != nil {
+		if err := l.drain(ctx); err != nil {
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.wake:
+		case <-l.wake:
 		}
 	}
 }
@@ -333,18 +333,18 @@ func (p *Publisher) Flush(ctx context.Context) error {
 
 // drain publishes the head of the queue until the queue is empty (nil) or ctx is done
 // (ctx.Err()).
-func (p *lane) drain(ctx context.Context) error {
+func (l *lane) drain(ctx context.Context) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		select {
-		case p.sem <- struct{}{}:
+		case l.sem <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		more, err := p.publishHead(ctx)
-		<-p.sem
+		more, err := l.publishHead(ctx)
+		<-l.sem
 		if err != nil {
 			return err
 		}
@@ -356,38 +356,38 @@ func (p *lane) drain(ctx context.Context) error {
 
 // publishHead publishes the verdict at the head of the queue and removes it from the queue,
 // unless ctx ends first. more is false when the queue was empty. The caller holds sem.
-func (p *lane) publishHead(ctx context.Context) (more bool, err error) {
-	p.mu.Lock()
-	if p.head == len(p.items) {
-		p.mu.Unlock()
+func (l *lane) publishHead(ctx context.Context) (more bool, err error) {
+	l.mu.Lock()
+	if l.head == len(l.items) {
+		l.mu.Unlock()
 		return false, nil
 	}
-	it := p.items[p.head]
-	p.inflight = true
-	p.mu.Unlock()
+	it := l.items[l.head]
+	l.inflight = true
+	l.mu.Unlock()
 
-	err = p.p.publish(ctx, it)
+	err = l.p.publish(ctx, it)
 
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.inflight = false
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inflight = false
 	if err != nil {
 		return true, err
 	}
-	p.pop()
+	l.pop()
 	return true, nil
 }
 
 // pop removes the head of the queue. The caller holds mu.
-func (p *lane) pop() {
-	p.items[p.head] = item{}
-	p.head++
-	if p.head == len(p.items) {
-		p.items, p.head = p.items[:0], 0
-	} else if p.head >= 1024 && p.head*2 >= len(p.items) {
-		n := copy(p.items, p.items[p.head:])
-		clear(p.items[n:])
-		p.items, p.head = p.items[:n], 0
+func (l *lane) pop() {
+	l.items[l.head] = item{}
+	l.head++
+	if l.head == len(l.items) {
+		l.items, l.head = l.items[:0], 0
+	} else if l.head >= 1024 && l.head*2 >= len(l.items) {
+		n := copy(l.items, l.items[l.head:])
+		clear(l.items[n:])
+		l.items, l.head = l.items[:n], 0
 	}
 }
 
