@@ -497,7 +497,11 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		}
 		v := measureInterval(g, cv, ref)
 		if g.Against != rollout.AgainstBaseline {
-			v = ce.held(g.Expression(), v)
+			// While the estimate itself is outside the guard's bounds (a canary degrading
+			// within the step), what earlier looks held does not carry a pass.
+			if h := ce.held(g.Expression(), v); shownInside(g, interval{lo: v.est, est: v.est, hi: v.est}) {
+				v = h
+			}
 		}
 		switch {
 		case shownOutside(g, v):

@@ -234,6 +234,12 @@ func TestAGuardShownToHoldStaysShownInItsStep(t *testing.T) {
 	second := look(t0.Add(3*time.Minute), t0, loose, first.Evidence)
 	require.Equal(t, rollout.Pass, second.Checks[0].Outcome, "still shown: %s", second.Checks[0].Message)
 
+	// A canary whose estimate is now past the bound gets no pass from what was held, even
+	// while its interval still straddles it.
+	straddling := countedWithin(rollout.Bounds{Low: 120, Est: 300, High: 330}, rollout.Exact(22000))
+	drift := look(t0.Add(3*time.Minute), t0, straddling, first.Evidence)
+	require.NotEqual(t, rollout.Pass, drift.Checks[0].Outcome, drift.Checks[0].Message)
+
 	// A canary failing now fails at once: its interval leaves what was held.
 	bad := counted(600, 24000)
 	failed := look(t0.Add(4*time.Minute), t0, bad, second.Evidence)
