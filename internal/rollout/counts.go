@@ -119,7 +119,17 @@ type bucketCountsJSON struct {
 
 // MarshalJSON encodes the bucket with its bound as Prometheus writes it: {"le": "+Inf", ...}.
 func (b BucketCounts) MarshalJSON() ([]byte, error) {
-	return json.Marshal(bucketCountsJSON{LE: strconv.FormatFloat(b.UpperBound, 'g', -1, 64), Count: b.Count, Slower: b.Slower})
+	out := append(make([]byte, 0, 160), `{"le":`...)
+	out = append(appendLE(out, b.UpperBound), `,"count":`...)
+	out, err := appendBounds(out, b.Count)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, `,"slower":`...)
+	if out, err = appendBounds(out, b.Slower); err != nil {
+		return nil, err
+	}
+	return append(out, '}'), nil
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.

@@ -27,7 +27,13 @@ type bucketJSON struct {
 
 // MarshalJSON encodes the bucket as {"le": "0.25", "count": 12}.
 func (b Bucket) MarshalJSON() ([]byte, error) {
-	return json.Marshal(bucketJSON{LE: strconv.FormatFloat(b.UpperBound, 'g', -1, 64), Count: b.Count})
+	out := append(make([]byte, 0, 48), `{"le":`...)
+	out = append(appendLE(out, b.UpperBound), `,"count":`...)
+	out, err := appendNumber(out, b.Count)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '}'), nil
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.
