@@ -3,6 +3,7 @@ package compare
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 	"strings"
@@ -17,7 +18,9 @@ import (
 //
 //   - keeps each rollout side's raw samples in memory (by the values its placeholders take:
 //     its "tuple"), read once over the step (and lookback before it) when the side is first
-//     read, by the side's own query, as Measure did before feeds;
+//     read: by the side's own query, as Measure did before feeds, or, when many sides are
+//     read for the first time at once (every rollout after a restart or a takeover), by a
+//     grouped query for many of them (see load);
 //   - refreshes every tuple at once with one grouped query: the selector with each
 //     placeholder's = made =~ over the union of the live tuples' values, over a range from the
 //     last refresh (plus overlap, for samples ingested late) to the evaluation's time, so that
@@ -37,6 +40,8 @@ type feed struct {
 	mu         sync.Mutex
 	tuples     map[string]*tuple
 	refreshing chan struct{} // non-nil while a refresh runs; closed when it ends
+	loads      int           // first loads in flight (at most maxLoads)
+	loadEnded  chan struct{} // closed when one of them ends, for the reads waiting for a slot
 	took       time.Duration // the last refresh's duration
 	failed     error         // the last refresh's error, until failedUntil
 	failedAt   time.Time
@@ -50,8 +55,17 @@ type tuple struct {
 	// samples are complete up to it. ready is false until the first read's own query.
 	through time.Time
 	ready   bool
-	loading chan struct{} // non-nil while its own query runs
-	gen     uint64        // counts its loads: a refresh that began before one leaves it alone
+	loading *load  // non-nil while a load of it runs
+	gen     uint64 // counts its loads: a refresh that began before one leaves it alone
+	// want is, while a read waits to load the tuple, how far back it needs samples; own is
+	// that read's own query (the selector with the tuple's values).
+	want time.Time
+	own  string
+	// tried counts the loads that read the tuple, and loadErr is the last one's error: a
+	// read that waited while a load of its tuple failed fails with it (rather than each
+	// waiting read trying again on its own while the source is down).
+	tried   uint64
+	loadErr error
 	// covered is how far back its samples are complete. keep is the earliest time any read
 	// needed in the current period (from period on), keepPrev in the one before: samples
 	// older than both are dropped.
@@ -86,7 +100,19 @@ const (
 	// read by its side's own query, so that no rollout's values can make the grouped query
 	// too long for the others.
 	maxGroupValue = 1024
+	// maxLoads bounds a feed's first loads in flight, and maxLoadTuples the tuples one of
+	// them reads: after a restart, every rollout's sides are read for the first time at
+	// once, and thousands of queries, one per side, held Prometheus (and the restart) for
+	// tens of seconds.
+	maxLoads      = 4
+	maxLoadTuples = 256
 )
+
+// load is a first load in flight: the tuples it reads wait for done, and find its error.
+type load struct {
+	done chan struct{}
+	err  error
+}
 
 // groupable reports whether a side's values may stand in a grouped query: non-empty (an
 // empty value also matches series without the label), valid UTF-8, and not too long.
@@ -134,6 +160,10 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 	if tp.keep.IsZero() || keep.Before(tp.keep) {
 		tp.keep = keep
 	}
+	var (
+		waited bool   // for a load of tp: tried is how many had been tried before
+		tried  uint64 // when this read began to wait
+	)
 	for {
 		if err := ctx.Err(); err != nil {
 			return Response{Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}, at, time.Time{}
@@ -145,16 +175,38 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 				cur = &tuple{values: values, series: map[string]*cached{}, period: at, lastUse: at, keep: keep}
 				f.tuples[key] = cur
 			}
-			tp = cur
+			tp, waited = cur, false
 		}
 		switch {
 		case tp.loading != nil:
-			if err := f.wait(ctx, tp.loading); err != nil {
+			l := tp.loading
+			if err := f.wait(ctx, l.done); err != nil {
 				return Response{Err: err}, at, time.Time{}
 			}
+			if l.err != nil {
+				return Response{Err: l.err}, at, time.Time{}
+			}
 		case !tp.ready || tp.covered.After(keep):
-			if resp := f.load(ctx, src, tp, own, need, at); resp.Err != nil {
-				return resp, at, time.Time{}
+			if waited && tp.tried != tried && tp.loadErr != nil {
+				return Response{Err: tp.loadErr}, at, time.Time{} // loaded with others while this read waited, and failed
+			}
+			if !waited {
+				waited, tried = true, tp.tried
+			}
+			if tp.want.IsZero() || need.Before(tp.want) {
+				tp.want, tp.own = need, own
+			}
+			if f.loads >= maxLoads {
+				if f.loadEnded == nil {
+					f.loadEnded = make(chan struct{})
+				}
+				if err := f.wait(ctx, f.loadEnded); err != nil {
+					return Response{Err: err}, at, time.Time{}
+				}
+				continue // another load may have read this tuple meanwhile
+			}
+			if err := f.load(ctx, src, tp, at); err != nil {
+				return Response{Err: err}, at, time.Time{}
 			}
 		case !tp.through.After(at.Add(-f.refreshAge())):
 			if f.refreshing != nil {
@@ -192,24 +244,105 @@ func (f *feed) wait(ctx context.Context, ch chan struct{}) error {
 	}
 }
 
-// load reads one tuple's series over (need, at] by its own query, unlocked, and replaces
-// what the tuple held.
-func (f *feed) load(ctx context.Context, src Source, tp *tuple, own string, need, at time.Time) Response {
-	resp, _ := f.queryUnlocked(ctx, src, Request{Expr: own + "[" + FormatDuration(at.Sub(need)) + "]", Time: at}, &tp.loading)
-	if resp.Err != nil {
-		return resp
+// load reads tp's series over (tp.want, at], unlocked, and replaces what the tuple held;
+// and with it those of the other tuples waiting for a load whose reach is alike (up to
+// maxLoadTuples), with one grouped query: so that the first reads of thousands of sides at
+// once cost a few queries, not one each. A load reads at most twice as far back as any of
+// its tuples needs (reachClass). A tuple loaded alone is read by its own query.
+func (f *feed) load(ctx context.Context, src Source, tp *tuple, at time.Time) error {
+	class := reachClass(at.Sub(tp.want))
+	loaded := []*tuple{tp}
+	for _, o := range f.tuples {
+		if len(loaded) == maxLoadTuples {
+			break
+		}
+		if o != tp && !o.want.IsZero() && o.loading == nil && reachClass(at.Sub(o.want)) == class {
+			loaded = append(loaded, o)
+		}
 	}
-	tp.gen++ // a refresh in flight must not extend what this replaced
-	tp.series = make(map[string]*cached, len(resp.Series))
+	need := tp.want
+	for _, o := range loaded {
+		if o.want.Before(need) {
+			need = o.want
+		}
+	}
+	reach := "[" + FormatDuration(at.Sub(need)) + "]"
+	expr := tp.own + reach
+	if len(loaded) > 1 {
+		sets := make([]map[string]bool, len(f.shape.labels))
+		for i := range sets {
+			sets[i] = map[string]bool{}
+		}
+		for _, o := range loaded {
+			for i, v := range o.values {
+				sets[i][v] = true
+			}
+		}
+		expr = f.shape.render(sortedSets(sets)) + reach
+	}
+	l := &load{done: make(chan struct{})}
+	for _, o := range loaded {
+		o.loading, o.want, o.own = l, time.Time{}, ""
+		o.tried++
+	}
+	f.loads++
+	f.mu.Unlock()
+	resp := (&batch{reqs: []Request{{Expr: expr, Time: at}}}).run(ctx, src)[0] // a short answer is unavailable
+	f.mu.Lock()
+	f.loads--
+	for _, o := range loaded {
+		o.loading, o.loadErr = nil, resp.Err
+	}
+	close(l.done)
+	if f.loadEnded != nil {
+		close(f.loadEnded)
+		f.loadEnded = nil
+	}
+	if resp.Err != nil {
+		l.err = resp.Err
+		return resp.Err
+	}
+	byKey := make(map[string]*tuple, len(loaded))
+	for _, o := range loaded {
+		o.gen++ // a refresh in flight must not extend what this replaced
+		o.series = map[string]*cached{}
+		o.ready, o.covered, o.through = true, need, at
+		byKey[tupleKey(o.values)] = o
+	}
+	vals := make([]string, len(f.shape.labels))
 	for _, s := range resp.Series {
 		if len(s.Samples) == 0 {
 			continue // no float samples (a native histogram's series, say)
 		}
+		owner := tp
+		if len(loaded) > 1 {
+			for i, name := range f.shape.labels {
+				vals[i] = s.Labels[name]
+			}
+			if owner = byKey[tupleKey(vals)]; owner == nil {
+				continue // another rollout's values combined: nobody's series
+			}
+		}
 		k := labelsKey(s.Labels)
-		tp.series[k] = newCached(k, s)
+		owner.series[k] = newCached(k, s)
 	}
-	tp.ready, tp.covered, tp.through = true, need, at
-	return resp
+	return nil
+}
+
+// reachClass is the class of loads a reach belongs to: reaches within a factor two of each
+// other share one.
+func reachClass(reach time.Duration) int { return bits.Len64(uint64(max(reach/time.Second, 1))) }
+
+// sortedSets are each set's values, sorted: the same tuples give the same query.
+func sortedSets(sets []map[string]bool) [][]string {
+	values := make([][]string, len(sets))
+	for i, set := range sets {
+		for v := range set {
+			values[i] = append(values[i], v)
+		}
+		slices.Sort(values[i])
+	}
+	return values
 }
 
 // queryUnlocked runs one query with the feed unlocked, *flight set to a channel that reads
@@ -264,14 +397,7 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 	if len(included) == 0 {
 		return nil
 	}
-	values := make([][]string, len(sets))
-	for i, set := range sets {
-		for v := range set {
-			values[i] = append(values[i], v)
-		}
-		slices.Sort(values[i]) // the same tuples give the same query
-	}
-	expr := f.shape.render(values) + "[" + FormatDuration(max(at.Sub(oldest), 0)+feedOverlap) + "]"
+	expr := f.shape.render(sortedSets(sets)) + "[" + FormatDuration(max(at.Sub(oldest), 0)+feedOverlap) + "]"
 	resp, took := f.queryUnlocked(ctx, src, Request{Expr: expr, Time: at}, &f.refreshing)
 	if resp.Err != nil {
 		// A failure does not set took: one timeout must not hold every read of the feed

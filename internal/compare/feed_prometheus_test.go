@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,18 +27,14 @@ func (c *countingSource) Query(ctx context.Context, reqs []Request) []Response {
 	return c.Source.Query(ctx, reqs)
 }
 
-// TestGroupedQueriesMeasureWhatPerRolloutQueriesMeasure runs real workloads (four services,
-// stable and canary, the first canary on two pods, two scrape jobs at their own intervals)
-// under a real Prometheus, and measures every rollout at each round twice: through the
-// feeds (one grouped query per selector for all rollouts) and by each rollout's own queries
-// over its whole step. The measurements are the same; after the first round the feeds send
-// one query per selector whatever the number of rollouts; and rollouts whose values are
-// regex syntax or query text read nothing, without changing what the others read.
-func TestGroupedQueriesMeasureWhatPerRolloutQueriesMeasure(t *testing.T) {
+// groupedFixture starts real workloads (four services, stable and canary, the first canary
+// on two pods, two scrape jobs at their own intervals) under a real Prometheus, and returns
+// it as a Source, with a template of counter checks and the rollouts to measure: the four
+// services and rollouts whose values are regex syntax or query text.
+func groupedFixture(ctx context.Context, t *testing.T) (source Source, tm *Template, rollouts, hostile []string, began time.Time) {
+	t.Helper()
 	promBinary, _ := cpTools(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	began := time.Now()
+	began = time.Now()
 
 	var targets []promproc.Target
 	serve := func(service, version, job string, seed int64) {
@@ -65,10 +62,10 @@ func TestGroupedQueriesMeasureWhatPerRolloutQueriesMeasure(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = prom.Close() })
 	require.NoError(t, prom.WaitTargetsUp(ctx))
-	source, err := NewPrometheus(PrometheusOptions{URL: prom.URL(), Timeout: 30 * time.Second, Concurrency: 8})
+	source, err = NewPrometheus(PrometheusOptions{URL: prom.URL(), Timeout: 30 * time.Second, Concurrency: 8})
 	require.NoError(t, err)
 
-	tm, err := CompileTemplate(rollout.Template{
+	tm, err = CompileTemplate(rollout.Template{
 		Name: "grouped", Args: []string{"service"}, Variables: []string{"version"}, RecentWindow: time.Minute,
 		Checks: []rollout.Check{
 			{Name: "error-rate", Kind: rollout.KindRatio,
@@ -79,9 +76,21 @@ func TestGroupedQueriesMeasureWhatPerRolloutQueriesMeasure(t *testing.T) {
 		},
 	})
 	require.NoError(t, err)
-	hostile := []string{"svc-.", "svc-[0-9]", "svc-0|svc-1", `svc-0"} or vector(1) #`, ".*"}
-	rollouts := append(append([]string(nil), services...), hostile...)
+	hostile = []string{"svc-.", "svc-[0-9]", "svc-0|svc-1", `svc-0"} or vector(1) #`, ".*"}
+	rollouts = append(append([]string(nil), services...), hostile...)
+	return source, tm, rollouts, hostile, began
+}
 
+// TestGroupedQueriesMeasureWhatPerRolloutQueriesMeasure measures every rollout of
+// groupedFixture at each round twice: through the feeds (one grouped query per selector for
+// all rollouts) and by each rollout's own queries over its whole step. The measurements are
+// the same; after the first round the feeds send one query per selector whatever the number
+// of rollouts; and rollouts whose values are regex syntax or query text read nothing, without
+// changing what the others read.
+func TestGroupedQueriesMeasureWhatPerRolloutQueriesMeasure(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	source, tm, rollouts, hostile, began := groupedFixture(ctx, t)
 	grouped, own := &countingSource{Source: source}, &countingSource{Source: source}
 	gc, pc := New(grouped), NewPerRollout(own)
 	from := began.Add(-time.Second)
@@ -133,4 +142,97 @@ func slicesContains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// gatedSource holds every query until open is closed, counting them.
+type gatedSource struct {
+	Source
+	open    chan struct{}
+	queries atomic.Int64
+}
+
+func (g *gatedSource) Query(ctx context.Context, reqs []Request) []Response {
+	g.queries.Add(int64(len(reqs)))
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+	}
+	return g.Source.Query(ctx, reqs)
+}
+
+// waitingToLoad reports whether each of c's feeds holds want tuples, every one of them
+// loading or waiting for a load.
+func waitingToLoad(c *Comparer, want int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.feeds) == 0 {
+		return false
+	}
+	for _, f := range c.feeds {
+		f.mu.Lock()
+		n := 0
+		for _, tp := range f.tuples {
+			if tp.loading != nil || !tp.want.IsZero() {
+				n++
+			}
+		}
+		f.mu.Unlock()
+		if n != want {
+			return false
+		}
+	}
+	return true
+}
+
+// TestFirstReadsAtOnceShareTheirLoads is a restart: every rollout of groupedFixture is
+// measured for the first time at once. The feeds load their sides with a few grouped queries
+// (at most maxLoads+1 per selector here, where one per side is 2 per rollout), and every
+// measurement is what the rollout's own queries measure, the hostile rollouts' included.
+func TestFirstReadsAtOnceShareTheirLoads(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	source, tm, rollouts, hostile, began := groupedFixture(ctx, t)
+	gated := &gatedSource{Source: source, open: make(chan struct{})}
+	gc, pc := New(gated), NewPerRollout(source)
+	var at time.Time
+	target := func(svc string) Target {
+		return Target{Template: tm, Args: map[string]string{"service": svc},
+			Canary: Side{Vars: map[string]string{"version": "v2"}}, Stable: Side{Vars: map[string]string{"version": "v1"}},
+			From: began.Add(-time.Second), At: at}
+	}
+	// Measured where there is something to count: every service's requests on both sides.
+	require.Eventually(t, func() bool {
+		at = time.Now().Add(-3 * time.Second).Truncate(time.Millisecond)
+		for _, svc := range rollouts[:len(rollouts)-len(hostile)] {
+			m := pc.Measure(ctx, target(svc))
+			if m[0].Canary.Status != rollout.StatusOK || m[0].Stable.Status != rollout.StatusOK {
+				return false
+			}
+		}
+		return true
+	}, time.Minute, 500*time.Millisecond)
+	got := make([][]rollout.Measurement, len(rollouts))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for i, svc := range rollouts {
+			wg.Go(func() { got[i] = gc.Measure(ctx, target(svc)) })
+		}
+		wg.Wait()
+	}()
+	// Every side of every rollout is loading or waiting for a load (two sides each: the
+	// errors, total and buckets selectors are three feeds) before any query is answered.
+	require.Eventually(t, func() bool { return waitingToLoad(gc, 2*len(rollouts)) }, time.Minute, 10*time.Millisecond)
+	close(gated.open)
+	<-done
+
+	require.LessOrEqual(t, gated.queries.Load(), int64(3*(maxLoads+1)),
+		"%d sides read for the first time at once, by a few grouped queries", 2*len(rollouts))
+	for i, svc := range rollouts {
+		require.Equal(t, pc.Measure(ctx, target(svc)), got[i], "rollout %q", svc)
+		if !slicesContains(hostile, svc) {
+			require.Equal(t, rollout.StatusOK, got[i][0].Canary.Status, "rollout %q: %s", svc, got[i][0].Canary.Message)
+		}
+	}
 }

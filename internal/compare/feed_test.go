@@ -2,7 +2,9 @@ package compare
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +146,76 @@ func TestFeedKeepsWhatReadsNeed(t *testing.T) {
 	resp, _, _ = f.read(ctx, src, other, `x{service="b", version="v2"}`, later, later.Add(-keepBefore), later.Add(10*time.Second))
 	require.NoError(t, resp.Err)
 	require.NotContains(t, f.tuples, tupleKey(values))
+}
+
+// failingSource answers every query with err once open is closed, counting them.
+type failingSource struct {
+	open    chan struct{}
+	err     error
+	queries atomic.Int64
+}
+
+func (s *failingSource) Query(ctx context.Context, reqs []Request) []Response {
+	s.queries.Add(int64(len(reqs)))
+	<-s.open
+	out := make([]Response, len(reqs))
+	for i := range out {
+		out[i] = Response{Err: s.err}
+	}
+	return out
+}
+
+// TestFailedFirstLoadFailsItsReads: when the source fails while many sides are read for the
+// first time at once, every read gets the source's error (none waits for ever, none reads
+// nothing as if there were no data), and the loads that fail hold no tuple: the next read
+// loads again.
+func TestFailedFirstLoadFailsItsReads(t *testing.T) {
+	q, err := Compile(`x{service={{ arg "service" }}}`, []string{"service"}, nil)
+	require.NoError(t, err)
+	shape, ok := q.grouping()
+	require.True(t, ok)
+	f := newFeed(shape, q.Text())
+	down := fmt.Errorf("%w: connection refused", ErrUnavailable)
+	src := &failingSource{open: make(chan struct{}), err: down}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+	const sides = 2*maxLoads + 3 // more than can load at once
+	errs := make(chan error, sides)
+	for i := range sides {
+		go func() {
+			svc := fmt.Sprintf("svc-%d", i)
+			resp, _, _ := f.read(context.Background(), src, []string{svc}, `x{service="`+svc+`"}`, at.Add(-time.Minute), at.Add(-3*time.Minute), at)
+			errs <- resp.Err
+		}()
+	}
+	require.Eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := 0
+		for _, tp := range f.tuples {
+			if tp.loading != nil || !tp.want.IsZero() {
+				n++
+			}
+		}
+		return n == sides
+	}, time.Minute, time.Millisecond)
+	close(src.open)
+	for range sides {
+		require.ErrorIs(t, <-errs, ErrUnavailable)
+	}
+	require.LessOrEqual(t, src.queries.Load(), int64(maxLoads+1), "the sides that waited for a slot were loaded together")
+	f.mu.Lock()
+	for key, tp := range f.tuples {
+		require.False(t, tp.ready, "%s holds nothing", key)
+		require.Nil(t, tp.loading, key)
+		require.True(t, tp.want.IsZero(), key)
+	}
+	f.mu.Unlock()
+
+	// The source is back: the next read loads its side.
+	ok2 := &scrapedSource{t0: at.Add(-time.Hour)}
+	resp, _, _ := f.read(context.Background(), ok2, []string{"svc-0"}, `x{service="svc-0"}`, at.Add(-time.Minute), at.Add(-3*time.Minute), at.Add(time.Second))
+	require.NoError(t, resp.Err)
+	require.Len(t, resp.Series, 1)
+	require.Equal(t, 1, ok2.queries)
 }
