@@ -74,7 +74,7 @@ func (s Spans) rangeFor() time.Duration {
 // with resets folded in (cum[0] is the first sample's raw value: what it counted since it
 // was born, if it was born within the range).
 type track struct {
-	t        []time.Time
+	t        []int64 // Unix nanoseconds (a third of a time.Time: tracks are built at every evaluation)
 	cum      []float64
 	interval time.Duration // median gap between samples; 0 with a single sample
 	target   string        // the scrape target the series is of (see targetOf); "" unknown
@@ -90,7 +90,7 @@ func targetOf(labels map[string]string) string {
 }
 
 func newTrack(samples []Sample, at time.Time) (track, bool) {
-	tr := track{t: make([]time.Time, 0, len(samples)), cum: make([]float64, 0, len(samples))}
+	tr := track{t: make([]int64, 0, len(samples)), cum: make([]float64, 0, len(samples))}
 	prev := math.NaN()
 	atMs, lastMs := at.UnixMilli(), int64(math.MinInt64)
 	for _, s := range samples {
@@ -108,35 +108,39 @@ func newTrack(samples []Sample, at time.Time) (track, bool) {
 		default: // a reset: the counter restarted from 0
 			tr.cum = append(tr.cum, tr.cum[len(tr.cum)-1]+math.Max(0, s.V))
 		}
-		tr.t = append(tr.t, s.Time())
+		tr.t = append(tr.t, s.T*int64(time.Millisecond))
 		prev, lastMs = s.V, s.T
 	}
 	if len(tr.t) == 0 {
 		return tr, false
 	}
 	if len(tr.t) > 1 {
-		gaps := make([]time.Duration, len(tr.t)-1)
+		gaps := make([]int64, len(tr.t)-1)
 		for i := range gaps {
-			gaps[i] = tr.t[i+1].Sub(tr.t[i])
+			gaps[i] = tr.t[i+1] - tr.t[i]
 		}
 		slices.Sort(gaps)
-		tr.interval = gaps[len(gaps)/2]
+		tr.interval = time.Duration(gaps[len(gaps)/2])
 	}
 	return tr, true
 }
 
-func (tr track) last() time.Time { return tr.t[len(tr.t)-1] }
+func (tr track) last() time.Time { return time.Unix(0, tr.t[len(tr.t)-1]).UTC() }
+
+// time is the track's i-th sample's time.
+func (tr track) time(i int) time.Time { return time.Unix(0, tr.t[i]).UTC() }
 
 // at is the series' count at x, with its bounds.
 func (tr track) at(x time.Time) rollout.Bounds {
 	n := len(tr.t)
+	xn := x.UnixNano()
 	// The first sample after x.
-	i := sort.Search(n, func(i int) bool { return tr.t[i].After(x) })
+	i := sort.Search(n, func(i int) bool { return tr.t[i] > xn })
 	switch {
 	case i == 0:
 		// No sample at or before x: born after it (0), or not yet scraped (up to cum[0]).
 		return rollout.Bounds{Low: 0, Est: 0, High: tr.cum[0]}
-	case tr.t[i-1].Equal(x):
+	case tr.t[i-1] == xn:
 		return rollout.Exact(tr.cum[i-1])
 	case i == n:
 		// Not scraped since before x: a pod deleted, or a scrape gap. It counted at least
@@ -146,13 +150,13 @@ func (tr track) at(x time.Time) rollout.Bounds {
 		last := tr.cum[n-1]
 		b := rollout.Exact(last)
 		if n > 1 && tr.interval > 0 {
-			rate := (tr.cum[n-1] - tr.cum[n-2]) / float64(tr.t[n-1].Sub(tr.t[n-2]))
-			b.High = last + rate*float64(min(x.Sub(tr.t[n-1]), tr.interval))
+			rate := (tr.cum[n-1] - tr.cum[n-2]) / float64(tr.t[n-1]-tr.t[n-2])
+			b.High = last + rate*float64(min(time.Duration(xn-tr.t[n-1]), tr.interval))
 		}
 		return b
 	}
 	lo, hi := tr.cum[i-1], tr.cum[i]
-	f := float64(x.Sub(tr.t[i-1])) / float64(tr.t[i].Sub(tr.t[i-1]))
+	f := float64(xn-tr.t[i-1]) / float64(tr.t[i]-tr.t[i-1])
 	return rollout.Bounds{Low: lo, Est: lo + f*(hi-lo), High: hi}
 }
 
@@ -186,7 +190,7 @@ func tracksOf(r Response, at time.Time) group {
 	g := make(group, 0, len(r.Series))
 	for _, s := range r.Series {
 		if tr, ok := newTrack(s.Samples, at); ok {
-			tr.target = targetOf(s.Labels)
+			tr.target = s.target()
 			g = append(g, tr)
 		}
 	}
@@ -205,12 +209,13 @@ func (g group) between(from, through time.Time, e edges) rollout.Bounds {
 // it (x itself where there is none on a side).
 func (tr track) around(x time.Time) (lo, hi time.Time) {
 	lo, hi = x, x
-	i := sort.Search(len(tr.t), func(i int) bool { return tr.t[i].After(x) })
+	xn := x.UnixNano()
+	i := sort.Search(len(tr.t), func(i int) bool { return tr.t[i] > xn })
 	if i > 0 {
-		lo = tr.t[i-1]
+		lo = tr.time(i - 1)
 	}
-	if i < len(tr.t) && (i == 0 || !tr.t[i-1].Equal(x)) {
-		hi = tr.t[i]
+	if i < len(tr.t) && (i == 0 || tr.t[i-1] != xn) {
+		hi = tr.time(i)
 	}
 	return lo, hi
 }
@@ -283,7 +288,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 	byGroup := map[uint64][]member{}
 	seen := map[float64]bool{}
 	for _, s := range r.Series {
-		raw, ok := s.Labels["le"]
+		raw, ok := s.le()
 		if !ok {
 			return h, fmt.Errorf("%w: a histogram series has no le label (select the _bucket series)", ErrBadQuery)
 		}
@@ -292,13 +297,13 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 			return h, fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, raw)
 		}
 		gk := s.groupKey()
-		byGroup[gk] = append(byGroup[gk], member{le, s.Samples, targetOf(s.Labels)})
+		byGroup[gk] = append(byGroup[gk], member{le, s.Samples, s.target()})
 		if !seen[le] {
 			seen[le] = true
 			h.les = append(h.les, le)
 		}
 		if tr, ok := newTrack(s.Samples, at); ok {
-			tr.target = targetOf(s.Labels)
+			tr.target = s.target()
 			h.count[le] = append(h.count[le], tr)
 		}
 	}

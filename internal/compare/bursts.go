@@ -54,9 +54,9 @@ func (st sideTracks) stretches(kind rollout.CheckKind, from, through time.Time, 
 		var times []time.Time
 		for _, g := range sub.groups(kind) {
 			for _, tr := range g {
-				for _, t := range tr.t {
-					if t.After(from) && t.Before(through) {
-						times = append(times, t)
+				for i, t := range tr.t {
+					if t > from.UnixNano() && t < through.UnixNano() {
+						times = append(times, tr.time(i))
 					}
 				}
 			}

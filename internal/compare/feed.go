@@ -75,10 +75,9 @@ type tuple struct {
 }
 
 type cached struct {
-	key     string            // labelsKey(labels)
-	group   uint64            // groupKey of its labels
-	labels  map[string]string // only those reads need (readLabels)
-	samples []Sample          // oldest first; appended to, never changed in place
+	key     string    // labelsKey of its labels
+	labels  fedLabels // what reads need of them
+	samples []Sample  // oldest first; appended to, never changed in place
 }
 
 const (
@@ -437,19 +436,7 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 }
 
 func newCached(key string, s Series) *cached {
-	return &cached{key: key, group: groupKey(s.Labels), labels: readLabels(s.Labels), samples: s.Samples}
-}
-
-// readLabels are the labels of a series that measuring reads, besides its group: le and
-// its target's (targetOf). A feed holds hundreds of thousands of series at 10,000 rollouts.
-func readLabels(labels map[string]string) map[string]string {
-	out := make(map[string]string, 3)
-	for _, l := range [...]string{"le", "pod", "instance"} {
-		if v, ok := labels[l]; ok {
-			out[l] = v
-		}
-	}
-	return out
+	return &cached{key: key, labels: newFedLabels(s.Labels), samples: s.Samples}
 }
 
 // merge adds a series' samples newer than those the tuple holds.
@@ -511,7 +498,7 @@ func (tp *tuple) response(from time.Time) Response {
 		if i > 0 {
 			i--
 		}
-		out.Series[k] = Series{Labels: c.labels, Samples: c.samples[i:len(c.samples):len(c.samples)], group: c.group, hasGroup: true}
+		out.Series[k] = Series{Samples: c.samples[i:len(c.samples):len(c.samples)], fed: &c.labels}
 	}
 	return out
 }
