@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -52,7 +54,9 @@ type Record struct {
 	TraceParent string `json:"traceParent,omitempty"`
 	TraceState  string `json:"traceState,omitempty"`
 
-	// Baseline is nil until captured; once captured it is never captured again.
+	// Baseline is nil until captured; once captured it is never captured again, and the
+	// map is never changed in place (the copies of a record share it; Store.Put encodes it
+	// once).
 	Baseline map[string]rollout.Reading `json:"baseline,omitempty"`
 	Evidence decide.Evidence            `json:"evidence"`
 	// Sequence is the last verdict sequence number given out. Pending are the verdicts last
@@ -122,6 +126,19 @@ type Store struct {
 	ownMu sync.Mutex
 	own   map[string][2]uint64
 	seed  maphash.Seed
+
+	// baselines holds, per live key this Store puts, the encoding of the baseline it put
+	// last: a baseline never changes once captured, and encoding it again was half the cost
+	// of every write.
+	baseMu    sync.Mutex
+	baselines map[string]encodedBaseline
+}
+
+// encodedBaseline is a baseline's encoding, with the map it encodes: held, so that no other
+// map can be allocated at its address while the encoding is kept.
+type encodedBaseline struct {
+	of   map[string]rollout.Reading
+	json []byte
 }
 
 // Open opens the bucket, creating it when missing.
@@ -146,7 +163,8 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("state bucket %s: %w", opts.Bucket, err)
 	}
-	return &Store{kv: kv, endedTTL: opts.EndedTTL, own: map[string][2]uint64{}, seed: maphash.MakeSeed()}, nil
+	return &Store{kv: kv, endedTTL: opts.EndedTTL, own: map[string][2]uint64{}, seed: maphash.MakeSeed(),
+		baselines: map[string]encodedBaseline{}}, nil
 }
 
 // LiveKey is the key of a rollout's live analysis. Namespaces and names are encoded in
@@ -199,7 +217,7 @@ func decodeEntry(e jetstream.KeyValueEntry) (Entry, error) {
 // Put writes r under key: created when revision is 0, else updated only if the record is
 // still at revision. It returns the new revision, or ErrConflict.
 func (s *Store) Put(ctx context.Context, key string, r Record, revision uint64) (uint64, error) {
-	data, err := json.Marshal(r)
+	data, err := s.encode(key, r)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
@@ -222,6 +240,51 @@ func (s *Store) Put(ctx context.Context, key string, r Record, revision uint64) 
 		return 0, fmt.Errorf("write %s: %w", key, err)
 	}
 	return rev, nil
+}
+
+// encode is json.Marshal of r, with its baseline's encoding reused from the last put under
+// key when it is the same map.
+func (s *Store) encode(key string, r Record) ([]byte, error) {
+	if r.Baseline == nil {
+		return json.Marshal(r)
+	}
+	base, err := s.encodeBaseline(key, r.Baseline)
+	if err != nil {
+		return nil, err
+	}
+	r.Baseline = nil
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	// data is an object with fields (the rollout's at least): the baseline joins them.
+	out := make([]byte, 0, len(data)+len(`,"baseline":`)+len(base))
+	out = append(out, data[:len(data)-1]...)
+	out = append(out, `,"baseline":`...)
+	out = append(out, base...)
+	return append(out, '}'), nil
+}
+
+func (s *Store) encodeBaseline(key string, b map[string]rollout.Reading) ([]byte, error) {
+	s.baseMu.Lock()
+	defer s.baseMu.Unlock()
+	if e, ok := s.baselines[key]; ok && reflect.ValueOf(e.of).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() {
+		return e.json, nil
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	s.baselines[key] = encodedBaseline{of: b, json: data}
+	return data, nil
+}
+
+// forgetBaseline drops the baseline encoded for key: the key is deleted, or written by
+// another replica.
+func (s *Store) forgetBaseline(key string) {
+	s.baseMu.Lock()
+	defer s.baseMu.Unlock()
+	delete(s.baselines, key)
 }
 
 // PutEnded writes the record of an ended revision, replacing any earlier one, to be kept
@@ -291,6 +354,7 @@ func (s *Store) forgetOwn(key string) {
 
 // Delete removes the record under key if it is still at revision.
 func (s *Store) Delete(ctx context.Context, key string, revision uint64) error {
+	s.forgetBaseline(key)
 	err := s.kv.Purge(ctx, key, jetstream.LastRevision(revision))
 	switch {
 	case isWrongLastSequence(err) || errors.Is(err, jetstream.ErrKeyExists):
@@ -302,32 +366,67 @@ func (s *Store) Delete(ctx context.Context, key string, revision uint64) error {
 }
 
 // Live lists every live record, in one pass over the bucket (a watch of the current values,
-// not a read per key: at 10,000 live rollouts the difference is seconds of a restart).
+// not a read per key: at 10,000 live rollouts the difference is seconds of a restart),
+// decoded on every core as they come, in the bucket's order.
 func (s *Store) Live(ctx context.Context) ([]Entry, error) {
 	w, err := s.kv.Watch(ctx, "live.>", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list live records: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	var out []Entry
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list live records: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("list live records: the watch ended")
-			}
-			if e == nil {
-				return out, nil // every current value has been delivered
-			}
-			entry, err := decodeEntry(e)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, entry)
-		}
+	type raw struct {
+		i int
+		e jetstream.KeyValueEntry
 	}
+	var (
+		todo = make(chan raw, 64)
+		mu   sync.Mutex
+		out  []Entry
+		bad  error
+		wg   sync.WaitGroup
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for r := range todo {
+				entry, err := decodeEntry(r.e)
+				mu.Lock()
+				if err != nil && bad == nil {
+					bad = err
+				}
+				if r.i >= len(out) {
+					out = append(out, make([]Entry, r.i+1-len(out))...)
+				}
+				out[r.i] = entry
+				mu.Unlock()
+			}
+		})
+	}
+	n := 0
+	err = func() error {
+		defer func() { close(todo); wg.Wait() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("list live records: %w", ctx.Err())
+			case e, ok := <-w.Updates():
+				if !ok {
+					return errors.New("list live records: the watch ended")
+				}
+				if e == nil {
+					return nil // every current value has been delivered
+				}
+				todo <- raw{i: n, e: e}
+				n++
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if bad != nil {
+		return nil, bad
+	}
+	return out[:n], nil
 }
 
 // Watch follows the live records: every update, and a delete as an entry with a nil record.
@@ -371,6 +470,9 @@ func (s *Store) watch(ctx context.Context, skipOwn bool) (<-chan Update, error) 
 					if skipOwn && s.echo(u.Key, e.Value()) {
 						continue
 					}
+					if skipOwn {
+						s.forgetBaseline(u.Key) // another replica's: it owns the key now
+					}
 					entry, err := decodeEntry(e)
 					if err != nil {
 						continue // not ours to read: a foreign writer
@@ -378,6 +480,7 @@ func (s *Store) watch(ctx context.Context, skipOwn bool) (<-chan Update, error) 
 					u.Record = &entry.Record
 				} else if skipOwn {
 					s.forgetOwn(u.Key)
+					s.forgetBaseline(u.Key)
 				}
 				select {
 				case out <- u:

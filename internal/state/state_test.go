@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -218,4 +219,94 @@ func TestWatchOthersSeesAForeignPutOfBytesItFailedToPut(t *testing.T) {
 	u := next(t, updates)
 	require.Equal(t, theirRev, u.Revision, "the other's put came through")
 	require.NotNil(t, u.Record)
+}
+
+// TestBaselineEncodedOnce: a record's baseline is encoded at its first put and reused while
+// the record holds the same map; what is stored reads back as the record, a new baseline
+// (another revision's) under the same key is its own, and the encoding is forgotten once
+// another replica puts the key, or it is deleted.
+func TestBaselineEncodedOnce(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := Open(ctx, js, Options{})
+	require.NoError(t, err)
+	other, err := Open(ctx, js, Options{})
+	require.NoError(t, err)
+	updates, err := s.WatchOthers(ctx)
+	require.NoError(t, err)
+
+	rec := record("prod", "checkout", "v2")
+	key := LiveKey(rec.Rollout)
+	rec.Baseline = map[string]rollout.Reading{"error-rate": {Status: rollout.StatusOK, Value: 0.004, Samples: 12000, Events: 48, Total: 12000}}
+	rev, err := s.Put(ctx, key, rec, 0)
+	require.NoError(t, err)
+	first := s.baselines[key].json
+	require.NotEmpty(t, first)
+
+	rec.Sequence = 4
+	rev, err = s.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	require.Same(t, &first[0], &s.baselines[key].json[0], "the same baseline map: its encoding reused")
+	got, err := s.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, rec, got.Record)
+
+	// A new revision, with a baseline of its own: never the old one's bytes.
+	rec.Revision = "v3"
+	rec.Baseline = map[string]rollout.Reading{"error-rate": {Status: rollout.StatusOK, Value: 0.02, Samples: 9000, Events: 180, Total: 9000}}
+	rev, err = s.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	got, err = s.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, rec, got.Record)
+
+	// Another replica takes the rollout over: once its put is seen, the encoding is gone.
+	rec.Owner = "r2"
+	rev, err = other.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	for u := range updates {
+		if u.Key == key && u.Revision == rev {
+			break
+		}
+	}
+	require.NotContains(t, s.baselines, key)
+
+	// Put again by this one, then deleted.
+	rec.Owner = "r1"
+	rev, err = s.Put(ctx, key, rec, rev)
+	require.NoError(t, err)
+	require.Contains(t, s.baselines, key)
+	require.NoError(t, s.Delete(ctx, key, rev))
+	require.NotContains(t, s.baselines, key)
+}
+
+// TestLiveReadsEveryRecordInOrder: many records, decoded on several goroutines, come back
+// whole and in the bucket's order; one that does not decode fails the listing by its key.
+func TestLiveReadsEveryRecordInOrder(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	var want []Record
+	for i := range 300 {
+		rec := record("bench", fmt.Sprintf("svc-%d", i), "v1")
+		rec.Sequence = uint64(i)
+		rec.Baseline = map[string]rollout.Reading{"error-rate": {Status: rollout.StatusOK, Value: float64(i) / 1000}}
+		_, err := s.Put(ctx, LiveKey(rec.Rollout), rec, 0)
+		require.NoError(t, err)
+		want = append(want, rec)
+	}
+	live, err := s.Live(ctx)
+	require.NoError(t, err)
+	require.Len(t, live, len(want))
+	for i, e := range live {
+		require.Equal(t, want[i], e.Record)
+		require.Positive(t, e.Revision)
+	}
+
+	bad := LiveKey(rollout.Ref{Namespace: "bench", Name: "torn"})
+	_, err = s.kv.Put(ctx, bad, []byte(`{"rollout":`))
+	require.NoError(t, err)
+	_, err = s.Live(ctx)
+	require.ErrorContains(t, err, bad)
 }
