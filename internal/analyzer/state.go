@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -137,7 +138,7 @@ func (a *Analyzer) apply(ctx context.Context, ev rollout.Event) error {
 	)
 	for attempt := 0; attempt < maxApplyAttempts; attempt++ {
 		octx, cancel := context.WithTimeout(ctx, 2*a.opTimeout())
-		outcome, err = a.applyStored(octx, ev)
+		outcome, err = a.applyStored(octx, ev, attempt == 0)
 		cancel()
 		if !errors.Is(err, state.ErrConflict) {
 			break
@@ -158,23 +159,39 @@ func (a *Analyzer) apply(ctx context.Context, ev rollout.Event) error {
 
 // applyStored reads the rollout's record, changes it as the event says and writes it back
 // with compare-and-swap. state.ErrConflict means another replica wrote it meanwhile: read
-// and apply again.
-func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome string, err error) {
+// and apply again. With fromMemory, a step of a revision this replica analyses is applied
+// over the record as this replica last stored it, without reading it: the loop waits for
+// one round trip, not three, at every step (should another replica have written it since,
+// the write conflicts, and the next attempt reads).
+func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, fromMemory bool) (outcome string, err error) {
 	log := a.opts.Logger.With(zap.String("rollout", ev.Rollout.String()), zap.String("revision", ev.Revision),
 		zap.String("event", string(ev.Type)), zap.String("eventId", ev.ID))
 	liveKey := state.LiveKey(ev.Rollout)
+	now := a.opts.Now()
+	if an := a.live[ev.Rollout]; fromMemory && ev.Type == rollout.EventStep && an != nil && an.rev != 0 &&
+		!an.writing && len(an.unstored) == 0 && an.rec.Revision == ev.Revision {
+		// No write in flight and none waiting (apply settled it): the record in memory is
+		// the one stored at an.rev.
+		return a.applyStep(ctx, ev, state.Entry{Record: an.rec, Revision: an.rev}, log, now)
+	}
+	// The live record and the revision's ended one, read at once.
+	var (
+		ended    state.Entry
+		endedErr error
+		read     sync.WaitGroup
+	)
+	read.Go(func() { ended, endedErr = a.opts.Store.Get(ctx, state.EndedKey(ev.Key())) })
 	cur, err := a.opts.Store.Get(ctx, liveKey)
+	read.Wait()
 	exists := err == nil
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
 		return "", err
 	}
 	sameRevision := exists && cur.Record.Revision == ev.Revision
-	ended, err := a.opts.Store.Get(ctx, state.EndedKey(ev.Key()))
-	wasEnded := err == nil && ended.Record.Ended != nil
-	if err != nil && !errors.Is(err, state.ErrNotFound) {
-		return "", err
+	wasEnded := endedErr == nil && ended.Record.Ended != nil
+	if endedErr != nil && !errors.Is(endedErr, state.ErrNotFound) {
+		return "", endedErr
 	}
-	now := a.opts.Now()
 
 	switch ev.Type {
 	case rollout.EventStarted:
@@ -235,26 +252,7 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 			// ingest.maxDeliver deliveries.
 			return "", fmt.Errorf("no live analysis of rollout %s revision %q (yet)", ev.Rollout, ev.Revision)
 		}
-		rec := cur.Record
-		if ev.Time.Before(rec.StepStarted) {
-			return "stale", nil
-		}
-		if ev.Step == rec.Step && ev.Weight == rec.Weight {
-			return "duplicate", nil
-		}
-		rec.Step, rec.Weight = ev.Step, ev.Weight
-		rec.StepStarted, rec.StepGen, rec.Cause = ev.Time, rec.StepGen+1, ev.ID
-		rec.TraceParent, rec.TraceState = ev.TraceParent, ev.TraceState
-		rev, err := a.opts.Store.Put(ctx, liveKey, rec, cur.Revision)
-		if err != nil {
-			return "", err
-		}
-		a.adopt(rec, rev, false)
-		if an := a.live[ev.Rollout]; an != nil {
-			a.plan(an, now) // evaluate the new step at once
-		}
-		log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
-		return "applied", nil
+		return a.applyStep(ctx, ev, cur, log, now)
 
 	case rollout.EventCompleted, rollout.EventAborted:
 		if !sameRevision {
@@ -283,6 +281,30 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event) (outcome s
 		return "applied", nil
 	}
 	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
+}
+
+// applyStep applies a step event to cur, the live record of the event's revision.
+func (a *Analyzer) applyStep(ctx context.Context, ev rollout.Event, cur state.Entry, log *zap.Logger, now time.Time) (string, error) {
+	rec := cur.Record
+	if ev.Time.Before(rec.StepStarted) {
+		return "stale", nil
+	}
+	if ev.Step == rec.Step && ev.Weight == rec.Weight {
+		return "duplicate", nil
+	}
+	rec.Step, rec.Weight = ev.Step, ev.Weight
+	rec.StepStarted, rec.StepGen, rec.Cause = ev.Time, rec.StepGen+1, ev.ID
+	rec.TraceParent, rec.TraceState = ev.TraceParent, ev.TraceState
+	rev, err := a.opts.Store.Put(ctx, state.LiveKey(ev.Rollout), rec, cur.Revision)
+	if err != nil {
+		return "", err
+	}
+	a.adopt(rec, rev, false)
+	if an := a.live[ev.Rollout]; an != nil {
+		a.plan(an, now) // evaluate the new step at once
+	}
+	log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
+	return "applied", nil
 }
 
 // endRecord stores what a later start of the revision needs of its ended analysis: the
