@@ -787,6 +787,15 @@ func (a *Analyzer) evaluate(ctx context.Context, j job) result {
 		res.baseline, res.baselineErr = a.opts.Measurer.CaptureBaseline(ctx, j.target.Template, j.target.Args, j.target.Stable.Vars, j.started)
 	}
 	res.measurements = a.opts.Measurer.Measure(ctx, j.target)
+	baseline := j.baseline
+	if j.needBaseline && res.baselineErr == nil {
+		baseline = res.baseline
+	}
+	_, decideSpan := a.opts.Tracer.Start(trace.ContextWithSpan(context.Background(), j.span), "decide")
+	// The same decision as `analyzerd backtest` makes on history (replay.Decide).
+	res.decision = replay.Decide(j.target.Template, j.position, baseline, j.evidence, j.now, res.measurements)
+	explain(decideSpan, res.decision, j.sequence)
+	decideSpan.End()
 	res.took = time.Since(began)
 	return res
 }
@@ -827,21 +836,16 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 			an.rec.Baseline, an.baselineErr = res.baseline, ""
 		}
 	}
-	if j.stepGen != an.rec.StepGen {
-		// The step changed while the evaluation ran: its window is stale. Evaluate again now.
+	if j.stepGen != an.rec.StepGen || j.recGen != an.recGen {
+		// The step changed while the evaluation ran (its window is stale), or the record
+		// (what it decided over): evaluate again now.
 		a.plan(an, a.opts.Now())
 		return
 	}
 	r := an.rec
-	decideBegan := time.Now()
-	_, decideSpan := a.opts.Tracer.Start(trace.ContextWithSpan(context.Background(), j.span), "decide")
-	// The same decision as `analyzerd backtest` makes on history (replay.Decide).
-	d := replay.Decide(an.template, replay.Position{Step: r.Step, Weight: r.Weight, StepStarted: r.StepStarted},
-		r.Baseline, r.Evidence, j.now, res.measurements)
+	d := res.decision
 	an.rec.Evidence = d.Evidence
 	an.rec.Sequence++
-	explain(decideSpan, d, an.rec.Sequence)
-	decideSpan.End()
 	j.span.SetAttributes(attribute.String("analyzerd.verdict", string(d.Decision)), attribute.Int64("analyzerd.verdict.sequence", int64(an.rec.Sequence)))
 	v := rollout.Verdict{
 		Rollout:   r.Rollout,
@@ -870,7 +874,7 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	}
 	if !an.awaited.IsZero() {
 		a.ackMu.Lock()
-		a.awaiting[an.key()] = awaited{sequence: v.Sequence, received: an.awaited, evaluation: res.took + time.Since(decideBegan)}
+		a.awaiting[an.key()] = awaited{sequence: v.Sequence, received: an.awaited, evaluation: res.took}
 		a.ackMu.Unlock()
 		an.awaited = time.Time{}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/analyzerd/analyzerd/internal/natstest"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/state"
 )
@@ -87,4 +88,61 @@ func TestStepOverAnotherReplicasWriteIsAppliedOverIt(t *testing.T) {
 	require.Equal(t, 2, e.Record.Step)
 	require.Equal(t, "e3", e.Record.Cause)
 	require.Equal(t, uint64(2), e.Record.StepGen, "the other replica's step counted: this one's comes after it")
+}
+
+// TestDecisionOverARecordReplacedMeanwhileIsDropped: decide runs in the worker, over the
+// record the evaluation began with. When the record is replaced while the evaluation runs
+// (another replica wrote it: here a rollback's evidence), the decision is dropped and made
+// again over the new record.
+func TestDecisionOverARecordReplacedMeanwhileIsDropped(t *testing.T) {
+	h := &harness{
+		m: &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000),
+			entered: make(chan struct{}), release: make(chan struct{})},
+		clock: &clock{now: t0},
+	}
+	_, h.js = natstest.Connect(t, natstest.Start(t))
+	h.store = storeOn(t, h.js)
+	h.replica = h.run(t, Options{Logger: zap.NewNop(), Store: h.store, ReplicaID: "test-replica"})
+	h.m.set("v2", ok(0.004, 5000)) // healthy: over the evidence it began with, a pause
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	<-h.m.entered // the first evaluation is measuring
+
+	key := state.LiveKey(ref)
+	peer := h.peerStore(t)
+	cur, err := peer.Get(context.Background(), key)
+	require.NoError(t, err)
+	rec := cur.Record
+	rec.Evidence.RolledBack, rec.Evidence.RollbackReason = true, "error-rate failed (another replica)"
+	rec.Sequence = 1
+	rec.Pending = []state.Verdict{{Verdict: rollout.Verdict{Rollout: ref, Revision: "v2", Verdict: rollout.Pause, Reason: "peer", Sequence: 1,
+		DecidedAt: t0}}}
+	_, err = peer.Put(context.Background(), key, rec, cur.Revision)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { v, ok := h.a.Latest(ref); return ok && v.Reason == "peer" }, 5*time.Second, time.Millisecond)
+
+	close(h.m.release)
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // the evaluations that follow are let through too
+		for {
+			select {
+			case <-h.m.entered:
+			case <-done:
+				return
+			}
+		}
+	}()
+	require.Eventually(t, func() bool {
+		for _, v := range h.sink.of(ref) {
+			if v.Sequence == 2 {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, time.Millisecond)
+	for _, v := range h.sink.of(ref) {
+		if v.Sequence == 2 {
+			require.Equal(t, rollout.Rollback, v.Verdict, "decided over the record as it is now: %s", v.Reason)
+		}
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/analyzerd/analyzerd/internal/compare"
+	"github.com/analyzerd/analyzerd/internal/decide"
+	"github.com/analyzerd/analyzerd/internal/replay"
 	"github.com/analyzerd/analyzerd/internal/rollout"
 	"github.com/analyzerd/analyzerd/internal/state"
 )
@@ -20,9 +22,12 @@ import (
 // analysis is a live rollout's analysis that this replica owns: its stored record, the
 // revision of the record it last read or wrote, and what only this process needs.
 type analysis struct {
-	rec      state.Record
-	rev      uint64 // the record's revision in the store
-	gen      uint64 // distinguishes this analysis from one that replaced it in the map
+	rec state.Record
+	rev uint64 // the record's revision in the store
+	gen uint64 // distinguishes this analysis from one that replaced it in the map
+	// recGen counts the times rec was replaced by another (adopt): an evaluation decided
+	// over the record it was started with is stale once it changes.
+	recGen   uint64
 	template *compare.Template
 	received time.Time // when this replica took it on, for the time-to-first-verdict metric
 
@@ -61,19 +66,29 @@ type job struct {
 	key          rollout.Key
 	gen          uint64
 	stepGen      uint64
+	recGen       uint64
 	now          time.Time
 	started      time.Time
 	target       compare.Target
 	needBaseline bool
 	span         trace.Span
+	// What the decision is made over, besides the measurements (decide is pure, and runs
+	// in the worker, off the loop): the position, the baseline, the evidence (decide
+	// copies it: the loop only ever replaces a record's, never changes it in place), and
+	// the sequence number the verdict will have.
+	position replay.Position
+	baseline map[string]rollout.Reading
+	evidence decide.Evidence
+	sequence uint64
 }
 
 type result struct {
 	job          job
-	took         time.Duration // measuring, by the real clock
+	took         time.Duration // measuring and deciding, by the real clock
 	measurements []rollout.Measurement
 	baseline     map[string]rollout.Reading
 	baselineErr  error
+	decision     decide.Result
 }
 
 func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
@@ -103,11 +118,16 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 	// operations a trace UI shows stays short.
 	_, span := tracer.Start(context.Background(), "evaluate", opts...)
 	return job{
-		key:     an.key(),
-		gen:     an.gen,
-		stepGen: r.StepGen,
-		now:     now,
-		started: r.Started,
+		key:      an.key(),
+		gen:      an.gen,
+		stepGen:  r.StepGen,
+		recGen:   an.recGen,
+		position: replay.Position{Step: r.Step, Weight: r.Weight, StepStarted: r.StepStarted},
+		baseline: r.Baseline,
+		evidence: r.Evidence,
+		sequence: r.Sequence + 1,
+		now:      now,
+		started:  r.Started,
 		target: compare.Target{
 			Template: an.template,
 			Args:     r.Args,
@@ -352,6 +372,7 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 	// Verdicts decided but not stored yet stay ahead of the stored sequence.
 	seq := an.rec.Sequence
 	an.rec, an.rev, an.template = rec, rev, t
+	an.recGen++
 	if len(an.unstored) > 0 && seq > an.rec.Sequence {
 		an.rec.Sequence = seq
 	}
