@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analyzerd/analyzerd/internal/promproc"
+	"github.com/analyzerd/analyzerd/internal/publish"
+	"github.com/analyzerd/analyzerd/internal/rollout"
 )
 
 // TestBenchMeasures runs the bench at a small size with every part real (nats-server,
@@ -113,4 +115,16 @@ func TestHistogramQuantileInterpolatesWithinTheBucket(t *testing.T) {
 	require.Equal(t, time.Second, p99, "past the largest finite bound: that bound")
 	_, n = histogramQuantile(0.5, after, after)
 	require.Zero(t, n, "nothing observed between the two")
+}
+
+func TestDecisionOfReadsAPublishedVerdict(t *testing.T) {
+	for _, d := range []rollout.Decision{rollout.Proceed, rollout.Pause} {
+		data, err := publish.Encode(rollout.Verdict{
+			Rollout: rollout.Ref{Namespace: "bench", Name: "svc-1"}, Revision: "v2", Verdict: d, Sequence: 1,
+			Reason: `a reason that quotes "verdict":"rollback"`, DecidedAt: time.Now(),
+		}, "analyzerd")
+		require.NoError(t, err)
+		require.Equal(t, string(d), decisionOf(data))
+	}
+	require.Equal(t, "unreadable", decisionOf([]byte(`{}`)))
 }
