@@ -30,6 +30,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	scrape := fs.Duration("scrape-interval", 5*time.Second, "Prometheus's scrape interval")
 	rate := fs.Float64("rate", 20, "requests per second of each side of each service")
 	perShard := fs.Int("per-target", 100, "services per scrape target")
+	source := fs.String("source", bench.SourcePrometheus, "the daemon's metrics source: prometheus (a real one scraping the exporter) or synthetic (no Prometheus: the bench answers the daemon's queries from the exporter's model, as if scraped every --scrape-interval; the figures are the daemon's own costs)")
 	verbose := fs.Bool("v", false, "show the daemon's logs (warnings and errors)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -53,12 +54,19 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "analyzerd bench: %v (run it from the repository's root, or pass --config)\n", err)
 		return 2
 	}
+	if *source != bench.SourcePrometheus && *source != bench.SourceSynthetic {
+		fmt.Fprintf(stderr, "analyzerd bench: --source %q: want %s or %s\n", *source, bench.SourcePrometheus, bench.SourceSynthetic)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	prom, err := promproc.Install(ctx, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "analyzerd bench:", err)
-		return 1
+	var prom string
+	if *source == bench.SourcePrometheus {
+		var err error
+		if prom, err = promproc.Install(ctx, stderr); err != nil {
+			fmt.Fprintln(stderr, "analyzerd bench:", err)
+			return 1
+		}
 	}
 	var daemonLog io.Writer = io.Discard
 	if *verbose {
@@ -67,7 +75,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	r, err := bench.Run(ctx, bench.Options{
 		Rollouts: *rollouts, Duration: *duration, Warmup: *warmup, Restart: *restart, Replicas: *replicas,
 		ScrapeInterval: *scrape, Rate: *rate, PerShard: *perShard,
-		Daemon: *daemonPath, Config: *configPath, Prometheus: prom,
+		Daemon: *daemonPath, Config: *configPath, Source: *source, Prometheus: prom,
 		Progress: stderr, DaemonLog: daemonLog,
 	})
 	if err != nil {

@@ -1,6 +1,9 @@
 // Package bench measures analyzerd at scale with real parts: a nats-server, a Prometheus
 // scraping a synthetic exporter of N services, and the daemon in a process of its own (so
 // that its CPU and memory are its own), analysing N live rollouts with the shipped template.
+// Where a real Prometheus would take the machine, Source "synthetic" puts in its place the
+// bench answering the daemon's queries itself, from the exporter's model (synthetic.go): the
+// daemon's own costs, without Prometheus's.
 // It prints what an operator sizing analyzerd needs: how regularly each rollout gets a
 // verdict, how fast a new one gets its first, what the daemon and Prometheus cost, and how
 // long a restart takes until every rollout has a verdict again.
@@ -9,6 +12,7 @@
 package bench
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -71,6 +75,11 @@ type Options struct {
 	// Daemon is the analyzerd binary; Config the configuration it runs with (its
 	// http-golden-signals template is the one analysed).
 	Daemon, Config string
+	// Source is the daemon's metrics source: SourcePrometheus (the default), a real
+	// Prometheus scraping the exporter, or SourceSynthetic, the bench answering the daemon's
+	// queries itself from the exporter's model (synthetic.go), for the daemon's own costs at
+	// sizes where a real Prometheus would take the machine.
+	Source string
 	// Prometheus is the prometheus binary (promproc.Find when empty).
 	Prometheus string
 	// Progress receives a line per phase; DaemonLog the daemon's output.
@@ -96,6 +105,9 @@ func (o *Options) defaults() {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
+	if o.Source == "" {
+		o.Source = SourcePrometheus
+	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -104,8 +116,16 @@ func (o *Options) defaults() {
 	}
 }
 
+// The metrics sources (Options.Source).
+const (
+	SourcePrometheus = "prometheus"
+	SourceSynthetic  = "synthetic"
+)
+
 // Report is what a run measured.
 type Report struct {
+	// Source is the run's Options.Source.
+	Source   string
 	Rollouts int
 	Interval time.Duration
 	Window   time.Duration
@@ -117,6 +137,9 @@ type Report struct {
 	EveryInterval float64
 	// NoVerdict counts the rollouts that had no verdict in the window.
 	NoVerdict int
+	// Verdicts counts the rollouts by their last verdict at the window's end (proceed,
+	// pause...): the exporter's canaries are healthy, so proceed once enough is counted.
+	Verdicts map[string]int
 	// FirstP50 and FirstP99: from publishing rollout.started to receiving the first
 	// verdict; FirstMissing counts those without one by the end of the warm-up.
 	FirstP50, FirstP99 time.Duration
@@ -130,11 +153,15 @@ type Report struct {
 	// EvaluationsPerSecond over the window, and IdlePerSecond those of them that found no
 	// new sample.
 	EvaluationsPerSecond, IdlePerSecond float64
-	// QueriesPerInterval: the daemon's queries to Prometheus; PrometheusQuerySeconds: the
-	// time Prometheus spent serving /api/v1/query, per interval.
+	// QueriesPerInterval: the daemon's queries to its source; PrometheusQuerySeconds: the
+	// time the source spent serving /api/v1/query, per interval; SourceRefused: the queries
+	// the synthetic source refused (none, when it understands every query the daemon sends).
 	QueriesPerInterval     float64
 	PrometheusQuerySeconds float64
-	// CPU in cores, RSS the daemon's largest resident set over the window.
+	SourceRefused          int64
+	// CPU in cores, RSS the daemon's largest resident set over the window. PrometheusCPU is
+	// the source's: with the synthetic one, the bench's own process (which also receives the
+	// verdicts).
 	DaemonCPU, PrometheusCPU, MachineCPU float64
 	DaemonRSS                            int64
 	// KVWritesPerSecond: writes to the state bucket (puts and deletes).
@@ -174,6 +201,9 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Daemon == "" || o.Config == "" {
 		return Report{}, errors.New("bench: the daemon binary and its configuration are required")
 	}
+	if o.Source != SourcePrometheus && o.Source != SourceSynthetic {
+		return Report{}, fmt.Errorf("bench: source %q: want %s or %s", o.Source, SourcePrometheus, SourceSynthetic)
+	}
 	dir, err := os.MkdirTemp("", "analyzerd-bench-")
 	if err != nil {
 		return Report{}, err
@@ -201,30 +231,49 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	defer nodes.shutdown()
 
 	exp := newExporter(o.Rollouts, o.PerShard, o.Rate, 0.005, time.Now().Add(-time.Hour))
-	var targets []promproc.Target
-	for i := range exp.shards {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var src *source
+	if o.Source == SourceSynthetic {
+		// No exporter to scrape: each shard is a target in name only, at an address of its own.
+		var targets []promproc.Target
+		for i := range exp.shards {
+			targets = append(targets, promproc.Target{Job: "bench", Address: "exporter-" + strconv.Itoa(i) + ".bench:9100"})
+		}
+		syn := newSynthetic(exp, targets, o.ScrapeInterval)
+		syn.logf = say
+		if err := syn.start(); err != nil {
+			return Report{}, err
+		}
+		defer syn.Close()
+		src = &source{url: syn.URL(), synthetic: syn}
+		say("synthetic source %s: %d services in %d targets at %.0f req/s per side, as if scraped every %s (no Prometheus)",
+			syn.URL(), o.Rollouts, len(targets), o.Rate, o.ScrapeInterval)
+	} else {
+		var targets []promproc.Target
+		for i := range exp.shards {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return Report{}, err
+			}
+			srv := &http.Server{Handler: exp.handler(i), ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+			targets = append(targets, promproc.Target{Job: "bench", Address: ln.Addr().String()})
+		}
+		say("exporter: %d services in %d scrape targets, %.0f req/s per side", o.Rollouts, len(targets), o.Rate)
+
+		prom, err := promproc.Start(ctx, promproc.Options{
+			Binary: o.Prometheus, Dir: filepath.Join(dir, "prometheus"), Targets: targets, ScrapeInterval: o.ScrapeInterval,
+		})
 		if err != nil {
 			return Report{}, err
 		}
-		srv := &http.Server{Handler: exp.handler(i), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		targets = append(targets, promproc.Target{Job: "bench", Address: ln.Addr().String()})
+		defer prom.Close()
+		if err := prom.WaitTargetsUp(ctx); err != nil {
+			return Report{}, err
+		}
+		src = &source{url: prom.URL()}
+		say("prometheus %s scraping every %s", prom.URL(), o.ScrapeInterval)
 	}
-	say("exporter: %d services in %d scrape targets, %.0f req/s per side", o.Rollouts, len(targets), o.Rate)
-
-	prom, err := promproc.Start(ctx, promproc.Options{
-		Binary: o.Prometheus, Dir: filepath.Join(dir, "prometheus"), Targets: targets, ScrapeInterval: o.ScrapeInterval,
-	})
-	if err != nil {
-		return Report{}, err
-	}
-	defer prom.Close()
-	if err := prom.WaitTargetsUp(ctx); err != nil {
-		return Report{}, err
-	}
-	say("prometheus %s scraping every %s", prom.URL(), o.ScrapeInterval)
 
 	nc, err := nats.Connect(nodes.urls())
 	if err != nil {
@@ -245,7 +294,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	var daemons []*daemon
 	for i := range o.Replicas {
-		d := &daemon{opts: o, config: o.Config, natsURL: nodes.url(i), promURL: prom.URL(), id: "bench-" + strconv.Itoa(i+1)}
+		d := &daemon{opts: o, config: o.Config, natsURL: nodes.url(i), promURL: src.url, id: "bench-" + strconv.Itoa(i+1)}
 		if o.Replicas > 1 {
 			if d.config, err = replicaConfig(dir, o.Config, d.id, o.Replicas); err != nil {
 				return Report{}, err
@@ -282,10 +331,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return Report{}, err
 	}
 
-	r := Report{Rollouts: o.Rollouts, Interval: o.Interval, Window: o.Duration, Replicas: o.Replicas, Lease: cfg.State.Lease}
+	r := Report{Source: o.Source, Rollouts: o.Rollouts, Interval: o.Interval, Window: o.Duration, Replicas: o.Replicas, Lease: cfg.State.Lease}
 	r.FirstP50, r.FirstP99, r.FirstMissing = rec.firsts()
 	say("measuring for %s", o.Duration)
-	before, err := snapshotOf(ctx, daemons, js, prom.URL())
+	before, err := snapshotOf(ctx, daemons, js, src)
 	if err != nil {
 		return Report{}, err
 	}
@@ -328,7 +377,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	tick.Stop()
 	steps.Stop()
 	windowEnd := time.Now()
-	after, err := snapshotOf(ctx, daemons, js, prom.URL())
+	after, err := snapshotOf(ctx, daemons, js, src)
 	if err != nil {
 		return Report{}, err
 	}
@@ -336,10 +385,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	intervals := window.Seconds() / o.Interval.Seconds()
 	r.Window = window
 	r.GapP50, r.GapP99, r.GapMax, r.EveryInterval, r.NoVerdict = rec.gaps(windowStart, windowEnd, o.Interval)
+	r.Verdicts = rec.lastVerdicts()
 	r.EvaluationsPerSecond = (after.evaluations - before.evaluations) / window.Seconds()
 	r.IdlePerSecond = (after.idle - before.idle) / window.Seconds()
 	r.QueriesPerInterval = (after.queries - before.queries) / intervals
 	r.PrometheusQuerySeconds = (after.promQuerySeconds - before.promQuerySeconds) / intervals
+	r.SourceRefused = after.refused
 	r.DaemonCPU = (after.daemonCPU - before.daemonCPU) / window.Seconds()
 	r.PrometheusCPU = (after.promCPU - before.promCPU) / window.Seconds()
 	r.MachineCPU = (after.machine - before.machine) / window.Seconds()
@@ -408,6 +459,11 @@ func (r Report) Print(w io.Writer) {
 	row("window", "%s (interval %s)", r.Window.Round(time.Second), r.Interval)
 	row("verdict gap p50 / p99 / max", "%s / %s / %s", secs(r.GapP50), secs(r.GapP99), secs(r.GapMax))
 	row("rollouts with a verdict every interval", "%.1f%% (gaps <= 1.5 intervals; %d had none in the window)", 100*r.EveryInterval, r.NoVerdict)
+	var last []string
+	for _, d := range slices.Sorted(maps.Keys(r.Verdicts)) {
+		last = append(last, d+" "+strconv.Itoa(r.Verdicts[d]))
+	}
+	row("last verdict at the window's end", "%s", strings.Join(last, ", "))
 	row("event -> first verdict p50 / p99", "%s / %s (%d without one in the warm-up)", secs(r.FirstP50), secs(r.FirstP99), r.FirstMissing)
 	ms := func(d time.Duration) string {
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
@@ -415,9 +471,17 @@ func (r Report) Print(w io.Writer) {
 	row("step event -> verdict, daemon overhead p50 / p99", "%s / %s (%d step events in the window; the evaluation excepted)", ms(r.OverheadP50), ms(r.OverheadP99), r.StepEvents)
 	row("evaluations/s", "%.1f (%.1f of them found no new sample)", r.EvaluationsPerSecond, r.IdlePerSecond)
 	row("queries per interval", "%.0f", r.QueriesPerInterval)
-	row("prometheus query time per interval", "%.3f s", r.PrometheusQuerySeconds)
+	if r.Source == SourceSynthetic {
+		row("synthetic source query time per interval", "%.3f s (no Prometheus: the bench answers from the exporter's model; %d queries refused)", r.PrometheusQuerySeconds, r.SourceRefused)
+	} else {
+		row("prometheus query time per interval", "%.3f s", r.PrometheusQuerySeconds)
+	}
 	row("analyzerd CPU / RSS", "%.2f cores / %d MiB", r.DaemonCPU, r.DaemonRSS>>20)
-	row("prometheus CPU", "%.2f cores", r.PrometheusCPU)
+	if r.Source == SourceSynthetic {
+		row("bench CPU (synthetic source)", "%.2f cores (the bench's own process)", r.PrometheusCPU)
+	} else {
+		row("prometheus CPU", "%.2f cores", r.PrometheusCPU)
+	}
 	row("machine busy", "%.2f cores", r.MachineCPU)
 	row("state writes/s", "%.1f", r.KVWritesPerSecond)
 	row("overdue at the end", "%.0f", r.Overdue)
@@ -440,11 +504,42 @@ type recorder struct {
 	mu       sync.Mutex
 	sentAt   []time.Time
 	received [][]time.Time
+	last     []string      // each rollout's last verdict (proceed, pause...)
 	changed  chan struct{} // signalled (without blocking) at each verdict
 }
 
 func newRecorder(n int) *recorder {
-	return &recorder{sentAt: make([]time.Time, n), received: make([][]time.Time, n), changed: make(chan struct{}, 1)}
+	return &recorder{sentAt: make([]time.Time, n), received: make([][]time.Time, n), last: make([]string, n), changed: make(chan struct{}, 1)}
+}
+
+// decisionOf is a verdict's decision, its first "verdict" member (rollout.Verdict's), read
+// without decoding the whole verdict: at 10,000 rollouts the bench receives a thousand a second.
+func decisionOf(data []byte) string {
+	const key = `"verdict":"`
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return "unreadable"
+	}
+	rest := data[i+len(key):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return "unreadable"
+	}
+	return string(rest[:end])
+}
+
+// lastVerdicts counts the rollouts by their last verdict ("none" without one).
+func (r *recorder) lastVerdicts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for _, d := range r.last {
+		if d == "" {
+			d = "none"
+		}
+		out[d]++
+	}
+	return out
 }
 
 func (r *recorder) sent(i int, t time.Time) {
@@ -464,9 +559,13 @@ func (r *recorder) verdict(m *nats.Msg) {
 	if err != nil {
 		return
 	}
+	decision := decisionOf(m.Data)
 	r.mu.Lock()
 	if i >= 0 && i < len(r.received) {
 		r.received[i] = append(r.received[i], now)
+		if r.last[i] != decision {
+			r.last[i] = decision
+		}
 	}
 	r.mu.Unlock()
 	select {
@@ -668,14 +767,21 @@ type snapshot struct {
 	idle                      float64
 	overdue                   float64
 	promQuerySeconds, promCPU float64
+	refused                   int64
 	daemonCPU, machine        float64
 	kvSeq                     uint64
 	overhead                  []bucket // analyzerd_event_verdict_overhead_seconds
 }
 
-// snapshotOf takes the counters of every running daemon (added up), Prometheus, the machine
-// and the state bucket.
-func snapshotOf(ctx context.Context, daemons []*daemon, js jetstream.JetStream, promURL string) (snapshot, error) {
+// source is the daemon's metrics source: a Prometheus at url, or the synthetic one.
+type source struct {
+	url       string
+	synthetic *synthetic
+}
+
+// snapshotOf takes the counters of every running daemon (added up), the metrics source, the
+// machine and the state bucket.
+func snapshotOf(ctx context.Context, daemons []*daemon, js jetstream.JetStream, src *source) (snapshot, error) {
 	var s snapshot
 	for _, d := range daemons {
 		if d.cmd == nil {
@@ -696,12 +802,20 @@ func snapshotOf(ctx context.Context, daemons []*daemon, js jetstream.JetStream, 
 		}
 		s.daemonCPU += cpu
 	}
-	pm, err := scrape(ctx, promURL+"/metrics")
-	if err != nil {
-		return s, fmt.Errorf("prometheus metrics: %w", err)
+	var err error
+	if src.synthetic != nil {
+		s.promQuerySeconds, s.refused = src.synthetic.busySeconds(), src.synthetic.refused.Load()
+		if s.promCPU, err = cpuSeconds(os.Getpid()); err != nil {
+			return s, err
+		}
+	} else {
+		pm, err := scrape(ctx, src.url+"/metrics")
+		if err != nil {
+			return s, fmt.Errorf("prometheus metrics: %w", err)
+		}
+		s.promQuerySeconds = pm.sum("prometheus_http_request_duration_seconds_sum", map[string]string{"handler": "/api/v1/query"})
+		s.promCPU = pm.sum("process_cpu_seconds_total", nil)
 	}
-	s.promQuerySeconds = pm.sum("prometheus_http_request_duration_seconds_sum", map[string]string{"handler": "/api/v1/query"})
-	s.promCPU = pm.sum("process_cpu_seconds_total", nil)
 	if s.machine, err = machineBusy(); err != nil {
 		return s, err
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/analyzerd/analyzerd/internal/promproc"
+	"github.com/analyzerd/analyzerd/internal/publish"
+	"github.com/analyzerd/analyzerd/internal/rollout"
 )
 
 // TestBenchMeasures runs the bench at a small size with every part real (nats-server,
@@ -61,10 +63,46 @@ func parts(t *testing.T) (prometheus, analyzerd string) {
 		}
 		t.Skipf("skipping: %v", err)
 	}
+	return promBinary, build(t)
+}
+
+// build builds the analyzerd binary of this tree.
+func build(t *testing.T) string {
+	t.Helper()
 	binary := filepath.Join(t.TempDir(), "analyzerd")
 	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/analyzerd").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
-	return promBinary, binary
+	return binary
+}
+
+// TestBenchMeasuresWithTheSyntheticSource runs the bench without Prometheus: the daemon reads
+// the synthetic source, which understands every query it sends (none refused), and every
+// rollout gets verdicts.
+func TestBenchMeasuresWithTheSyntheticSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds analyzerd and runs it for half a minute")
+	}
+	var progress bytes.Buffer
+	r, err := Run(context.Background(), Options{
+		Rollouts: 3, Duration: 15 * time.Second, Warmup: 2 * time.Minute, Source: SourceSynthetic,
+		PerShard: 2, Daemon: build(t), Config: "../../configs/analyzerd.yaml", Progress: &progress,
+	})
+	require.NoError(t, err, progress.String())
+	require.Zero(t, r.FirstMissing, "every rollout got a first verdict")
+	require.Zero(t, r.NoVerdict, "every rollout got verdicts in the window")
+	require.Zero(t, r.SourceRefused, "the synthetic source understood every query: %s", progress.String())
+	require.Zero(t, r.Verdicts["none"])
+	require.Positive(t, r.QueriesPerInterval)
+	require.Positive(t, r.PrometheusQuerySeconds, "the synthetic source's own time answering")
+
+	var table bytes.Buffer
+	r.Print(&table)
+	require.Contains(t, table.String(), "synthetic source query time per interval")
+	require.Contains(t, table.String(), "bench CPU (synthetic source)")
+	require.NotContains(t, table.String(), "prometheus CPU")
+
+	_, err = Run(context.Background(), Options{Rollouts: 1, Source: "victoriametrics", Daemon: "x", Config: "y"})
+	require.ErrorContains(t, err, "victoriametrics")
 }
 
 // TestBenchMeasuresATakeover runs the bench with three replicas on a three-node NATS
@@ -113,4 +151,16 @@ func TestHistogramQuantileInterpolatesWithinTheBucket(t *testing.T) {
 	require.Equal(t, time.Second, p99, "past the largest finite bound: that bound")
 	_, n = histogramQuantile(0.5, after, after)
 	require.Zero(t, n, "nothing observed between the two")
+}
+
+func TestDecisionOfReadsAPublishedVerdict(t *testing.T) {
+	for _, d := range []rollout.Decision{rollout.Proceed, rollout.Pause} {
+		data, err := publish.Encode(rollout.Verdict{
+			Rollout: rollout.Ref{Namespace: "bench", Name: "svc-1"}, Revision: "v2", Verdict: d, Sequence: 1,
+			Reason: `a reason that quotes "verdict":"rollback"`, DecidedAt: time.Now(),
+		}, "analyzerd")
+		require.NoError(t, err)
+		require.Equal(t, string(d), decisionOf(data))
+	}
+	require.Equal(t, "unreadable", decisionOf([]byte(`{}`)))
 }

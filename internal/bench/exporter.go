@@ -59,29 +59,89 @@ func (e *exporter) handler(shard int) http.Handler {
 	})
 }
 
-// exposition is a shard's metrics at t, in the text format.
-func (e *exporter) exposition(shard int, t time.Time) []byte {
+// versions are each service's two sides: stable, then canary.
+var versions = [...]string{"v1", "v2"}
+
+// exportedSeries is one of the series the exporter exposes of each version of each service:
+// its family (the # TYPE line's name and type), its name, and its label besides service and
+// version (none for _sum and _count).
+type exportedSeries struct {
+	family, familyType string
+	name               string
+	label, value       string
+	kind               seriesKind
+	bucket             int // the index in latencyBuckets of a finite bucket
+}
+
+type seriesKind int
+
+const (
+	answered seriesKind = iota // requests answered 200
+	failed                     // requests answered 500
+	finiteBucket
+	infBucket
+	latencySum
+	latencyCount
+)
+
+// exported are the series of one version of one service, in the order exposition writes
+// them within their family: the request counters by code, then the latency histogram's
+// buckets (le), +Inf, _sum and _count.
+var exported = func() []exportedSeries {
+	const counter, histogram = "http_requests_total", "http_request_duration_seconds"
+	out := []exportedSeries{
+		{family: counter, familyType: "counter", name: counter, label: "code", value: "200", kind: answered},
+		{family: counter, familyType: "counter", name: counter, label: "code", value: "500", kind: failed},
+	}
+	for i, le := range latencyBuckets {
+		out = append(out, exportedSeries{family: histogram, familyType: "histogram", name: histogram + "_bucket",
+			label: "le", value: strconv.FormatFloat(le, 'g', -1, 64), kind: finiteBucket, bucket: i})
+	}
+	return append(out,
+		exportedSeries{family: histogram, familyType: "histogram", name: histogram + "_bucket", label: "le", value: "+Inf", kind: infBucket},
+		exportedSeries{family: histogram, familyType: "histogram", name: histogram + "_sum", kind: latencySum},
+		exportedSeries{family: histogram, familyType: "histogram", name: histogram + "_count", kind: latencyCount},
+	)
+}()
+
+// value is what the exporter exposes at t for exported[i], of any service and version (they
+// are all alike): the counters of a fixed request rate since the exporter's start, a fixed
+// share of them failed, the latency distribution's share of them in each bucket.
+func (e *exporter) value(i int, t time.Time) float64 {
 	elapsed := max(t.Sub(e.start).Seconds(), 0)
 	requests := math.Floor(e.rate * elapsed)
-	failed := math.Floor(e.errors * requests)
-	b := make([]byte, 0, 2600*len(e.shards[shard]))
-	b = append(b, "# TYPE http_requests_total counter\n"...)
-	for _, s := range e.shards[shard] {
-		for _, v := range [...]string{"v1", "v2"} {
-			b = series(b, "http_requests_total", s, v, "code", "200", requests-failed)
-			b = series(b, "http_requests_total", s, v, "code", "500", failed)
-		}
+	switch s := exported[i]; s.kind {
+	case answered:
+		return requests - math.Floor(e.errors*requests)
+	case failed:
+		return math.Floor(e.errors * requests)
+	case finiteBucket:
+		return math.Floor(requests * latencyShare[s.bucket])
+	case latencySum:
+		return requests * meanLatency
+	default: // +Inf, _count
+		return requests
 	}
-	b = append(b, "# TYPE http_request_duration_seconds histogram\n"...)
-	for _, s := range e.shards[shard] {
-		for _, v := range [...]string{"v1", "v2"} {
-			for i, le := range latencyBuckets {
-				b = series(b, "http_request_duration_seconds_bucket", s, v, "le", strconv.FormatFloat(le, 'g', -1, 64), math.Floor(requests*latencyShare[i]))
-			}
-			b = series(b, "http_request_duration_seconds_bucket", s, v, "le", "+Inf", requests)
-			b = series(b, "http_request_duration_seconds_sum", s, v, "", "", requests*meanLatency)
-			b = series(b, "http_request_duration_seconds_count", s, v, "", "", requests)
+}
+
+// exposition is a shard's metrics at t, in the text format.
+func (e *exporter) exposition(shard int, t time.Time) []byte {
+	b := make([]byte, 0, 2600*len(e.shards[shard]))
+	for first := 0; first < len(exported); {
+		family := exported[first].family
+		end := first
+		for end < len(exported) && exported[end].family == family {
+			end++
 		}
+		b = append(b, "# TYPE "+family+" "+exported[first].familyType+"\n"...)
+		for _, s := range e.shards[shard] {
+			for _, v := range versions {
+				for i := first; i < end; i++ {
+					b = series(b, exported[i].name, s, v, exported[i].label, exported[i].value, e.value(i, t))
+				}
+			}
+		}
+		first = end
 	}
 	return b
 }
