@@ -268,16 +268,7 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, at time.Time) er
 	reach := "[" + FormatDuration(at.Sub(need)) + "]"
 	expr := tp.own + reach
 	if len(loaded) > 1 {
-		sets := make([]map[string]bool, len(f.shape.labels))
-		for i := range sets {
-			sets[i] = map[string]bool{}
-		}
-		for _, o := range loaded {
-			for i, v := range o.values {
-				sets[i][v] = true
-			}
-		}
-		expr = f.shape.render(sortedSets(sets)) + reach
+		expr = f.shape.render(f.valueSets(loaded)) + reach
 	}
 	l := &load{done: make(chan struct{})}
 	for _, o := range loaded {
@@ -332,8 +323,18 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, at time.Time) er
 // other share one.
 func reachClass(reach time.Duration) int { return bits.Len64(uint64(max(reach/time.Second, 1))) }
 
-// sortedSets are each set's values, sorted: the same tuples give the same query.
-func sortedSets(sets []map[string]bool) [][]string {
+// valueSets are, per label the feed groups by, the values the tuples take, sorted: the same
+// tuples give the same query.
+func (f *feed) valueSets(tuples []*tuple) [][]string {
+	sets := make([]map[string]bool, len(f.shape.labels))
+	for i := range sets {
+		sets[i] = map[string]bool{}
+	}
+	for _, tp := range tuples {
+		for i, v := range tp.values {
+			sets[i][v] = true
+		}
+	}
 	values := make([][]string, len(sets))
 	for i, set := range sets {
 		for v := range set {
@@ -368,10 +369,6 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 		gens     []uint64
 		oldest   time.Time
 	)
-	sets := make([]map[string]bool, len(f.shape.labels))
-	for i := range sets {
-		sets[i] = map[string]bool{}
-	}
 	for key, tp := range f.tuples {
 		if at.Sub(tp.lastUse) > tupleIdle && tp.loading == nil {
 			delete(f.tuples, key) // its rollout ended, or moved to another replica
@@ -389,14 +386,11 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 		if oldest.IsZero() || tp.through.Before(oldest) {
 			oldest = tp.through
 		}
-		for i, v := range tp.values {
-			sets[i][v] = true
-		}
 	}
 	if len(included) == 0 {
 		return nil
 	}
-	expr := f.shape.render(sortedSets(sets)) + "[" + FormatDuration(max(at.Sub(oldest), 0)+feedOverlap) + "]"
+	expr := f.shape.render(f.valueSets(included)) + "[" + FormatDuration(max(at.Sub(oldest), 0)+feedOverlap) + "]"
 	resp, took := f.queryUnlocked(ctx, src, Request{Expr: expr, Time: at}, &f.refreshing)
 	if resp.Err != nil {
 		// A failure does not set took: one timeout must not hold every read of the feed
