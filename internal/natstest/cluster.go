@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,29 +53,56 @@ type node struct {
 // meta leader that every node follows and it can place a stream of n replicas, and shuts
 // every server down when the test ends. opts adjust every node's options (at every start),
 // for example NoAdvertise.
+//
+// A port found free can be taken by another process (an outgoing connection's ephemeral port)
+// before the node listens on it; the node then never gets ready. The cluster is then started
+// again on fresh ports, up to three times.
 func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, name: "c", opts: opts}
-	for i := 1; i <= n; i++ {
-		c.nodes = append(c.nodes, &node{
-			name: "n" + strconv.Itoa(i), port: freePort(t), clusterPort: freePort(t), storeDir: t.TempDir(),
-		})
-	}
 	t.Cleanup(c.shutdown)
-	for i := range c.nodes {
-		c.Start(i)
+	var err error
+	for range 3 {
+		ports := freePorts(t, 2*n)
+		dir := t.TempDir()
+		c.nodes = c.nodes[:0]
+		for i := 1; i <= n; i++ {
+			c.nodes = append(c.nodes, &node{
+				name: "n" + strconv.Itoa(i), port: ports[2*i-2], clusterPort: ports[2*i-1],
+				storeDir: filepath.Join(dir, "n"+strconv.Itoa(i)),
+			})
+		}
+		if err = c.startAll(); err == nil {
+			c.WaitReady(30 * time.Second)
+			return c
+		}
+		c.shutdown()
 	}
-	c.WaitReady(30 * time.Second)
-	return c
+	t.Fatalf("cluster %s: %v", c.name, err)
+	return nil
 }
 
-// freePort is a loopback port nothing listens on (at the time of the call).
-func freePort(t testing.TB) int {
+func (c *Cluster) startAll() error {
+	for i := range c.nodes {
+		if err := c.start(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freePorts are n distinct loopback ports nothing listens on (at the time of the call): each
+// listener is held until all are found, so that none is handed out twice.
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	return ports
 }
 
 // Len is the number of nodes, running or not.
@@ -165,22 +193,31 @@ func NoAdvertise() Option { return func(o *server.Options) { o.Cluster.NoAdverti
 // connections; it does not wait for JetStream (see WaitReady).
 func (c *Cluster) Start(i int) {
 	c.t.Helper()
+	require.NoError(c.t, c.start(i))
+}
+
+func (c *Cluster) start(i int) error {
 	c.mu.Lock()
 	n := c.nodes[i]
 	running := n.srv != nil
 	c.mu.Unlock()
-	require.False(c.t, running, "node %s is running", n.name)
+	if running {
+		return fmt.Errorf("node %s is running", n.name)
+	}
 	srv, err := server.NewServer(c.options(n))
-	require.NoError(c.t, err)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.name, err)
+	}
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		c.t.Fatalf("node %s not ready for connections", n.name)
+		return fmt.Errorf("node %s not ready for connections on ports %d and %d", n.name, n.port, n.clusterPort)
 	}
 	c.mu.Lock()
 	n.srv = srv
 	c.mu.Unlock()
+	return nil
 }
 
 // Stop shuts node i down and waits until it has stopped.

@@ -242,13 +242,14 @@ func TestBaselineEncodedOnce(t *testing.T) {
 	rec.Baseline = map[string]rollout.Reading{"error-rate": {Status: rollout.StatusOK, Value: 0.004, Samples: 12000, Events: 48, Total: 12000}}
 	rev, err := s.Put(ctx, key, rec, 0)
 	require.NoError(t, err)
-	first := s.baselines[key].json
+	first, _ := s.encodedBaseline(key)
 	require.NotEmpty(t, first)
 
 	rec.Sequence = 4
 	rev, err = s.Put(ctx, key, rec, rev)
 	require.NoError(t, err)
-	require.Same(t, &first[0], &s.baselines[key].json[0], "the same baseline map: its encoding reused")
+	again, _ := s.encodedBaseline(key)
+	require.Same(t, &first[0], &again[0], "the same baseline map: its encoding reused")
 	got, err := s.Get(ctx, key)
 	require.NoError(t, err)
 	require.Equal(t, rec, got.Record)
@@ -271,15 +272,27 @@ func TestBaselineEncodedOnce(t *testing.T) {
 			break
 		}
 	}
-	require.NotContains(t, s.baselines, key)
+	_, held := s.encodedBaseline(key)
+	require.False(t, held, "another replica's put forgets the encoding")
 
 	// Put again by this one, then deleted.
 	rec.Owner = "r1"
 	rev, err = s.Put(ctx, key, rec, rev)
 	require.NoError(t, err)
-	require.Contains(t, s.baselines, key)
+	_, held = s.encodedBaseline(key)
+	require.True(t, held)
 	require.NoError(t, s.Delete(ctx, key, rev))
-	require.NotContains(t, s.baselines, key)
+	_, held = s.encodedBaseline(key)
+	require.False(t, held, "a delete forgets the encoding")
+}
+
+// encodedBaseline is the encoding s holds for key's baseline, read under its lock: the
+// watch forgets encodings on its own goroutine.
+func (s *Store) encodedBaseline(key string) ([]byte, bool) {
+	s.baseMu.Lock()
+	defer s.baseMu.Unlock()
+	e, ok := s.baselines[key]
+	return e.json, ok
 }
 
 // TestLiveReadsEveryRecordInOrder: many records, decoded on several goroutines, come back
