@@ -29,10 +29,11 @@ type chaosRollout struct {
 	weights []int // the weight of each step
 	faultAt int   // the step from which the canary fails 10% of its requests; -1: never
 
-	step   int      // the last step published
-	ids    []string // the id of the event that started each step
-	ended  string   // the id of the event that ended it
-	faulty bool     // the fault was injected
+	step    int      // the last step published
+	ids     []string // the id of the event that started each step
+	ended   string   // the id of the event that ended it
+	endedOn uint64   // the sequence of the verdict the controller ended it on
+	faulty  bool     // the fault was injected
 }
 
 // The points at which the chaos test kills the daemon.
@@ -222,6 +223,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 		}
 		if v.Verdict == rollout.Rollback {
 			require.GreaterOrEqual(t, ro.faultAt, 0, "healthy %s rolled back at sequence %d: %s", ro.name, v.Sequence, v.Reason)
+			ro.endedOn = v.Sequence
 			end(ro, rollout.EventAborted)
 			return
 		}
@@ -240,6 +242,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 		case rollout.Proceed:
 			if ro.step == len(ro.weights)-1 {
 				require.Negative(t, ro.faultAt, "faulty %s proceeded at its last step (sequence %d): the fault was not seen", ro.name, v.Sequence)
+				ro.endedOn = v.Sequence
 				end(ro, rollout.EventCompleted)
 				return
 			}
@@ -368,8 +371,22 @@ func TestChaosKillAndRestart(t *testing.T) {
 				t.Errorf("%s: event %s (step %d) has no verdict: lost", ro.name, ro.ids[s], s)
 			}
 		}
-		// The final verdicts.
+		// The final verdicts. A rollback is the last verdict; a proceed at the last step is
+		// the one the controller completed the rollout on, and the analysis goes on until the
+		// completion is applied: the looks in between judge the same step (a pass is not held
+		// across looks, so one may pause), never roll back (asserted below).
 		final := vs[len(vs)-1].Verdict
+		after, found := 0, false
+		for i, v := range vs {
+			if v.Verdict.Sequence == ro.endedOn {
+				final, after, found = v.Verdict, len(vs)-1-i, true
+			}
+		}
+		require.True(t, found, "%s: the verdict the controller ended it on (sequence %d) is in the stream", ro.name, ro.endedOn)
+		if after > 0 {
+			t.Logf("%s: %d verdicts after the proceed it was completed on, before the completion applied; the last: %s %s",
+				ro.name, after, vs[len(vs)-1].Verdict.Verdict, vs[len(vs)-1].Verdict.Reason)
+		}
 		if ro.faultAt < 0 {
 			require.Equal(t, rollout.Proceed, final.Verdict, "%s ends on proceed: %s", ro.name, final.Reason)
 			require.Equal(t, len(ro.weights)-1, final.Step, "%s proceeds at its last step", ro.name)
@@ -379,6 +396,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 			}
 		} else {
 			require.Equal(t, rollout.Rollback, final.Verdict, "%s ends on rollback", ro.name)
+			require.Zero(t, after, "%s: no verdict follows its rollback", ro.name)
 			require.Equal(t, ro.faultAt, final.Step, "%s is rolled back at the step the fault began", ro.name)
 			require.Equal(t, rollout.Fail, check(final, "error-rate").Outcome, "%s: the error-rate check fails: %s", ro.name, final.Reason)
 			require.Contains(t, final.Reason, "error-rate")
