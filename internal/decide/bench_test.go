@@ -23,10 +23,10 @@ func BenchmarkDecide(b *testing.B) {
 	p99.Quantile, p99.Sequential = 0.99, seq()
 	template := tmpl(ratio, p95, p99)
 	inf := math.Inf(1)
-	hist := func(n float64) rollout.Reading {
-		return rollout.Reading{Status: rollout.StatusOK, Value: 0.09, Samples: int64(n), Buckets: []rollout.Bucket{
+	hist := func(n float64) rollout.Reading { // its buckets counted, as compare measures them
+		return withCounts(rollout.Reading{Status: rollout.StatusOK, Value: 0.09, Samples: int64(n), Buckets: []rollout.Bucket{
 			{UpperBound: 0.025, Count: n * 0.01}, {UpperBound: 0.05, Count: n * 0.5}, {UpperBound: 0.1, Count: n * 0.97},
-			{UpperBound: 0.25, Count: n * 0.995}, {UpperBound: 0.5, Count: n * 0.999}, {UpperBound: 1, Count: n}, {UpperBound: inf, Count: n}}}
+			{UpperBound: 0.25, Count: n * 0.995}, {UpperBound: 0.5, Count: n * 0.999}, {UpperBound: 1, Count: n}, {UpperBound: inf, Count: n}}})
 	}
 	base := counted(3000, 600000)
 	baseHist := hist(600000)

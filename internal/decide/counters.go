@@ -85,8 +85,8 @@ func rateInterval(c *rollout.Counts, a float64) (interval, bool) {
 	if c == nil || c.Total.Est <= 0 {
 		return interval{}, false
 	}
-	lo, _ := rateCS(c.Events.Low, c.Total.High, a/2)
-	_, hi := rateCS(c.Events.High, c.Total.Low, a/2)
+	lo := rateLower(c.Events.Low, c.Total.High, a/2)
+	hi := rateUpper(c.Events.High, c.Total.Low, a/2)
 	return interval{lo: lo, est: c.Events.Est / c.Total.Est, hi: hi}, true
 }
 
@@ -114,8 +114,8 @@ func quantileInterval(c *rollout.Counts, q, a float64) (interval, bool) {
 		if math.IsInf(b.UpperBound, 1) {
 			continue
 		}
-		sLo, _ := rateCS(b.Slower.Low, c.Total.High, ab)
-		_, sHi := rateCS(b.Slower.High, c.Total.Low, ab)
+		sLo := rateLower(b.Slower.Low, c.Total.High, ab)
+		sHi := rateUpper(b.Slower.High, c.Total.Low, ab)
 		hiCDF = append(hiCDF, rollout.Bucket{UpperBound: b.UpperBound, Count: 1 - math.Min(1, sLo)})
 		loCDF = append(loCDF, rollout.Bucket{UpperBound: b.UpperBound, Count: 1 - math.Min(1, sHi)})
 	}
@@ -665,7 +665,7 @@ func aboveTolerance(p Pair, t, alpha float64) bool {
 	if t <= 0 {
 		return true
 	}
-	lo, _ := rateCS(p.Events, p.Total, alpha/2)
+	lo := rateLower(p.Events, p.Total, alpha/2)
 	return lo > t
 }
 
@@ -685,7 +685,7 @@ func passTest(c rollout.Check, m rollout.Measurement, refs []rollout.Reference, 
 		if tol <= 0 {
 			return false
 		}
-		_, upper := rateCS(cP[i].Events, cP[i].Total, alpha/(2*float64(len(cP))))
+		upper := rateUpper(cP[i].Events, cP[i].Total, alpha/(2*float64(len(cP))))
 		return upper < tol
 	}
 	if c.Kind == rollout.KindRatio && below(0) {
@@ -720,7 +720,7 @@ func passTest(c rollout.Check, m rollout.Measurement, refs []rollout.Reference, 
 				if i >= len(bp) || bp[i].Total <= 0 {
 					continue
 				}
-				_, upper := rateCS(cP[i].Events, cP[i].Total, alpha/2)
+				upper := rateUpper(cP[i].Events, cP[i].Total, alpha/2)
 				allowed := theta0 * poissonBound(bp[i].Events, bp[i].Total, alpha/2, false)
 				if !(upper < allowed) {
 					return false, fmt.Sprintf("not yet shown below %s x baseline%s: the canary's %s is below %s, %s allowed",

@@ -115,14 +115,37 @@ const priorRequests = 100
 // in n requests: the rates whose gamma-Poisson mixture martingale is below 1/alpha. It holds
 // at every evaluation at once, so checking it every few seconds is safe.
 func rateCS(x, n, alpha float64) (lower, upper float64) {
+	return rateLower(x, n, alpha), rateUpper(x, n, alpha)
+}
+
+// rateLower and rateUpper are rateCS's ends, each found alone: a decision reads one end of
+// each sequence it forms (a histogram's buckets make dozens at every evaluation), and each end
+// costs a root search.
+func rateLower(x, n, alpha float64) float64 {
 	if n <= 0 {
-		return 0, math.Inf(1)
+		return 0
 	}
+	g, mle, target := rateMixture(x, n, alpha)
+	return solveBelow(g, mle, target, x)
+}
+
+func rateUpper(x, n, alpha float64) float64 {
+	if n <= 0 {
+		return math.Inf(1)
+	}
+	g, mle, target := rateMixture(x, n, alpha)
+	return solveAbove(g, mle, target, n)
+}
+
+// rateMixture is, for x events in n > 0 requests, the log of the gamma-Poisson mixture
+// martingale as a function of the rate, its maximum's place (the rate x/n), and the level
+// ln(1/alpha) that the sequence's ends reach.
+func rateMixture(x, n, alpha float64) (g func(float64) float64, mle, target float64) {
 	const a, b = 1.0, priorRequests
 	lgA, _ := math.Lgamma(a)
 	lgAX, _ := math.Lgamma(a + x)
 	c := a*math.Log(b) + lgAX - lgA - (a+x)*math.Log(b+n)
-	g := func(l float64) float64 {
+	g = func(l float64) float64 {
 		if l <= 0 {
 			if x > 0 {
 				return math.Inf(1)
@@ -131,9 +154,7 @@ func rateCS(x, n, alpha float64) (lower, upper float64) {
 		}
 		return c - x*math.Log(l) + l*n
 	}
-	target := math.Log(1 / alpha)
-	mle := x / n
-	return solveBelow(g, mle, target, x), solveAbove(g, mle, target, n)
+	return g, x / n, math.Log(1 / alpha)
 }
 
 // poissonBound is a fixed-sample (1 - alpha) bound on a Poisson rate from x events in n
