@@ -368,21 +368,21 @@ func TestRolloutsArePlacedAndTakenOverEvenly(t *testing.T) {
 	}
 	replicas[0].stop()
 	before := []int{owned(replicas[1]), owned(replicas[2])}
-	// The clock moves on by less than a third of a lease at a time, each step once the
-	// survivors have renewed their own leases, as a real clock does: past r1's leases, and
-	// within their heirs' half a lease.
+	// The clock moves on by less than a quarter of a lease at a time (the least a lease is
+	// renewed with: renewedSoon), each step once the survivors have renewed their own leases,
+	// as a real clock does: past r1's leases, and within their heirs' half a lease.
 	renewed := func() bool {
 		entries, err := h.store.Live(ctx)
 		require.NoError(t, err)
 		for _, e := range entries {
-			if e.Record.Owner != "r1" && e.Record.LeaseUntil.Sub(h.clock.Now()) < 5*time.Second {
+			if e.Record.Owner != "r1" && e.Record.LeaseUntil.Sub(h.clock.Now()) <= 15*time.Second/4 {
 				return false
 			}
 		}
 		return true
 	}
-	for range 4 {
-		h.clock.Advance(4 * time.Second)
+	for range 6 {
+		h.clock.Advance(3 * time.Second)
 		require.Eventually(t, renewed, 5*time.Second, time.Millisecond)
 	}
 	require.Eventually(t, func() bool {

@@ -337,3 +337,38 @@ func TestAliveLeavesOutAnOwnerWithAnExpiredLease(t *testing.T) {
 	}}
 	require.Equal(t, []string{"r1", "r3"}, a.alive(t0))
 }
+
+// TestLeaseRenewedByTheNextEvaluation: a lease with a third of it left is renewed on its own
+// only when no evaluation writes the record first; a quarter before its end it is renewed
+// whatever is planned.
+func TestLeaseRenewedByTheNextEvaluation(t *testing.T) {
+	a := &Analyzer{opts: Options{Lease: 15 * time.Second, Resolution: time.Second}}
+	until := t0.Add(15 * time.Second)
+	for _, tc := range []struct {
+		name     string
+		now      time.Time
+		inFlight bool
+		deadline time.Time // zero: not scheduled
+		final    bool
+		want     bool
+	}{
+		{name: "evaluation in flight", now: t0.Add(10500 * time.Millisecond), inFlight: true, want: true},
+		{name: "evaluation due before the last quarter", now: t0.Add(10500 * time.Millisecond), deadline: t0.Add(11 * time.Second), want: true},
+		{name: "evaluation overdue", now: t0.Add(10500 * time.Millisecond), deadline: t0.Add(9 * time.Second), want: true},
+		{name: "evaluation due in the last quarter", now: t0.Add(10500 * time.Millisecond), deadline: t0.Add(12 * time.Second)},
+		{name: "nothing planned", now: t0.Add(10500 * time.Millisecond)},
+		{name: "final", now: t0.Add(10500 * time.Millisecond), deadline: t0.Add(11 * time.Second), final: true},
+		{name: "last quarter, in flight", now: t0.Add(11250 * time.Millisecond), inFlight: true},
+		{name: "last quarter, overdue", now: t0.Add(12 * time.Second), deadline: t0.Add(9 * time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			an := &analysis{inFlight: tc.inFlight, scheduled: !tc.deadline.IsZero(), deadline: tc.deadline}
+			an.rec.LeaseUntil, an.rec.Final = until, tc.final
+			require.Equal(t, tc.want, a.renewedSoon(an, tc.now))
+		})
+	}
+	short := &Analyzer{opts: Options{Lease: 4 * time.Second, Resolution: time.Second}}
+	an := &analysis{inFlight: true}
+	an.rec.LeaseUntil = t0.Add(4 * time.Second)
+	require.False(t, short.renewedSoon(an, t0.Add(2800*time.Millisecond)), "a lease too short for a scan between: renewed at a third")
+}
