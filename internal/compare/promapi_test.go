@@ -212,3 +212,52 @@ func FuzzAnswers(f *testing.F) {
 		sameSeries(t, want, got, data)
 	})
 }
+
+// TestEnvelopesReadAsEncodingJSONReadsThem: readEnvelope, which reads an answer in one pass,
+// reads every envelope as encoding/json unmarshals it: members in any case and order, the last
+// of a duplicate winning, nulls, whitespace, and nothing after the object.
+func TestEnvelopesReadAsEncodingJSONReadsThem(t *testing.T) {
+	const matrix = `{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"2"]]}]}`
+	for _, body := range []string{
+		`{"status":"success","data":` + matrix + `}`,
+		" \n{ \"status\" : \"success\" , \"data\" :" + matrix + " } \n",
+		`{"data":` + matrix + `,"status":"success","warnings":["a"],"infos":["b"]}`,
+		`{"Status":"success","DATA":` + matrix + `}`,
+		`{"status":"error","status":"success","data":{"resultType":"vector","result":[]},"data":` + matrix + `}`,
+		`{"status":"success","data":null}`,
+		`{"status":"success","data":` + matrix + `,"data":null}`,
+		`{"status":null,"error":null,"errorType":null,"data":` + matrix + `}`,
+		`{"status":"error","errorType":"timeout","error":"slow","data":{}}`,
+		`{"status":"success"}`,
+		`{"status":"success","data":{"result":[{"metric":{},"values":[[1,"2"]]}],"resultType":"matrix"}}`,
+		`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"values":[[1,"2"]]}],"resultType":"matrix"}}`,
+		`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"value":[1,"2"]}],"resultType":"vector"}}`,
+		`{"status":"success","data":{"resultType":"matrix","result":null}}`,
+		`{"status":"success","data":{"resultType":"string","result":[1,"x"]}}`,
+		`{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}`,
+		`{"status":"success","data":` + matrix + `} x`,
+		`{"status":"success","data":` + matrix,
+		`{"status":5,"data":` + matrix + `}`,
+		`{"status":"success","data":[]}`,
+		`[]`,
+		``,
+		`{"status":"success","data":` + matrix + `,"extra":{"deep":[1,true,false,null,"\u00e9"]}}`,
+	} {
+		want := envelope{Data: &resultData{}}
+		wantErr := json.Unmarshal([]byte(body), &want)
+		got, gotErr := readEnvelope([]byte(body))
+		if wantErr != nil {
+			require.Error(t, gotErr, body)
+			continue
+		}
+		require.NoError(t, gotErr, body)
+		require.Equal(t, want.Status, got.Status, body)
+		require.Equal(t, want.ErrorType, got.ErrorType, body)
+		require.Equal(t, want.Error, got.Error, body)
+		require.Equal(t, want.Data == nil, got.Data == nil, body)
+		if want.Data != nil {
+			require.Equal(t, want.Data.err, got.Data.err, body)
+			sameSeries(t, want.Data.series, got.Data.series, body)
+		}
+	}
+}
