@@ -280,9 +280,10 @@ func member(key string, names ...string) string {
 // and fails rather than guess (what it skips it checks for its structure, not for each
 // number's form).
 type jsonReader struct {
-	b   []byte
-	i   int
-	bad string
+	b        []byte
+	i        int
+	bad      string
+	interned map[string]string // by their bytes as written (see str)
 }
 
 func (r *jsonReader) error() error {
@@ -385,38 +386,62 @@ func (r *jsonReader) array(elem func() bool) bool {
 	}
 }
 
-// str reads a string.
+// str reads a string. The strings an answer repeats (label names, and the values many series
+// share: a job, a version) are made once per answer (maxInterned at most).
 func (r *jsonReader) str() (string, bool) {
+	b, ok := r.raw()
+	if !ok {
+		return "", false
+	}
+	if s, ok := r.interned[string(b)]; ok {
+		return s, true
+	}
+	s := validUTF8(b)
+	if len(r.interned) < maxInterned && len(s) == len(b) { // valid UTF-8: s is b
+		if r.interned == nil {
+			r.interned = make(map[string]string, 64)
+		}
+		r.interned[s] = s
+	}
+	return s, true
+}
+
+// maxInterned bounds the strings a reader keeps for reuse.
+const maxInterned = 1 << 16
+
+// raw reads a string's bytes, as written between its quotes (a slice of the input) when it
+// holds no escape, or else unescaped; not checked for UTF-8.
+func (r *jsonReader) raw() ([]byte, bool) {
 	if !r.next('"') {
-		return "", r.fail("want a string")
+		return nil, r.fail("want a string")
 	}
 	start := r.i
 	for r.i < len(r.b) {
 		switch c := r.b[r.i]; {
 		case c == '"':
-			s := validUTF8(r.b[start:r.i])
+			b := r.b[start:r.i]
 			r.i++
-			return s, true
+			return b, true
 		case c == '\\':
 			return r.escaped(start)
 		case c < 0x20:
-			return "", r.fail("control character in a string")
+			return nil, r.fail("control character in a string")
 		default:
 			r.i++
 		}
 	}
-	return "", r.fail("unterminated string")
+	return nil, r.fail("unterminated string")
 }
 
 // escaped reads the rest of a string that holds escapes, from start (after its quote).
-func (r *jsonReader) escaped(start int) (string, bool) {
+func (r *jsonReader) escaped(start int) ([]byte, bool) {
 	out := append([]byte(nil), r.b[start:r.i]...)
 	for r.i < len(r.b) {
 		c := r.b[r.i]
 		switch {
 		case c == '"':
 			r.i++
-			return validUTF8(out), true
+			return out, true
 		case c != '\\':
 			out = append(out, c)
 			r.i++
@@ -442,7 +467,7 @@ func (r *jsonReader) escaped(start int) (string, bool) {
 		case 'u':
 			ru, ok := r.hex4()
 			if !ok {
-				return "", false
+				return nil, false
 			}
 			if utf16.IsSurrogate(ru) {
 				lo := rune(utf8.RuneError)
@@ -459,10 +484,10 @@ func (r *jsonReader) escaped(start int) (string, bool) {
 			}
 			out = utf8.AppendRune(out, ru)
 		default:
-			return "", r.fail("bad escape in a string")
+			return nil, r.fail("bad escape in a string")
 		}
 	}
-	return "", r.fail("unterminated string")
+	return nil, r.fail("unterminated string")
 }
 
 // validUTF8 is b as a string, each byte that is not valid UTF-8 replaced by U+FFFD, as
@@ -554,11 +579,11 @@ func (r *jsonReader) pair() (ms int64, v float64, ok bool) {
 	if !r.next(',') {
 		return 0, 0, r.fail("want a sample value")
 	}
-	s, ok := r.str()
+	s, ok := r.raw()
 	if !ok {
 		return 0, 0, false
 	}
-	v, err := strconv.ParseFloat(s, 64)
+	v, err := strconv.ParseFloat(string(s), 64) // not kept: no copy of s is made
 	if err != nil {
 		return 0, 0, r.fail("bad sample value")
 	}
@@ -638,12 +663,16 @@ func (r *jsonReader) results(key string, read func(*Series) bool) ([]Series, boo
 }
 
 func (r *jsonReader) matrix() ([]Series, bool) {
+	var scratch []Sample // each series' samples, copied out at their length
 	out, ok := r.results("values", func(s *Series) bool {
-		return r.array(func() bool {
+		scratch = scratch[:0]
+		ok := r.array(func() bool {
 			ms, v, ok := r.pair()
-			s.Samples = append(s.Samples, Sample{T: ms, V: v})
+			scratch = append(scratch, Sample{T: ms, V: v})
 			return ok
 		})
+		s.Samples = append(s.Samples, scratch...)
+		return ok
 	})
 	for i := range out {
 		if out[i].Samples == nil {

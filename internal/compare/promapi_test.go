@@ -261,3 +261,33 @@ func TestEnvelopesReadAsEncodingJSONReadsThem(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReadAnswerMatrix decodes a grouped refresh's answer: 1,000 series of six labels,
+// four samples each.
+func BenchmarkReadAnswerMatrix(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"status":"success","data":{"resultType":"matrix","result":[`)
+	for i := range 1000 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"metric":{"__name__":"http_requests_total","code":"200","instance":"10.0.%d.%d:8080","job":"bench","pod":"svc-%d-canary-%d","service":"svc-%d","version":"canary"},"values":[`, i/250, i%250, i/3, i%3, i/3)
+		for j := range 4 {
+			if j > 0 {
+				sb.WriteByte(',')
+			}
+			fmt.Fprintf(&sb, `[%d.%03d,"%d"]`, 1700000000+5*j, i%1000, 1000*i+37*j)
+		}
+		sb.WriteString(`]}`)
+	}
+	sb.WriteString(`]}}`)
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		series, err := readAnswer(http.StatusOK, body)
+		if err != nil || len(series) != 1000 {
+			b.Fatal(err, len(series))
+		}
+	}
+}
