@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/analyzerd/analyzerd/internal/rollout"
@@ -345,8 +344,9 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 // hundred groups of one side's answer do not collide in practice), so that a feed keeps 8
 // bytes of it per series rather than the labels again.
 func groupKey(labels map[string]string) uint64 {
+	var k labelKeyer
 	h := uint64(14695981039346656037)
-	for _, c := range []byte(labelsKeyWithout(labels, "le")) {
+	for _, c := range k.key(labels, "le") {
 		h = (h ^ uint64(c)) * 1099511628211
 	}
 	return h
@@ -354,21 +354,34 @@ func groupKey(labels map[string]string) uint64 {
 
 // labelsKeyWithout is a series' labels, sorted, but the label named skip, as one string.
 func labelsKeyWithout(labels map[string]string, skip string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		if k != skip {
-			keys = append(keys, k)
+	var k labelKeyer
+	return string(k.key(labels, skip))
+}
+
+// labelKeyer writes series' label keys (see labelsKeyWithout) into buffers it reuses: a
+// refresh looks up a million series by their keys, and only a new series keeps its key.
+type labelKeyer struct {
+	names []string
+	buf   []byte
+}
+
+// key is labels' key, but the label named skip: valid until the next call.
+func (k *labelKeyer) key(labels map[string]string, skip string) []byte {
+	k.names = k.names[:0]
+	for n := range labels {
+		if n != skip {
+			k.names = append(k.names, n)
 		}
 	}
-	slices.Sort(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(labels[k])
-		b.WriteByte(0)
+	slices.Sort(k.names)
+	k.buf = k.buf[:0]
+	for _, n := range k.names {
+		k.buf = append(k.buf, n...)
+		k.buf = append(k.buf, 0)
+		k.buf = append(k.buf, labels[n]...)
+		k.buf = append(k.buf, 0)
 	}
-	return b.String()
+	return k.buf
 }
 
 func (h histogramTracks) groups() []group {

@@ -134,7 +134,19 @@ func keepFrom(s Spans) time.Time {
 	return s.From.Add(-min(lookback, max(keepBefore, s.Recent+time.Minute)))
 }
 
-func tupleKey(values []string) string { return strings.Join(values, "\xff") }
+func tupleKey(values []string) string { return string(appendTupleKey(nil, values)) }
+
+// appendTupleKey appends values' tuple key to b: values joined by a byte valid UTF-8 never
+// holds (a grouped query's values are valid UTF-8: groupable).
+func appendTupleKey(b []byte, values []string) []byte {
+	for i, v := range values {
+		if i > 0 {
+			b = append(b, 0xff)
+		}
+		b = append(b, v...)
+	}
+	return b
+}
 
 // refreshAge is how old the feed's data may be when read: at least minRefreshAge, and five
 // times its last refresh's duration, so that refreshing takes at most a fifth of the time.
@@ -409,16 +421,21 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 		kept = append(kept, tp)
 	}
 	included = kept
-	vals := make([]string, len(f.shape.labels))
+	var (
+		tk     []byte // a series' tuple key
+		keyer  labelKeyer
+		values = make([]string, len(f.shape.labels))
+	)
 	for _, s := range resp.Series {
 		for i, l := range f.shape.labels {
-			vals[i] = s.Labels[l]
+			values[i] = s.Labels[l]
 		}
-		tp := byKey[tupleKey(vals)]
+		tk = appendTupleKey(tk[:0], values)
+		tp := byKey[string(tk)]
 		if tp == nil {
 			continue // another rollout's values combined: nobody's series
 		}
-		tp.merge(s)
+		tp.merge(keyer.key(s.Labels, ""), s)
 	}
 	for _, tp := range included {
 		if at.After(tp.through) {
@@ -433,14 +450,14 @@ func newCached(key string, s Series) *cached {
 	return &cached{key: key, labels: newFedLabels(s.Labels), samples: s.Samples}
 }
 
-// merge adds a series' samples newer than those the tuple holds.
-func (tp *tuple) merge(s Series) {
+// merge adds a series' samples newer than those the tuple holds; key is its labelsKey.
+func (tp *tuple) merge(key []byte, s Series) {
 	if len(s.Samples) == 0 {
 		return
 	}
-	k := labelsKey(s.Labels)
-	c := tp.series[k]
+	c := tp.series[string(key)]
 	if c == nil {
+		k := string(key)
 		tp.series[k] = newCached(k, s)
 		return
 	}
