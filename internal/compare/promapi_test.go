@@ -291,3 +291,23 @@ func BenchmarkReadAnswerMatrix(b *testing.B) {
 		}
 	}
 }
+
+// TestAnswersOutliveTheirBuffers: an answer's buffer is lent again once it is read; what was
+// read from it stays as it was when the next answers overwrite the buffer.
+func TestAnswersOutliveTheirBuffers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		v := r.Form.Get("query")
+		_, _ = fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"q":%q,"esc\u00e9":"v\u00e9%s"},"value":[1,"%d"]}]}}`, v, v, len(v))
+	}))
+	defer srv.Close()
+	p := newProm(t, PrometheusOptions{URL: srv.URL})
+	first := p.Query(context.Background(), []Request{{Expr: "aaaa", Time: time.Unix(1, 0)}})
+	require.NoError(t, first[0].Err)
+	for i := range 20 {
+		resps := p.Query(context.Background(), []Request{{Expr: strings.Repeat("z", 1+i*100), Time: time.Unix(1, 0)}})
+		require.NoError(t, resps[0].Err)
+	}
+	require.Equal(t, map[string]string{"q": "aaaa", "escé": "véaaaa"}, first[0].Series[0].Labels)
+	require.Equal(t, 4.0, first[0].Series[0].Value)
+}

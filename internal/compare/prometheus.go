@@ -64,7 +64,7 @@ type TLSOptions struct {
 // Prometheus is a Source over the Prometheus HTTP API (or any compatible one: Thanos,
 // Mimir, VictoriaMetrics).
 type Prometheus struct {
-	client      api.Client
+	client      *apiClient
 	auth        *authRoundTripper // nil without credentials
 	timeout     time.Duration
 	concurrency int
@@ -120,7 +120,7 @@ func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 	p := &Prometheus{
 		tracer:      tp.Tracer("github.com/analyzerd/analyzerd/internal/compare"),
 		host:        u.Hostname(),
-		client:      client,
+		client:      &apiClient{api: client, http: &http.Client{Transport: rt}},
 		auth:        auth,
 		timeout:     opts.Timeout,
 		concurrency: opts.Concurrency,
