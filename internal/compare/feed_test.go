@@ -219,3 +219,21 @@ func TestFailedFirstLoadFailsItsReads(t *testing.T) {
 	require.Len(t, resp.Series, 1)
 	require.Equal(t, 1, ok2.queries)
 }
+
+// TestRefreshAgeGrowsWithItsCost: a cheap feed is refreshed every second; one whose refresh
+// costs more waits up to half an overlap (each refresh reads the overlap again), and one whose
+// refresh is slow five times its duration.
+func TestRefreshAgeGrowsWithItsCost(t *testing.T) {
+	for took, want := range map[time.Duration]time.Duration{
+		0:                      time.Second,
+		10 * time.Millisecond:  time.Second,
+		50 * time.Millisecond:  2500 * time.Millisecond,
+		100 * time.Millisecond: 5 * time.Second,
+		500 * time.Millisecond: 5 * time.Second,
+		2 * time.Second:        10 * time.Second,
+	} {
+		f := newFeed(groupShape{}, "")
+		f.took = took
+		require.Equal(t, want, f.refreshAge(), "refresh took %s", took)
+	}
+}
