@@ -39,11 +39,12 @@ type feed struct {
 
 	mu         sync.Mutex
 	tuples     map[string]*tuple
-	refreshing chan struct{} // non-nil while a refresh runs; closed when it ends
-	loads      int           // first loads in flight (at most maxLoads)
-	loadEnded  chan struct{} // closed when one of them ends, for the reads waiting for a slot
-	took       time.Duration // the last refresh's duration
-	failed     error         // the last refresh's error, until failedUntil
+	waiting    map[*tuple]bool // the tuples with a read waiting to load them (want set)
+	refreshing chan struct{}   // non-nil while a refresh runs; closed when it ends
+	loads      int             // first loads in flight (at most maxLoads)
+	loadEnded  chan struct{}   // closed when one of them ends, for the reads waiting for a slot
+	took       time.Duration   // the last refresh's duration
+	failed     error           // the last refresh's error, until failedUntil
 	failedAt   time.Time
 }
 
@@ -125,7 +126,7 @@ func groupable(values []string) bool {
 }
 
 func newFeed(shape groupShape, text string) *feed {
-	return &feed{shape: shape, text: text, tuples: map[string]*tuple{}}
+	return &feed{shape: shape, text: text, tuples: map[string]*tuple{}, waiting: map[*tuple]bool{}}
 }
 
 // keepFrom is where a read over spans keeps samples from: keepBefore before From, or the
@@ -211,6 +212,7 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 			}
 			if tp.want.IsZero() || need.Before(tp.want) {
 				tp.want, tp.own = need, own
+				f.waiting[tp] = true
 			}
 			if f.loads >= maxLoads {
 				if f.loadEnded == nil {
@@ -268,7 +270,7 @@ func (f *feed) wait(ctx context.Context, ch chan struct{}) error {
 func (f *feed) load(ctx context.Context, src Source, tp *tuple, at time.Time) error {
 	class := reachClass(at.Sub(tp.want))
 	loaded := []*tuple{tp}
-	for _, o := range f.tuples {
+	for o := range f.waiting { // not every tuple: at a restart, each load looked at 20,000
 		if len(loaded) == maxLoadTuples {
 			break
 		}
@@ -290,6 +292,7 @@ func (f *feed) load(ctx context.Context, src Source, tp *tuple, at time.Time) er
 	l := &load{done: make(chan struct{})}
 	for _, o := range loaded {
 		o.loading, o.want, o.own = l, time.Time{}, ""
+		delete(f.waiting, o)
 		o.tried++
 	}
 	f.loads++
@@ -389,6 +392,7 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 	for key, tp := range f.tuples {
 		if at.Sub(tp.lastUse) > tupleIdle && tp.loading == nil {
 			delete(f.tuples, key) // its rollout ended, or moved to another replica
+			delete(f.waiting, tp)
 			continue
 		}
 		if tp.loading != nil || !tp.ready {
