@@ -165,7 +165,16 @@ type Analyzer struct {
 	// writes counts those not taken back yet. Owned by the loop.
 	written chan write
 	writes  int
+	// writeSlots bounds the record writes in flight (maxWrites): the others wait for a slot
+	// off the loop, their timeout not yet running.
+	writeSlots chan struct{}
 }
+
+// maxWrites is how many record writes may be in flight at once. Unbounded, the ten thousand
+// first verdicts of a start at 10,000 rollouts were written at once, JetStream took longer
+// than a write's timeout to answer them, and every one failed (holding every write for a
+// backoff): a few hundred in flight keep the store busy without queueing in it.
+const maxWrites = 256
 
 // maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
 // acknowledgement: past it, the rollout is not evaluated until they are published, so that
@@ -250,19 +259,20 @@ func New(opts Options) (*Analyzer, error) {
 		return nil, err
 	}
 	return &Analyzer{
-		opts:      opts,
-		events:    make(chan eventRequest),
-		results:   make(chan result, opts.Workers),
-		done:      make(chan struct{}),
-		metrics:   m,
-		live:      map[rollout.Ref]*analysis{},
-		others:    map[rollout.Ref]state.Entry{},
-		seen:      newRecent[struct{}](1 << 16),
-		latest:    map[rollout.Ref]rollout.Verdict{},
-		positions: map[rollout.Ref]rollout.Position{},
-		acked:     map[rollout.Key]uint64{},
-		awaiting:  map[rollout.Key]awaited{},
-		written:   make(chan write, 64),
+		opts:       opts,
+		events:     make(chan eventRequest),
+		results:    make(chan result, opts.Workers),
+		done:       make(chan struct{}),
+		metrics:    m,
+		live:       map[rollout.Ref]*analysis{},
+		others:     map[rollout.Ref]state.Entry{},
+		seen:       newRecent[struct{}](1 << 16),
+		latest:     map[rollout.Ref]rollout.Verdict{},
+		positions:  map[rollout.Ref]rollout.Position{},
+		acked:      map[rollout.Key]uint64{},
+		awaiting:   map[rollout.Key]awaited{},
+		written:    make(chan write, 64),
+		writeSlots: make(chan struct{}, maxWrites),
 	}, nil
 }
 
@@ -975,11 +985,18 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	an.writing = true
 	a.writes++
 	go func() {
+		defer func() { a.written <- w }()
+		select {
+		case a.writeSlots <- struct{}{}:
+			defer func() { <-a.writeSlots }()
+		case <-ctx.Done():
+			w.err = ctx.Err()
+			return
+		}
 		octx, cancel := context.WithTimeout(ctx, a.opTimeout())
 		defer cancel()
 		key := state.LiveKey(w.rec.Rollout)
 		w.rev, w.err = a.opts.Store.Put(octx, key, w.rec, w.base)
-		a.written <- w
 	}()
 }
 
@@ -1021,7 +1038,7 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 	rec, key := w.rec, state.LiveKey(w.rec.Rollout)
 	switch {
 	case w.err == nil:
-		a.storeBackoff = 0
+		a.storeBackoff, a.storeRetryAt = 0, time.Time{} // the store answers: no write waits for a backoff
 		a.storedAgain(an)
 		if an.rev == w.base {
 			// The record is what the write held. An evaluation that was in flight when the

@@ -440,3 +440,60 @@ func TestNewRevisionPlacedOnTheOwnerWhileItWrites(t *testing.T) {
 	require.False(t, parked, "not taken for another replica's")
 	require.True(t, an.scheduled, "evaluated at once")
 }
+
+// gateStore holds every write until open is closed, counting the writes in flight.
+type gateStore struct {
+	Store
+	open          chan struct{}
+	mu            sync.Mutex
+	inFlight, top int
+}
+
+func (g *gateStore) Put(ctx context.Context, key string, r state.Record, rev uint64) (uint64, error) {
+	g.mu.Lock()
+	g.inFlight++
+	g.top = max(g.top, g.inFlight)
+	g.mu.Unlock()
+	defer func() { g.mu.Lock(); g.inFlight--; g.mu.Unlock() }()
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return g.Store.Put(ctx, key, r, rev)
+}
+
+// TestRecordWritesInFlightAreBounded: when many analyses write at once (every rollout's first
+// verdict after a start), at most maxWrites writes are in flight; the others wait for a slot,
+// their timeout not running, and every write is stored once the store answers.
+func TestRecordWritesInFlightAreBounded(t *testing.T) {
+	store := openStore(t)
+	gate := &gateStore{Store: store, open: make(chan struct{})}
+	ctx := context.Background()
+	a, err := New(Options{Store: gate, ReplicaID: "r1", Templates: map[string]*compare.Template{"t": testTemplate(t)},
+		Measurer: &fakeMeasurer{canary: map[string]rollout.Reading{}}, Sink: &fakeSink{}, Now: (&clock{now: t0}).Now,
+		Registerer: prometheus.NewRegistry(), Lease: time.Hour})
+	require.NoError(t, err)
+	const n = maxWrites + 50
+	for i := range n {
+		r := rollout.Ref{Namespace: "prod", Name: fmt.Sprintf("svc-%d", i)}
+		rec := state.Record{Rollout: r, Revision: "v2", Template: "t", Started: t0, StepStarted: t0, Owner: "r1",
+			LeaseUntil: t0.Add(time.Minute), Args: map[string]string{"service": "checkout"},
+			Canary: map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"}}
+		rev, err := store.Put(ctx, state.LiveKey(r), rec, 0)
+		require.NoError(t, err)
+		a.adopt(rec, rev, true)
+		a.store(ctx, a.live[r])
+	}
+	require.Eventually(t, func() bool { gate.mu.Lock(); defer gate.mu.Unlock(); return gate.inFlight == maxWrites }, 5*time.Second, time.Millisecond)
+	close(gate.open)
+	for range n {
+		a.stored(ctx, <-a.written)
+	}
+	require.Equal(t, maxWrites, gate.top, "no more than maxWrites writes in flight")
+	require.Zero(t, a.writes)
+	for _, an := range a.live {
+		require.Empty(t, an.storeErr, "every write stored")
+		require.NotZero(t, an.rev)
+	}
+}
