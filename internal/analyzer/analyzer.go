@@ -173,8 +173,9 @@ type Analyzer struct {
 // maxWrites is how many record writes may be in flight at once. Unbounded, the ten thousand
 // first verdicts of a start at 10,000 rollouts were written at once, JetStream took longer
 // than a write's timeout to answer them, and every one failed (holding every write for a
-// backoff): a few hundred in flight keep the store busy without queueing in it.
-const maxWrites = 256
+// backoff): a thousand in flight keep the store busy without queueing in it. A write the
+// loop waits for (an event's, settle) does not wait for a slot.
+const maxWrites = 1024
 
 // maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
 // acknowledgement: past it, the rollout is not evaluated until they are published, so that
@@ -982,13 +983,15 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	}
 	rec.Pending = pending
 	w := write{an: an, rec: rec, base: an.rev, unstored: len(an.unstored), at: now}
-	an.writing = true
+	urgent := make(chan struct{})
+	an.writing, an.urgent = true, urgent
 	a.writes++
 	go func() {
 		defer func() { a.written <- w }()
 		select {
 		case a.writeSlots <- struct{}{}:
 			defer func() { <-a.writeSlots }()
+		case <-urgent: // the loop waits for this write (settle): it goes now, slot or not
 		case <-ctx.Done():
 			w.err = ctx.Err()
 			return
@@ -1020,6 +1023,10 @@ func (a *Analyzer) settle(ctx context.Context, ref rollout.Ref) {
 		if an == nil || !an.writing {
 			return
 		}
+		if an.urgent != nil {
+			close(an.urgent)
+			an.urgent = nil
+		}
 		a.stored(ctx, <-a.written)
 	}
 }
@@ -1027,7 +1034,7 @@ func (a *Analyzer) settle(ctx context.Context, ref rollout.Ref) {
 // stored takes a write's answer back on the loop.
 func (a *Analyzer) stored(ctx context.Context, w write) {
 	an := w.an
-	an.writing = false
+	an.writing, an.urgent = false, nil
 	a.writes--
 	if a.live[w.rec.Rollout] != an {
 		return // forgotten or replaced meanwhile: the store and the watch say what became of it

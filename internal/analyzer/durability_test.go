@@ -441,34 +441,43 @@ func TestNewRevisionPlacedOnTheOwnerWhileItWrites(t *testing.T) {
 	require.True(t, an.scheduled, "evaluated at once")
 }
 
-// gateStore holds every write until open is closed, counting the writes in flight.
+// gateStore holds every write but those of keys in pass until open is closed, counting the
+// writes in flight.
 type gateStore struct {
 	Store
 	open          chan struct{}
 	mu            sync.Mutex
+	pass, entered map[string]bool
 	inFlight, top int
 }
 
 func (g *gateStore) Put(ctx context.Context, key string, r state.Record, rev uint64) (uint64, error) {
 	g.mu.Lock()
-	g.inFlight++
-	g.top = max(g.top, g.inFlight)
+	pass := g.pass[key]
+	g.entered[key] = true
+	if !pass {
+		g.inFlight++
+		g.top = max(g.top, g.inFlight)
+	}
 	g.mu.Unlock()
-	defer func() { g.mu.Lock(); g.inFlight--; g.mu.Unlock() }()
-	select {
-	case <-g.open:
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	if !pass {
+		defer func() { g.mu.Lock(); g.inFlight--; g.mu.Unlock() }()
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	return g.Store.Put(ctx, key, r, rev)
 }
 
 // TestRecordWritesInFlightAreBounded: when many analyses write at once (every rollout's first
 // verdict after a start), at most maxWrites writes are in flight; the others wait for a slot,
-// their timeout not running, and every write is stored once the store answers.
+// their timeout not running, but for one the loop waits for (an event's), and every write is
+// stored once the store answers.
 func TestRecordWritesInFlightAreBounded(t *testing.T) {
 	store := openStore(t)
-	gate := &gateStore{Store: store, open: make(chan struct{})}
+	gate := &gateStore{Store: store, open: make(chan struct{}), pass: map[string]bool{}, entered: map[string]bool{}}
 	ctx := context.Background()
 	a, err := New(Options{Store: gate, ReplicaID: "r1", Templates: map[string]*compare.Template{"t": testTemplate(t)},
 		Measurer: &fakeMeasurer{canary: map[string]rollout.Reading{}}, Sink: &fakeSink{}, Now: (&clock{now: t0}).Now,
@@ -486,8 +495,23 @@ func TestRecordWritesInFlightAreBounded(t *testing.T) {
 		a.store(ctx, a.live[r])
 	}
 	require.Eventually(t, func() bool { gate.mu.Lock(); defer gate.mu.Unlock(); return gate.inFlight == maxWrites }, 5*time.Second, time.Millisecond)
+	// An event for a rollout whose write waits for a slot: the loop waits for that write
+	// only, which goes at once, and takes back the answers of others that came first.
+	var last rollout.Ref
+	gate.mu.Lock()
+	for ref := range a.live {
+		if !gate.entered[state.LiveKey(ref)] {
+			last = ref
+		}
+	}
+	gate.pass[state.LiveKey(last)] = true
+	gate.mu.Unlock()
+	require.NotEmpty(t, last.Name, "a write waits for a slot")
+	a.settle(ctx, last)
+	require.False(t, a.live[last].writing, "its write answered")
+	require.Equal(t, n-1, a.writes, "the others still wait")
 	close(gate.open)
-	for range n {
+	for range n - 1 {
 		a.stored(ctx, <-a.written)
 	}
 	require.Equal(t, maxWrites, gate.top, "no more than maxWrites writes in flight")

@@ -35,7 +35,8 @@ type analysis struct {
 	next        time.Time // when the next evaluation is due, and by when it must start (see plan)
 	deadline    time.Time
 	inFlight    bool
-	writing     bool // its record's write is in flight (store)
+	writing     bool          // its record's write is in flight (store)
+	urgent      chan struct{} // while writing: closed when the loop waits for the write (settle)
 	// token and scheduled are the analysis's place in the schedule (schedule.go).
 	token        uint64
 	scheduled    bool
