@@ -128,6 +128,34 @@ func quantileInterval(c *rollout.Counts, q, a float64) (interval, bool) {
 	return interval{lo: math.Min(lo, est), est: est, hi: math.Max(hi, est)}, true
 }
 
+// intervals are one check's value intervals at one level, each computed once per judgement:
+// a check's guards read the same counts (the canary's, stable's, their recent ones) at the
+// same level, and each interval of a histogram is a root search per bucket.
+type intervals struct {
+	check rollout.Check
+	alpha float64
+	memo  map[*rollout.Counts]memoInterval
+}
+
+type memoInterval struct {
+	v  interval
+	ok bool
+}
+
+func newIntervals(c rollout.Check, a float64) *intervals {
+	return &intervals{check: c, alpha: a, memo: map[*rollout.Counts]memoInterval{}}
+}
+
+// of is valueInterval of counts (which are never changed while judged).
+func (iv *intervals) of(counts *rollout.Counts) (interval, bool) {
+	if m, ok := iv.memo[counts]; ok {
+		return m.v, m.ok
+	}
+	v, ok := valueInterval(iv.check, counts, iv.alpha)
+	iv.memo[counts] = memoInterval{v, ok}
+	return v, ok
+}
+
 func valueInterval(c rollout.Check, counts *rollout.Counts, a float64) (interval, bool) {
 	if c.Kind == rollout.KindRatio {
 		return rateInterval(counts, a)
@@ -465,12 +493,13 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	var failed []rollout.Guard
 	var waiting []string
 	recentSteady, recentBurstsWhy := steadyOf(m.Canary.Recent)
+	iv := newIntervals(c, ga)
 	for _, g := range active {
 		counts, rest, restWhy := m.Canary.Counts, steady, burstsWhy
 		if g.Against == rollout.AgainstBaseline && m.Canary.Recent != nil {
 			counts, rest, restWhy = m.Canary.Recent, recentSteady, recentBurstsWhy
 		}
-		cv, ok := valueInterval(c, counts, ga)
+		cv, ok := iv.of(counts)
 		if !ok {
 			waiting = append(waiting, "no canary counts for "+g.Expression())
 			continue
@@ -482,7 +511,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				waiting = append(waiting, "no stable data: "+m.Stable.Message)
 				continue
 			}
-			if ref, ok = valueInterval(c, m.Stable.Counts, ga); !ok {
+			if ref, ok = iv.of(m.Stable.Counts); !ok {
 				waiting = append(waiting, "no stable counts for "+g.Expression())
 				continue
 			}
@@ -491,7 +520,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 				waiting = append(waiting, "baseline not captured yet")
 				continue
 			}
-			if ref, ok = valueInterval(c, baselineCounts(m), ga); !ok {
+			if ref, ok = iv.of(baselineCounts(m)); !ok {
 				ref = interval{lo: m.Baseline.Value, est: m.Baseline.Value, hi: m.Baseline.Value}
 			}
 		}
@@ -506,14 +535,14 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		switch {
 		case shownOutside(g, v):
 			if g.Against == rollout.AgainstBaseline {
-				if why, ok := sharedWithStable(c, g, m, ref, ga); ok {
+				if why, ok := sharedWithStable(c, g, m, ref, iv); ok {
 					j.shared = strings.TrimPrefix(j.shared+"; "+why, "; ")
 					continue
 				}
 			}
 			if rest != nil {
 				// It fails only if it also does without the canary's bursts.
-				if rv, ok := valueInterval(c, rest, ga); ok && !shownOutside(g, measureInterval(g, rv, ref)) {
+				if rv, ok := iv.of(rest); ok && !shownOutside(g, measureInterval(g, rv, ref)) {
 					heldBack, burstsWhy = true, restWhy
 					waiting = append(waiting, g.Expression()+" fails only with the canary's bursts")
 					continue
@@ -528,7 +557,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 			}
 			failed = append(failed, g)
 			j.critical = j.critical || g.Critical
-		case !shownInside(g, v) && !g.Critical && !heldRecently(c, g, m, ga):
+		case !shownInside(g, v) && !g.Critical && !heldRecently(g, m, iv):
 			// A critical guard is a brake, not a condition for proceeding: only a shown
 			// violation matters.
 			waiting = append(waiting, fmt.Sprintf("%s not yet shown (%s within %s..%s)", g.Expression(),
@@ -626,11 +655,11 @@ func (ce *CheckEvidence) held(guard string, v interval) interval {
 // hold over the recent window: after a shared incident, the step's counts hold its errors and
 // their spread for a long time, while the last recentWindow says how the canary does now. A
 // guard fails only on the step's counts; it may pass on either.
-func heldRecently(c rollout.Check, g rollout.Guard, m rollout.Measurement, a float64) bool {
+func heldRecently(g rollout.Guard, m rollout.Measurement, iv *intervals) bool {
 	if g.Against == rollout.AgainstBaseline || m.Canary.Recent == nil {
 		return false
 	}
-	cv, ok := valueInterval(c, m.Canary.Recent, a)
+	cv, ok := iv.of(m.Canary.Recent)
 	if !ok {
 		return false
 	}
@@ -639,7 +668,7 @@ func heldRecently(c rollout.Check, g rollout.Guard, m rollout.Measurement, a flo
 		if m.Stable.Recent == nil {
 			return false
 		}
-		if ref, ok = valueInterval(c, m.Stable.Recent, a); !ok {
+		if ref, ok = iv.of(m.Stable.Recent); !ok {
 			return false
 		}
 	}
@@ -749,7 +778,7 @@ func baselineCounts(m rollout.Measurement) *rollout.Counts {
 // baseline over the same recent span, is degraded too (not shown within the guard), so that
 // the canary does not carry the degradation more than the stable side does. With no stable
 // traffic (weight 100) there is nothing to share it with.
-func sharedWithStable(c rollout.Check, g rollout.Guard, m rollout.Measurement, base interval, a float64) (string, bool) {
+func sharedWithStable(c rollout.Check, g rollout.Guard, m rollout.Measurement, base interval, iv *intervals) (string, bool) {
 	counts := m.Stable.Recent
 	if counts == nil {
 		counts = m.Stable.Counts
@@ -757,11 +786,11 @@ func sharedWithStable(c rollout.Check, g rollout.Guard, m rollout.Measurement, b
 	if counts == nil || counts.Total.Est <= 0 {
 		return "", false
 	}
-	sv, ok := valueInterval(c, counts, a)
+	sv, ok := iv.of(counts)
 	if !ok || shownInside(g, measureInterval(g, sv, base)) {
 		return "", false
 	}
-	cv, _ := valueInterval(c, m.Canary.Recent, a)
+	cv, _ := iv.of(m.Canary.Recent)
 	return fmt.Sprintf("shared degradation: canary %s and stable %s against the baseline's %s (%s)",
 		formatValue(c.Kind, cv.est), formatValue(c.Kind, sv.est), formatValue(c.Kind, base.est), g.Expression()), true
 }
