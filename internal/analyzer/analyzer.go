@@ -709,6 +709,18 @@ func (a *Analyzer) enqueuePending(an *analysis) {
 	}
 }
 
+// supersede gives up on an's evaluation in flight, if any, once its step changed: what it
+// measured is the old step's window. Waiting for it to end, and then evaluating the new step,
+// held the new step's first verdict for the rest of a stale evaluation (hundreds of
+// milliseconds when it waited for a refresh). Its result is dropped when it ends (complete),
+// and the new step's evaluation starts as soon as a worker is free.
+func (a *Analyzer) supersede(an *analysis) {
+	if an.inFlight {
+		an.inFlight = false
+		an.flight++
+	}
+}
+
 // plan makes an analysis's next evaluation due at t, to start then (an event's, a retry's).
 func (a *Analyzer) plan(an *analysis, t time.Time) { a.planBy(an, t, t) }
 
@@ -832,6 +844,10 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	an, ok := a.live[j.key.Ref]
 	if !ok || an.gen != j.gen {
 		return // retired, superseded or taken over while the evaluation ran
+	}
+	if j.flight != an.flight {
+		j.span.SetAttributes(attribute.Bool("analyzerd.superseded", true))
+		return // given up when its step changed: the new step's evaluation is planned or in flight
 	}
 	an.inFlight = false
 	if unreachable(res) {

@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,4 +146,44 @@ func TestDecisionOverARecordReplacedMeanwhileIsDropped(t *testing.T) {
 			require.Equal(t, rollout.Rollback, v.Verdict, "decided over the record as it is now: %s", v.Reason)
 		}
 	}
+}
+
+// TestStepEventDoesNotWaitForTheStaleEvaluation: a step event that comes while the old step's
+// evaluation is measuring starts the new step's evaluation at once, without waiting for the
+// stale one; the stale one's result is dropped, and the first verdict is the new step's.
+func TestStepEventDoesNotWaitForTheStaleEvaluation(t *testing.T) {
+	h := &harness{
+		m: &fakeMeasurer{canary: map[string]rollout.Reading{}, stable: ok(0.004, 10000), baseline: ok(0.003, 50000),
+			entered: make(chan struct{}), release: make(chan struct{})},
+		clock: &clock{now: t0},
+	}
+	_, h.js = natstest.Connect(t, natstest.Start(t))
+	h.store = storeOn(t, h.js)
+	h.replica = h.run(t, Options{Logger: zap.NewNop(), Store: h.store, ReplicaID: "test-replica"})
+	h.m.set("v2", ok(0.004, 5000))
+	var released sync.Once
+	release := func() { released.Do(func() { close(h.m.release) }) }
+	defer release() // also when the test fails before it lets the evaluations go
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	<-h.m.entered // the first step's evaluation is measuring
+
+	require.NoError(t, h.a.Handle(context.Background(), rollout.Event{ID: "e2", Type: rollout.EventStep,
+		Time: t0.Add(time.Second), Rollout: ref, Revision: "v2", Step: 1, Weight: 25}))
+	select {
+	case <-h.m.entered: // the new step's, while the stale one is still held
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new step's evaluation waited for the stale one")
+	}
+	release()
+	vs := h.waitVerdicts(t, 1)
+	require.Equal(t, 1, vs[0].Step, "the first verdict is the new step's")
+	require.Equal(t, uint64(1), vs[0].Sequence)
+	require.Never(t, func() bool {
+		for _, v := range h.sink.of(ref) {
+			if v.Step == 0 {
+				return true
+			}
+		}
+		return false
+	}, 100*time.Millisecond, 5*time.Millisecond, "the stale evaluation's verdict is dropped")
 }

@@ -35,6 +35,7 @@ type analysis struct {
 	next        time.Time // when the next evaluation is due, and by when it must start (see plan)
 	deadline    time.Time
 	inFlight    bool
+	flight      uint64        // counts the evaluations given up in flight (supersede)
 	writing     bool          // its record's write is in flight (store)
 	urgent      chan struct{} // while writing: closed when the loop waits for the write (settle)
 	// token and scheduled are the analysis's place in the schedule (schedule.go).
@@ -68,6 +69,7 @@ type job struct {
 	gen          uint64
 	stepGen      uint64
 	recGen       uint64
+	flight       uint64 // the analysis's flight when it began: another says it was given up
 	now          time.Time
 	started      time.Time
 	target       compare.Target
@@ -121,6 +123,7 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 	return job{
 		key:      an.key(),
 		gen:      an.gen,
+		flight:   an.flight,
 		stepGen:  r.StepGen,
 		recGen:   an.recGen,
 		position: replay.Position{Step: r.Step, Weight: r.Weight, StepStarted: r.StepStarted},
@@ -322,6 +325,7 @@ func (a *Analyzer) applyStep(ctx context.Context, ev rollout.Event, cur state.En
 	}
 	a.adopt(rec, rev, false)
 	if an := a.live[ev.Rollout]; an != nil {
+		a.supersede(an)
 		a.plan(an, now) // evaluate the new step at once
 	}
 	log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
@@ -378,6 +382,9 @@ func (a *Analyzer) adopt(rec state.Record, rev uint64, fresh bool) {
 		an.rec.Sequence = seq
 	}
 	if due {
+		if !created {
+			a.supersede(an) // its step changed
+		}
 		a.plan(an, a.opts.Now())
 	}
 	a.metrics.live.Set(float64(len(a.live)))
