@@ -188,12 +188,23 @@ const maxUnacknowledged = 8
 func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 	a.ackMu.Lock()
 	defer a.ackMu.Unlock()
-	if v.Sequence > a.acked[v.Key()] {
-		a.acked[v.Key()] = v.Sequence
-	}
+	a.acknowledgeLocked(v.Key(), v.Sequence)
 	if w, ok := a.awaiting[v.Key()]; ok && v.Sequence >= w.sequence {
 		delete(a.awaiting, v.Key())
 		a.metrics.eventOverhead.Observe(max(0, time.Since(w.received)-w.evaluation).Seconds())
+	}
+}
+
+// acknowledge records that JetStream holds k's verdicts up to sequence.
+func (a *Analyzer) acknowledge(k rollout.Key, sequence uint64) {
+	a.ackMu.Lock()
+	defer a.ackMu.Unlock()
+	a.acknowledgeLocked(k, sequence)
+}
+
+func (a *Analyzer) acknowledgeLocked(k rollout.Key, sequence uint64) {
+	if sequence > a.acked[k] {
+		a.acked[k] = sequence
 	}
 }
 
@@ -693,8 +704,14 @@ func (a *Analyzer) republish(ctx context.Context, an *analysis) {
 		a.opts.Logger.Warn("could not read the last published verdict; trying again", zap.String("rollout", an.rec.Rollout.String()), zap.Error(err))
 		return
 	}
-	if ok && revision == an.rec.Revision && seq > an.enqueued {
-		an.enqueued = seq
+	if ok && revision == an.rec.Revision {
+		// The stream holds every verdict up to seq (the sink publishes a rollout's in
+		// order): they are acknowledged, whoever published them. Counted as such, and not only
+		// left out of the republication: a crash between their publication and the write of
+		// their acknowledgement left maxUnacknowledged of them pending, acknowledged by
+		// nobody now, and the rollout was never evaluated again.
+		an.enqueued = max(an.enqueued, seq)
+		a.acknowledge(an.key(), seq)
 	}
 	a.enqueuePending(an)
 }

@@ -149,6 +149,38 @@ func TestStoredVerdictsNotPublishedArePublishedOnResume(t *testing.T) {
 	require.Never(t, func() bool { return len(r.sink.of(ref)) > 2 }, 50*time.Millisecond, 5*time.Millisecond)
 }
 
+// TestVerdictsPublishedBeforeACrashCountAsAcknowledged: a crash after verdicts were
+// published but before their acknowledgement was stored leaves them pending in the record;
+// whoever resumes finds them in the stream and counts them acknowledged, so that the rollout
+// is evaluated again (with maxUnacknowledged of them pending it never was: the chaos test saw
+// rollouts stop for good) and the store's pending list empties.
+func TestVerdictsPublishedBeforeACrashCountAsAcknowledged(t *testing.T) {
+	h := start(t)
+	h.stop()
+	h.m.set("v2", ok(0.004, 5000))
+	ctx := context.Background()
+	var pending []state.Verdict
+	for seq := uint64(1); seq <= maxUnacknowledged; seq++ {
+		pending = append(pending, state.Verdict{Verdict: rollout.Verdict{Rollout: ref, Revision: "v2", Sequence: seq, Verdict: rollout.Pause}})
+	}
+	rec := state.Record{Rollout: ref, Revision: "v2", Template: "t", Started: t0, StepStarted: t0, Sequence: maxUnacknowledged,
+		Pending: pending, Owner: "r1", LeaseUntil: t0.Add(time.Minute), Cause: "e1",
+		Args: map[string]string{"service": "checkout"}, Canary: map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"}}
+	_, err := h.store.Put(ctx, state.LiveKey(ref), rec, 0)
+	require.NoError(t, err)
+	inStream := func(context.Context, rollout.Ref) (string, uint64, bool, error) {
+		return "v2", maxUnacknowledged, true, nil
+	}
+	r := startReplica(t, h, h.peerStore(t), "r1", inStream)
+	h.clock.Advance(10 * time.Second)
+	vs := r.wait(t, 1)
+	require.Equal(t, uint64(maxUnacknowledged+1), vs[0].Sequence, "evaluated again, the sequence going on; none republished")
+	require.Eventually(t, func() bool {
+		entry, err := h.store.Get(ctx, state.LiveKey(ref))
+		return err == nil && entry.Record.Published >= maxUnacknowledged && len(entry.Record.Pending) <= 1
+	}, 5*time.Second, time.Millisecond, "the verdicts the stream holds leave the store's pending list")
+}
+
 // flakyStore fails every write while down is set.
 type flakyStore struct {
 	Store

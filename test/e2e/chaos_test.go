@@ -275,6 +275,20 @@ func TestChaosKillAndRestart(t *testing.T) {
 				last = fmt.Sprintf("seq %d step %d %s (%s)", v.Sequence, v.Step, v.Verdict, v.Reason)
 			}
 			fmt.Fprintf(&b, "\n  %s: step %d of %d, ended %q, %d verdicts, last %s", ro.name, ro.step, len(ro.weights)-1, ro.ended, len(rs), last)
+			// The last writes of its record: what a resumed daemon goes on from.
+			writes := stored.live(ro.name)
+			for _, w := range writes[max(0, len(writes)-4):] {
+				if w.record == nil {
+					fmt.Fprintf(&b, "\n    revision %d: deleted", w.revision)
+					continue
+				}
+				var seqs []uint64
+				for _, p := range w.record.Pending {
+					seqs = append(seqs, p.Verdict.Sequence)
+				}
+				fmt.Fprintf(&b, "\n    revision %d at %s: owner %s, step %d (gen %d), sequence %d, published %d, pending %v",
+					w.revision, w.seen.Format("15:04:05.000"), w.record.Owner, w.record.Step, w.record.StepGen, w.record.Sequence, w.record.Published, seqs)
+			}
 		}
 		return b.String()
 	}
