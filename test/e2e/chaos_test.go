@@ -29,11 +29,12 @@ type chaosRollout struct {
 	weights []int // the weight of each step
 	faultAt int   // the step from which the canary fails 10% of its requests; -1: never
 
-	step    int      // the last step published
-	ids     []string // the id of the event that started each step
-	ended   string   // the id of the event that ended it
-	endedOn uint64   // the sequence of the verdict the controller ended it on
-	faulty  bool     // the fault was injected
+	step    int       // the last step published
+	ids     []string  // the id of the event that started each step
+	ended   string    // the id of the event that ended it
+	endedOn uint64    // the sequence of the verdict the controller ended it on
+	endedAt time.Time // when the event that ended it was published
+	faulty  bool      // the fault was injected
 }
 
 // The points at which the chaos test kills the daemon.
@@ -210,7 +211,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 		})
 	}
 	end := func(ro *chaosRollout, typ rollout.EventType) {
-		ro.ended = fmt.Sprintf("chaos-%s-%s", ro.name, strings.TrimPrefix(string(typ), "rollout."))
+		ro.ended, ro.endedAt = fmt.Sprintf("chaos-%s-%s", ro.name, strings.TrimPrefix(string(typ), "rollout.")), time.Now()
 		publish(ro, ro.ended, typ, rolloutclient.Ended{Rollout: rollout.Ref{Namespace: "e2e", Name: ro.name}, Revision: "v2"})
 	}
 	// react is the controller: it acts on the verdicts about a rollout's current step.
@@ -454,6 +455,11 @@ func TestChaosKillAndRestart(t *testing.T) {
 			}
 			if at.IsZero() && has(feed.of(name), rollout.Rollback) {
 				continue // rolled back just before the kill: final, no verdict follows
+			}
+			if ro := byName[name]; at.IsZero() && ro.ended != "" && ro.endedAt.After(r.started) && ro.endedAt.Before(r.started.Add(resumeBound)) {
+				// Ended by the controller early in this incarnation, on a verdict of the one
+				// before (a run saw one 47ms in): no verdict follows.
+				continue
 			}
 			if at.IsZero() {
 				require.Less(t, until.Sub(r.started), resumeBound, "%s: no verdict in the %s the incarnation started at %s lived", name, until.Sub(r.started), r.started)
