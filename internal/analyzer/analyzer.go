@@ -704,12 +704,14 @@ func (a *Analyzer) republish(ctx context.Context, an *analysis) {
 		a.opts.Logger.Warn("could not read the last published verdict; trying again", zap.String("rollout", an.rec.Rollout.String()), zap.Error(err))
 		return
 	}
-	if ok && revision == an.rec.Revision {
+	if ok && revision == an.rec.Revision && seq <= an.rec.Sequence {
 		// The stream holds every verdict up to seq (the sink publishes a rollout's in
 		// order): they are acknowledged, whoever published them. Counted as such, and not only
 		// left out of the republication: a crash between their publication and the write of
 		// their acknowledgement left maxUnacknowledged of them pending, acknowledged by
-		// nobody now, and the rollout was never evaluated again.
+		// nobody now, and the rollout was never evaluated again. A number above the record's
+		// is an earlier analysis's of the revision (its ended record expired, and numbering
+		// began again): nothing of this one.
 		an.enqueued = max(an.enqueued, seq)
 		a.acknowledge(an.key(), seq)
 	}

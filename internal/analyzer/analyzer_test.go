@@ -481,6 +481,20 @@ func TestRevisionStartedAgainAfterItsEndResumesItsSequence(t *testing.T) {
 	require.Equal(t, "e4", vs[1].Cause)
 }
 
+// TestRevisionStartedAgainAfterManyVerdictsIsEvaluated: a revision started again after an
+// analysis that gave out more than maxUnacknowledged numbers goes on from them, all counted
+// as published, rather than waiting for acknowledgements of the ended analysis's verdicts.
+func TestRevisionStartedAgainAfterManyVerdictsIsEvaluated(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	ended := t0.Add(-time.Minute)
+	require.NoError(t, h.store.PutEnded(context.Background(), state.Record{Rollout: ref, Revision: "v2", Template: "t",
+		Started: t0.Add(-time.Hour), Sequence: 3 * maxUnacknowledged, Ended: &ended}))
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	vs := h.waitVerdicts(t, 1)
+	require.Equal(t, uint64(3*maxUnacknowledged+1), vs[0].Sequence, "the sequence goes on, evaluated at once")
+}
+
 func TestRevertToASupersededRevision(t *testing.T) {
 	h := start(t)
 	h.m.set("v2", ok(0.004, 5000))

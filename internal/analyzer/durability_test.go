@@ -181,6 +181,29 @@ func TestVerdictsPublishedBeforeACrashCountAsAcknowledged(t *testing.T) {
 	}, 5*time.Second, time.Millisecond, "the verdicts the stream holds leave the store's pending list")
 }
 
+// TestStreamAheadOfTheRecordIsAnEarlierAnalysis: a stream holding a higher number of the
+// revision than its record (an earlier analysis's, whose ended record expired) acknowledges
+// nothing of this one: its pending verdicts are published and it goes on.
+func TestStreamAheadOfTheRecordIsAnEarlierAnalysis(t *testing.T) {
+	h := start(t)
+	h.stop()
+	h.m.set("v2", ok(0.004, 5000))
+	ctx := context.Background()
+	v := func(seq uint64) state.Verdict {
+		return state.Verdict{Verdict: rollout.Verdict{Rollout: ref, Revision: "v2", Sequence: seq, Verdict: rollout.Pause}}
+	}
+	rec := state.Record{Rollout: ref, Revision: "v2", Template: "t", Started: t0, StepStarted: t0, Sequence: 2,
+		Pending: []state.Verdict{v(1), v(2)}, Owner: "r1", LeaseUntil: t0.Add(time.Minute), Cause: "e1",
+		Args: map[string]string{"service": "checkout"}, Canary: map[string]string{"version": "v2"}, Stable: map[string]string{"version": "v1"}}
+	_, err := h.store.Put(ctx, state.LiveKey(ref), rec, 0)
+	require.NoError(t, err)
+	earlier := func(context.Context, rollout.Ref) (string, uint64, bool, error) { return "v2", 50, true, nil }
+	r := startReplica(t, h, h.peerStore(t), "r1", earlier)
+	h.clock.Advance(10 * time.Second)
+	vs := r.wait(t, 3)
+	require.Equal(t, []uint64{1, 2, 3}, []uint64{vs[0].Sequence, vs[1].Sequence, vs[2].Sequence})
+}
+
 // flakyStore fails every write while down is set.
 type flakyStore struct {
 	Store

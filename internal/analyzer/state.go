@@ -246,7 +246,10 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, fromMemory
 			// The revision started again after its analysis ended (a retry, a revert): its
 			// sequence goes on, so that no number is published twice, and its evidence
 			// carries over. A rolled-back revision is answered rollback again at once.
-			rec.Sequence, rec.Evidence = ended.Record.Sequence, ended.Record.Evidence
+			// Its verdicts count as published: those the ended analysis did not publish never
+			// will be (its queue was revoked), and unacknowledged ones would hold the new
+			// analysis's evaluations for good (maxUnacknowledged).
+			rec.Sequence, rec.Published, rec.Evidence = ended.Record.Sequence, ended.Record.Sequence, ended.Record.Evidence
 			log.Info("revision started again after its analysis ended", zap.Uint64("sequence", rec.Sequence),
 				zap.Bool("rolledBack", rec.Evidence.RolledBack))
 		}
