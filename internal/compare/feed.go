@@ -149,13 +149,19 @@ func appendTupleKey(b []byte, values []string) []byte {
 	return b
 }
 
-// refreshAge is how old the feed's data may be when read: at least minRefreshAge, and five
-// times its last refresh's duration, so that refreshing takes at most a fifth of the time.
-// Every refresh reads feedOverlap again, so that a feed whose refresh costs much is refreshed
-// as often only up to every half overlap (50 refreshes' time): at 10,000 rollouts, refreshes
-// every two seconds read six times the samples that had come, and took most of the decoding.
+// refreshAge is how old the feed's data may be when read: minRefreshAge while refreshing
+// takes at most a fifth of that, and otherwise five times its last refresh's duration, and at
+// least half an overlap (every refresh reads feedOverlap again: at 10,000 rollouts,
+// refreshes every two seconds read six times the samples that had come, and took most of the
+// decoding). A cheap feed is not stretched: stretched from tens of milliseconds on, as it was,
+// a loaded machine's slower queries made the daemon read older data than the backtest and
+// plan its evaluations at other times (TestBacktestDecidesWhatTheDaemonDecides, under -race in
+// CI).
 func (f *feed) refreshAge() time.Duration {
-	return max(minRefreshAge, 5*f.took, min(feedOverlap/2, 50*f.took))
+	if 5*f.took <= minRefreshAge {
+		return minRefreshAge
+	}
+	return max(5*f.took, min(feedOverlap/2, 50*f.took))
 }
 
 // read returns the side's series with their samples after keep (and each one's last sample at

@@ -220,15 +220,16 @@ func TestFailedFirstLoadFailsItsReads(t *testing.T) {
 	require.Equal(t, 1, ok2.queries)
 }
 
-// TestRefreshAgeGrowsWithItsCost: a cheap feed is refreshed every second; one whose refresh
-// costs more waits up to half an overlap (each refresh reads the overlap again), and one whose
-// refresh is slow five times its duration.
+// TestRefreshAgeGrowsWithItsCost: a feed whose refresh takes up to a fifth of a second is
+// refreshed every second; one whose refresh costs more waits half an overlap (each refresh
+// reads the overlap again), and one whose refresh is slow five times its duration.
 func TestRefreshAgeGrowsWithItsCost(t *testing.T) {
 	for took, want := range map[time.Duration]time.Duration{
 		0:                      time.Second,
 		10 * time.Millisecond:  time.Second,
-		50 * time.Millisecond:  2500 * time.Millisecond,
-		100 * time.Millisecond: 5 * time.Second,
+		50 * time.Millisecond:  time.Second,
+		200 * time.Millisecond: time.Second,
+		300 * time.Millisecond: 5 * time.Second,
 		500 * time.Millisecond: 5 * time.Second,
 		2 * time.Second:        10 * time.Second,
 	} {
