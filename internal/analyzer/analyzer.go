@@ -188,7 +188,7 @@ const maxUnacknowledged = 8
 func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 	a.ackMu.Lock()
 	defer a.ackMu.Unlock()
-	a.acknowledgeLocked(v.Key(), v.Sequence)
+	a.acked[v.Key()] = max(a.acked[v.Key()], v.Sequence)
 	if w, ok := a.awaiting[v.Key()]; ok && v.Sequence >= w.sequence {
 		delete(a.awaiting, v.Key())
 		a.metrics.eventOverhead.Observe(max(0, time.Since(w.received)-w.evaluation).Seconds())
@@ -199,13 +199,7 @@ func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 func (a *Analyzer) acknowledge(k rollout.Key, sequence uint64) {
 	a.ackMu.Lock()
 	defer a.ackMu.Unlock()
-	a.acknowledgeLocked(k, sequence)
-}
-
-func (a *Analyzer) acknowledgeLocked(k rollout.Key, sequence uint64) {
-	if sequence > a.acked[k] {
-		a.acked[k] = sequence
-	}
+	a.acked[k] = max(a.acked[k], sequence)
 }
 
 // awaited is a verdict an event asked for: its number, when the event was received, and
