@@ -122,11 +122,11 @@ func (o *Options) defaults() {
 
 // Analyzer owns the live analyses of this replica.
 type Analyzer struct {
-	opts    Options
-	events  chan eventRequest
-	results chan result
-	done    chan struct{}
-	metrics *metrics
+	opts     Options
+	requests chan eventRequest
+	results  chan result
+	done     chan struct{}
+	metrics  *metrics
 	// loaded is set once the stored analyses are loaded (Loaded).
 	loaded atomic.Bool
 
@@ -142,6 +142,12 @@ type Analyzer struct {
 	peers []string
 	seen  *recent[struct{}] // ids of applied events
 	gen   uint64
+	// ops are, per rollout, the events being applied and claims made off the loop, and
+	// those waiting (ops.go); applied takes them back to the loop, applying counts those in
+	// flight. Owned by the loop.
+	ops      map[rollout.Ref]*opQueue
+	applied  chan application
+	applying int
 
 	// latest and positions are what the read API serves; written by the loop, read by HTTP
 	// handlers.
@@ -174,7 +180,7 @@ type Analyzer struct {
 // first verdicts of a start at 10,000 rollouts were written at once, JetStream took longer
 // than a write's timeout to answer them, and every one failed (holding every write for a
 // backoff): a thousand in flight keep the store busy without queueing in it. A write the
-// loop waits for (an event's, settle) does not wait for a slot.
+// an event waits for (apply) does not wait for a slot.
 const maxWrites = 1024
 
 // maxUnacknowledged is how many verdicts of a rollout may wait for JetStream's
@@ -266,8 +272,10 @@ func New(opts Options) (*Analyzer, error) {
 	}
 	return &Analyzer{
 		opts:       opts,
-		events:     make(chan eventRequest),
+		requests:   make(chan eventRequest),
 		results:    make(chan result, opts.Workers),
+		ops:        map[rollout.Ref]*opQueue{},
+		applied:    make(chan application, 64),
 		done:       make(chan struct{}),
 		metrics:    m,
 		live:       map[rollout.Ref]*analysis{},
@@ -285,18 +293,20 @@ func New(opts Options) (*Analyzer, error) {
 type eventRequest struct {
 	ctx      context.Context
 	ev       rollout.Event
-	reply    chan error
-	received time.Time // by the real clock, for the overhead metric (awaitVerdict)
+	reply    chan error // nil for an event of the loop's own (expire)
+	received time.Time  // by the real clock, for the overhead metric (awaitVerdict)
 }
 
-// Handle applies one event. It returns nil once the event's effect is stored, an error
+// Handle applies one event. It is safe for concurrent use: events of different rollouts are
+// applied at once, those of one rollout in the order Handle was called. It returns nil once
+// the event's effect is stored, an error
 // wrapping rollout.ErrInvalid for an event that can never apply, ErrStopped when the analyzer
 // is stopping, and another error when the store could not be written (the event is then
 // retried).
 func (a *Analyzer) Handle(ctx context.Context, ev rollout.Event) error {
 	req := eventRequest{ctx: ctx, ev: ev, reply: make(chan error, 1), received: time.Now()}
 	select {
-	case a.events <- req:
+	case a.requests <- req:
 	case <-a.done:
 		return ErrStopped
 	case <-ctx.Done():
@@ -375,13 +385,11 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return a.drain(workCtx, &workers, cancelWork)
-		case req := <-a.events:
-			err := a.apply(req.ctx, req.ev)
-			req.reply <- err
-			if err == nil {
-				a.awaitVerdict(req)
-				a.dispatch(workCtx, &workers, slots)
-			}
+		case req := <-a.requests:
+			a.apply(workCtx, req)
+		case d := <-a.applied:
+			a.finish(workCtx, d)
+			a.dispatch(workCtx, &workers, slots)
 		case res := <-a.results:
 			<-slots
 			a.complete(workCtx, res)
@@ -414,21 +422,27 @@ func (a *Analyzer) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resumed := 0
+	var resumed []*analysis
 	for _, e := range entries {
 		if e.Record.Owner == a.opts.ReplicaID {
 			a.adopt(e.Record, e.Revision, true)
 			if an := a.live[e.Record.Rollout]; an != nil {
-				a.republish(ctx, an)
-				resumed++
+				resumed = append(resumed, an)
 			}
 			continue
 		}
 		a.remember(e.Record)
 		a.others[e.Record.Rollout] = e
 	}
+	recs := make([]state.Record, len(resumed))
+	for i, an := range resumed {
+		recs[i] = an.rec
+	}
+	for i, last := range a.askAllPublished(ctx, recs) {
+		a.republishFrom(resumed[i], last)
+	}
 	if len(entries) > 0 {
-		a.opts.Logger.Info("stored analyses loaded", zap.Int("live", len(entries)), zap.Int("resumed", resumed))
+		a.opts.Logger.Info("stored analyses loaded", zap.Int("live", len(entries)), zap.Int("resumed", len(resumed)))
 	}
 	return nil
 }
@@ -514,6 +528,9 @@ func (a *Analyzer) scan(ctx context.Context) {
 	now := a.opts.Now()
 	a.pruneAcked()
 	for _, an := range a.live {
+		if a.busy(an.rec.Rollout) {
+			continue // an event of it is being applied: it goes on after it (finish)
+		}
 		if a.opts.IdleExpiry > 0 && now.Sub(an.rec.StepStarted) >= a.opts.IdleExpiry {
 			a.expire(ctx, an, now)
 			continue
@@ -545,6 +562,9 @@ func (a *Analyzer) scan(ctx context.Context) {
 		}
 		if _, ok := a.opts.Templates[e.Record.Template]; !ok {
 			continue // this replica cannot evaluate it (another configuration): one that can takes it
+		}
+		if a.busy(ref) {
+			continue // an event of it is being applied here: what it stores says who owns it
 		}
 		a.claim(ctx, ref, e)
 	}
@@ -646,68 +666,81 @@ func (a *Analyzer) expire(ctx context.Context, an *analysis, now time.Time) {
 		Source: "analyzerd", Type: rollout.EventAborted, Time: now,
 		Rollout: r.Rollout, Revision: r.Revision, Reason: "idle",
 	}
-	if err := a.apply(ctx, ev); err != nil {
-		a.opts.Logger.Warn("could not end an idle analysis; trying again", zap.Stringer("rollout", r.Key()), zap.Error(err))
-		return
-	}
-	a.opts.Logger.Info("idle analysis ended as aborted", zap.Stringer("rollout", r.Key()),
-		zap.Duration("idleFor", now.Sub(r.StepStarted)), zap.Duration("idleExpiry", a.opts.IdleExpiry))
-}
-
-// claim takes over a rollout whose owner's lease expired.
-func (a *Analyzer) claim(ctx context.Context, ref rollout.Ref, e state.Entry) {
-	rec := e.Record
-	from := rec.Owner
-	rec.Owner, rec.LeaseUntil = a.opts.ReplicaID, a.opts.Now().Add(a.opts.Lease)
-	octx, cancel := context.WithTimeout(ctx, a.opTimeout())
-	defer cancel()
-	rev, err := a.opts.Store.Put(octx, state.LiveKey(ref), rec, e.Revision)
-	if err != nil {
-		// Another replica was quicker, or the record changed: the watch tells what became
-		// of it. Read it again so that a stale lease is not tried for ever.
-		if cur, gerr := a.opts.Store.Get(octx, state.LiveKey(ref)); gerr == nil {
-			a.others[ref] = cur
-		} else if errors.Is(gerr, state.ErrNotFound) {
-			delete(a.others, ref)
-		}
-		return
-	}
-	delete(a.others, ref)
-	a.adopt(rec, rev, true)
-	a.opts.Logger.Info("took over a rollout whose owner's lease expired", zap.String("rollout", ref.String()),
-		zap.String("from", from), zap.Uint64("sequence", rec.Sequence))
-	if an := a.live[ref]; an != nil {
-		a.republish(ctx, an)
-	}
+	a.apply(ctx, eventRequest{ctx: ctx, ev: ev, received: time.Now()}) // answer logs what became of it
 }
 
 // republish hands the sink the stored verdicts the verdict stream does not hold yet: those
 // the previous owner (or this replica before a crash) stored but did not publish. When the
 // stream cannot be asked, it tries again at the next scan rather than publish blindly.
 func (a *Analyzer) republish(ctx context.Context, an *analysis) {
-	an.republish = false
-	if len(an.rec.Pending) == 0 || a.opts.Published == nil {
-		a.enqueuePending(an)
-		return
+	a.republishFrom(an, a.askPublished(ctx, an.rec))
+}
+
+// lastPublished is what the verdict stream holds last of a rollout (Options.Published).
+type lastPublished struct {
+	revision string
+	sequence uint64
+	ok       bool
+	err      error
+}
+
+// askPublished asks the verdict stream what it holds last of rec's rollout, when rec has
+// pending verdicts to check against it (nil when it has none). It reads nothing of the loop.
+func (a *Analyzer) askPublished(ctx context.Context, rec state.Record) *lastPublished {
+	if len(rec.Pending) == 0 || a.opts.Published == nil {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.opTimeout())
 	defer cancel()
-	revision, seq, ok, err := a.opts.Published(ctx, an.rec.Rollout)
-	if err != nil {
-		an.republish = true
-		a.opts.Logger.Warn("could not read the last published verdict; trying again", zap.String("rollout", an.rec.Rollout.String()), zap.Error(err))
+	var l lastPublished
+	l.revision, l.sequence, l.ok, l.err = a.opts.Published(ctx, rec.Rollout)
+	return &l
+}
+
+// askAllPublished asks, for each record, what the stream holds last of its rollout, many at
+// once: at a restart with thousands of rollouts, one round trip after another held the
+// replica unready for seconds.
+func (a *Analyzer) askAllPublished(ctx context.Context, recs []state.Record) []*lastPublished {
+	out := make([]*lastPublished, len(recs))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, 64)
+	for i, rec := range recs {
+		if len(rec.Pending) == 0 || a.opts.Published == nil {
+			continue
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			out[i] = a.askPublished(ctx, rec)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// republishFrom is republish with the stream's answer (nil: not asked, publish every pending
+// verdict). It runs on the loop.
+func (a *Analyzer) republishFrom(an *analysis, last *lastPublished) {
+	an.republish = false
+	if last == nil {
+		a.enqueuePending(an)
 		return
 	}
-	if ok && revision == an.rec.Revision && seq <= an.rec.Sequence {
-		// The stream holds every verdict up to seq (the sink publishes a rollout's in
-		// order): they are acknowledged, whoever published them. Counted as such, and not only
-		// left out of the republication: a crash between their publication and the write of
-		// their acknowledgement left maxUnacknowledged of them pending, acknowledged by
-		// nobody now, and the rollout was never evaluated again. A number above the record's
-		// is an earlier analysis's of the revision (its ended record expired, and numbering
-		// began again): nothing of this one.
-		an.enqueued = max(an.enqueued, seq)
-		a.acknowledge(an.key(), seq)
+	if last.err != nil {
+		an.republish = true
+		a.opts.Logger.Warn("could not read the last published verdict; trying again", zap.String("rollout", an.rec.Rollout.String()), zap.Error(last.err))
+		return
+	}
+	if last.ok && last.revision == an.rec.Revision && last.sequence <= an.rec.Sequence {
+		// The stream holds every verdict up to its sequence (the sink publishes a rollout's
+		// in order): they are acknowledged, whoever published them. Counted as such, and not
+		// only left out of the republication: a crash between their publication and the
+		// write of their acknowledgement left maxUnacknowledged of them pending,
+		// acknowledged by nobody now, and the rollout was never evaluated again. A number
+		// above the record's is an earlier analysis's of the revision (its ended record
+		// expired, and numbering began again): nothing of this one.
+		an.enqueued = max(an.enqueued, last.sequence)
+		a.acknowledge(an.key(), last.sequence)
 	}
 	a.enqueuePending(an)
 }
@@ -762,9 +795,11 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 			a.sched.unset(an) // replaced, or rolled back since it was planned
 			continue
 		}
-		if an.writing {
-			// Its record is being written: the evaluation waits for the answer (stored plans
-			// it again, still due), so that writes of one analysis never cross.
+		if an.writing || a.busy(an.rec.Rollout) {
+			// Its record is being written, or an event of it applied: the evaluation waits
+			// for the answer (stored or finish plans it again, still due), so that writes of
+			// one analysis never cross, and an event's change is evaluated, not the record
+			// before it.
 			a.sched.unset(an)
 			continue
 		}
@@ -807,15 +842,19 @@ func (a *Analyzer) drain(workCtx context.Context, workers *sync.WaitGroup, cance
 	defer timer.Stop()
 	deadline := timer.C // nil once the workers were cancelled: they finish promptly then
 	evaluated := false
+	a.refuseWaiting()
 	for {
-		if evaluated && len(a.results) == 0 && a.writes == 0 {
-			return nil // every evaluation decided, and every record write answered
+		if evaluated && len(a.results) == 0 && a.writes == 0 && a.applying == 0 {
+			a.refuseWaiting()
+			return nil // every evaluation decided, every record write and event answered
 		}
 		select {
 		case res := <-a.results:
 			a.complete(workCtx, res)
 		case w := <-a.written:
 			a.stored(workCtx, w)
+		case d := <-a.applied:
+			a.finish(workCtx, d)
 		case <-finished:
 			evaluated, finished = true, nil
 		case <-deadline:
@@ -861,6 +900,14 @@ func (a *Analyzer) complete(ctx context.Context, res result) {
 	if j.flight != an.flight {
 		j.span.SetAttributes(attribute.Bool("analyzerd.superseded", true))
 		return // given up when its step changed: the new step's evaluation is planned or in flight
+	}
+	if a.busy(j.key.Ref) {
+		// An event of it is being applied over the record this evaluation began from (a
+		// step, an end): what it decided would be lost under the event's change, a rollback
+		// with it. Given up; evaluated again once the event is applied (resume).
+		an.inFlight = false
+		j.span.SetAttributes(attribute.Bool("analyzerd.superseded", true))
+		return
 	}
 	an.inFlight = false
 	if unreachable(res) {
@@ -992,6 +1039,9 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 	if an.writing {
 		return // the next scan writes what this write did not hold
 	}
+	if a.busy(an.rec.Rollout) {
+		return // an event of it is being applied: written after it (finish)
+	}
 	now := a.opts.Now()
 	if now.Before(a.storeRetryAt) {
 		// The store failed lately: one probe per backoff, not one write per rollout per
@@ -1020,7 +1070,7 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 		select {
 		case a.writeSlots <- struct{}{}:
 			defer func() { <-a.writeSlots }()
-		case <-urgent: // the loop waits for this write (settle): it goes now, slot or not
+		case <-urgent: // an event waits for this write (apply): it goes now, slot or not
 		case <-ctx.Done():
 			w.err = ctx.Err()
 			return
@@ -1043,32 +1093,16 @@ type write struct {
 	err      error
 }
 
-// settle waits, on the loop, for the answer to a rollout's write in flight (taking back the
-// answers of the others that come first), so that an event is applied over what the write
-// holds, not over the record before it.
-func (a *Analyzer) settle(ctx context.Context, ref rollout.Ref) {
-	for {
-		an := a.live[ref]
-		if an == nil || !an.writing {
-			return
-		}
-		if an.urgent != nil {
-			close(an.urgent)
-			an.urgent = nil
-		}
-		a.stored(ctx, <-a.written)
-	}
-}
-
 // stored takes a write's answer back on the loop.
 func (a *Analyzer) stored(ctx context.Context, w write) {
 	an := w.an
 	an.writing, an.urgent = false, nil
 	a.writes--
+	defer a.nextOp(ctx, w.rec.Rollout) // an event that waited for this write goes now
 	if a.live[w.rec.Rollout] != an {
 		return // forgotten or replaced meanwhile: the store and the watch say what became of it
 	}
-	if !an.scheduled && !an.inFlight {
+	if !an.scheduled && !an.inFlight && !a.busy(an.rec.Rollout) {
 		defer func() { a.planBy(an, an.next, an.deadline) }() // its evaluation waited for this answer (dispatch)
 	}
 	rec, key := w.rec, state.LiveKey(w.rec.Rollout)
@@ -1089,8 +1123,8 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		// publish them, and write those decided meanwhile.
 		an.unstored = an.unstored[w.unstored:]
 		a.enqueuePending(an)
-		if len(an.unstored) > 0 {
-			a.store(ctx, an)
+		if len(an.unstored) > 0 && !a.busy(an.rec.Rollout) {
+			a.store(ctx, an) // an event waiting goes first (finish writes them after it)
 		}
 	case errors.Is(w.err, state.ErrConflict):
 		octx, cancel := context.WithTimeout(ctx, a.opTimeout())

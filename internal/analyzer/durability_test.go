@@ -550,8 +550,8 @@ func TestRecordWritesInFlightAreBounded(t *testing.T) {
 		a.store(ctx, a.live[r])
 	}
 	require.Eventually(t, func() bool { gate.mu.Lock(); defer gate.mu.Unlock(); return gate.inFlight == maxWrites }, 5*time.Second, time.Millisecond)
-	// An event for a rollout whose write waits for a slot: the loop waits for that write
-	// only, which goes at once, and takes back the answers of others that came first.
+	// An event for a rollout whose write waits for a slot: that write goes at once, and the
+	// event is applied once it is answered; the others still wait.
 	var last rollout.Ref
 	gate.mu.Lock()
 	for ref := range a.live {
@@ -562,9 +562,17 @@ func TestRecordWritesInFlightAreBounded(t *testing.T) {
 	gate.pass[state.LiveKey(last)] = true
 	gate.mu.Unlock()
 	require.NotEmpty(t, last.Name, "a write waits for a slot")
-	a.settle(ctx, last)
+	reply := make(chan error, 1)
+	a.apply(ctx, eventRequest{ctx: ctx, reply: reply, received: time.Now(), ev: rollout.Event{ID: "step", Type: rollout.EventStep,
+		Time: t0.Add(time.Second), Rollout: last, Revision: "v2", Step: 1, Weight: 25}})
+	w := <-a.written
+	require.Equal(t, last, w.rec.Rollout, "the write the event waits for goes first")
+	a.stored(ctx, w)
 	require.False(t, a.live[last].writing, "its write answered")
 	require.Equal(t, n-1, a.writes, "the others still wait")
+	a.finish(ctx, <-a.applied)
+	require.NoError(t, <-reply, "the event is applied over the write")
+	require.Equal(t, 1, a.live[last].rec.Step)
 	close(gate.open)
 	for range n - 1 {
 		a.stored(ctx, <-a.written)

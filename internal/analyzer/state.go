@@ -145,58 +145,20 @@ func (an *analysis) job(now time.Time, tracer trace.Tracer) job {
 	}
 }
 
-// maxApplyAttempts bounds the retries of an event whose record other replicas keep changing.
-const maxApplyAttempts = 8
-
-// apply changes the stored state as one event says, and returns once the change is stored.
-// It runs on the loop.
-func (a *Analyzer) apply(ctx context.Context, ev rollout.Event) error {
-	if _, dup := a.seen.get(ev.ID); dup {
-		a.metrics.applied.WithLabelValues(string(ev.Type), "duplicate").Inc()
-		return nil
-	}
-	a.settle(ctx, ev.Rollout)
-	var (
-		outcome string
-		err     error
-	)
-	for attempt := 0; attempt < maxApplyAttempts; attempt++ {
-		octx, cancel := context.WithTimeout(ctx, 2*a.opTimeout())
-		outcome, err = a.applyStored(octx, ev, attempt == 0)
-		cancel()
-		if !errors.Is(err, state.ErrConflict) {
-			break
-		}
-	}
-	switch {
-	case errors.Is(err, rollout.ErrInvalid):
-		a.metrics.applied.WithLabelValues(string(ev.Type), "rejected").Inc()
-		return err
-	case err != nil:
-		// The store could not be written: the event is not acknowledged, and comes again.
-		return fmt.Errorf("store the effect of event %s: %w", ev.ID, err)
-	}
-	a.seen.put(ev.ID, struct{}{})
-	a.metrics.applied.WithLabelValues(string(ev.Type), outcome).Inc()
-	return nil
-}
-
 // applyStored reads the rollout's record, changes it as the event says and writes it back
-// with compare-and-swap. state.ErrConflict means another replica wrote it meanwhile: read
-// and apply again. With fromMemory, a step of a revision this replica analyses is applied
-// over the record as this replica last stored it, without reading it: the loop waits for
-// one round trip, not three, at every step (should another replica have written it since,
-// the write conflicts, and the next attempt reads).
-func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, fromMemory bool) (outcome string, err error) {
+// with compare-and-swap; it returns the change to make on the loop once it is stored.
+// state.ErrConflict means another replica wrote it meanwhile: read and apply again. With
+// mem, a step of a revision this replica analyses is applied over the record as this replica
+// last stored it, without reading it: one round trip, not three, at every step (should
+// another replica have written it since, the write conflicts, and the next attempt reads).
+// New rollouts are placed on owner. It runs off the loop (launch), and reads nothing of it.
+func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, mem *state.Entry, owner string) (outcome string, effect func(), err error) {
 	log := a.opts.Logger.With(zap.String("rollout", ev.Rollout.String()), zap.String("revision", ev.Revision),
 		zap.String("event", string(ev.Type)), zap.String("eventId", ev.ID))
 	liveKey := state.LiveKey(ev.Rollout)
 	now := a.opts.Now()
-	if an := a.live[ev.Rollout]; fromMemory && ev.Type == rollout.EventStep && an != nil && an.rev != 0 &&
-		!an.writing && len(an.unstored) == 0 && an.rec.Revision == ev.Revision {
-		// No write in flight and none waiting (apply settled it): the record in memory is
-		// the one stored at an.rev.
-		return a.applyStep(ctx, ev, state.Entry{Record: an.rec, Revision: an.rev}, log, now)
+	if mem != nil && ev.Type == rollout.EventStep {
+		return a.applyStep(ctx, ev, *mem, log, now)
 	}
 	// The live record and the revision's ended one, read at once.
 	var (
@@ -209,38 +171,38 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, fromMemory
 	read.Wait()
 	exists := err == nil
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
-		return "", err
+		return "", nil, err
 	}
 	sameRevision := exists && cur.Record.Revision == ev.Revision
 	wasEnded := endedErr == nil && ended.Record.Ended != nil
 	if endedErr != nil && !errors.Is(endedErr, state.ErrNotFound) {
-		return "", endedErr
+		return "", nil, endedErr
 	}
 
 	switch ev.Type {
 	case rollout.EventStarted:
 		if sameRevision {
-			return "duplicate", nil // the same (rollout, revision) again (CONTRACT.md section 3)
+			return "duplicate", nil, nil // the same (rollout, revision) again (CONTRACT.md section 3)
 		}
 		if wasEnded && !ev.Time.After(*ended.Record.Ended) {
-			return "duplicate", nil // a start from before that analysis ended, delivered again
+			return "duplicate", nil, nil // a start from before that analysis ended, delivered again
 		}
 		t, ok := a.opts.Templates[ev.Analysis]
 		if !ok {
-			return "", rollout.ErrUnknownTemplate(ev.Analysis)
+			return "", nil, rollout.ErrUnknownTemplate(ev.Analysis)
 		}
 		if err := t.CheckStart(ev); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if exists && ev.Time.Before(cur.Record.Started) {
-			return "stale", nil // an older revision's start, delivered late
+			return "stale", nil, nil // an older revision's start, delivered late
 		}
 		rec := state.Record{
 			Rollout: ev.Rollout, Revision: ev.Revision, Template: t.Name,
 			Args: ev.Args, Canary: ev.Canary, Stable: ev.Stable,
 			Started: ev.Time, Step: ev.Step, Weight: ev.Weight, StepStarted: ev.Time,
 			Cause: ev.ID, TraceParent: ev.TraceParent, TraceState: ev.TraceState,
-			Owner: a.place(ev.Rollout), LeaseUntil: now.Add(a.opts.Lease),
+			Owner: owner, LeaseUntil: now.Add(a.opts.Lease),
 		}
 		if wasEnded {
 			// The revision started again after its analysis ended (a retry, a revert): its
@@ -256,28 +218,31 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, fromMemory
 		if exists {
 			// A new revision supersedes the analysis of the previous one.
 			if err := a.endRecord(ctx, cur.Record, ev.Time); err != nil {
-				return "", err
+				return "", nil, err
 			}
 			log.Info("new revision supersedes the analysis of the previous one", zap.String("previous", cur.Record.Revision))
 		}
 		rev, err := a.opts.Store.Put(ctx, liveKey, rec, cur.Revision)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		a.adopt(rec, rev, true)
 		log.Info("analysis started", zap.String("template", t.Name), zap.Int("step", ev.Step), zap.Int("weight", ev.Weight), zap.String("owner", rec.Owner))
-		return "applied", nil
+		return "applied", func() {
+			if !a.newer(ev.Rollout, rev) {
+				a.adopt(rec, rev, true)
+			}
+		}, nil
 
 	case rollout.EventStep:
 		if !sameRevision && wasEnded {
-			return "ignored", nil // the analysis of that revision has ended
+			return "ignored", nil, nil // the analysis of that revision has ended
 		}
 		if !sameRevision {
 			// Its start may not be stored yet: events of one rollout can be handled out of
 			// order (replicas handle them at once; a start that failed is delivered again
 			// after what followed it). Retried, and dead-lettered only after
 			// ingest.maxDeliver deliveries.
-			return "", fmt.Errorf("no live analysis of rollout %s revision %q (yet)", ev.Rollout, ev.Revision)
+			return "", nil, fmt.Errorf("no live analysis of rollout %s revision %q (yet)", ev.Rollout, ev.Revision)
 		}
 		return a.applyStep(ctx, ev, cur, log, now)
 
@@ -288,51 +253,58 @@ func (a *Analyzer) applyStored(ctx context.Context, ev rollout.Event, fromMemory
 				// so that the start, when it comes, is known as older and not analysed.
 				marker := state.Record{Rollout: ev.Rollout, Revision: ev.Revision, Ended: &ev.Time}
 				if err := a.opts.Store.PutEnded(ctx, marker); err != nil {
-					return "", err
+					return "", nil, err
 				}
 			}
-			return "ignored", nil // already retired, or about a revision no longer analysed
+			return "ignored", nil, nil // already retired, or about a revision no longer analysed
 		}
 		if ev.Time.Before(cur.Record.Started) {
-			return "stale", nil // the end of an earlier analysis of the revision, delivered late
+			return "stale", nil, nil // the end of an earlier analysis of the revision, delivered late
 		}
 		if err := a.endRecord(ctx, cur.Record, ev.Time); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if err := a.opts.Store.Delete(ctx, liveKey, cur.Revision); err != nil {
-			return "", err
+			return "", nil, err
 		}
-		a.forget(ev.Rollout)
-		a.unremember(ev.Rollout)
 		log.Info("analysis ended", zap.String("reason", ev.Reason))
-		return "applied", nil
+		return "applied", func() {
+			if !a.newer(ev.Rollout, cur.Revision) {
+				a.forget(ev.Rollout)
+				a.unremember(ev.Rollout)
+			}
+		}, nil
 	}
-	return "", rollout.Invalidf("type: unknown event type %q", ev.Type)
+	return "", nil, rollout.Invalidf("type: unknown event type %q", ev.Type)
 }
 
 // applyStep applies a step event to cur, the live record of the event's revision.
-func (a *Analyzer) applyStep(ctx context.Context, ev rollout.Event, cur state.Entry, log *zap.Logger, now time.Time) (string, error) {
+func (a *Analyzer) applyStep(ctx context.Context, ev rollout.Event, cur state.Entry, log *zap.Logger, now time.Time) (string, func(), error) {
 	rec := cur.Record
 	if ev.Time.Before(rec.StepStarted) {
-		return "stale", nil
+		return "stale", nil, nil
 	}
 	if ev.Step == rec.Step && ev.Weight == rec.Weight {
-		return "duplicate", nil
+		return "duplicate", nil, nil
 	}
 	rec.Step, rec.Weight = ev.Step, ev.Weight
 	rec.StepStarted, rec.StepGen, rec.Cause = ev.Time, rec.StepGen+1, ev.ID
 	rec.TraceParent, rec.TraceState = ev.TraceParent, ev.TraceState
 	rev, err := a.opts.Store.Put(ctx, state.LiveKey(ev.Rollout), rec, cur.Revision)
 	if err != nil {
-		return "", err
-	}
-	a.adopt(rec, rev, false)
-	if an := a.live[ev.Rollout]; an != nil {
-		a.supersede(an)
-		a.plan(an, now) // evaluate the new step at once
+		return "", nil, err
 	}
 	log.Info("step changed", zap.Int("step", ev.Step), zap.Int("weight", ev.Weight))
-	return "applied", nil
+	return "applied", func() {
+		if a.newer(ev.Rollout, rev) {
+			return
+		}
+		a.adopt(rec, rev, false)
+		if an := a.live[ev.Rollout]; an != nil {
+			a.supersede(an)
+			a.plan(an, a.opts.Now()) // evaluate the new step at once
+		}
+	}, nil
 }
 
 // endRecord stores what a later start of the revision needs of its ended analysis: the
