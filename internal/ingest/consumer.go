@@ -1,6 +1,7 @@
 // Package ingest consumes rollout events (CONTRACT.md section 3) from the ROLLOUT_EVENTS
 // stream with a durable JetStream consumer, decodes and validates them, hands them to a
-// Handler one at a time, and dead-letters the ones that can never succeed (section 5).
+// Handler (those of one rollout one at a time, in stream order; those of different rollouts
+// at once), and dead-letters the ones that can never succeed (section 5).
 package ingest
 
 import (
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -40,6 +42,7 @@ const (
 	DefaultStopGrace     = 10 * time.Second
 	DefaultMaxClockSkew  = 30 * time.Second
 	DefaultLagInterval   = 5 * time.Second
+	DefaultConcurrency   = 64
 )
 
 const (
@@ -98,6 +101,11 @@ type Options struct {
 	MaxClockSkew time.Duration
 	// LagInterval is how often Run reads the durable consumer's backlog into the lag gauges.
 	LagInterval time.Duration
+	// Concurrency is how many events are handled at once, each of another subject (another
+	// rollout): those of one subject are handled one at a time, in stream order. One at a
+	// time, each event's store round trips made a start of thousands of rollouts a queue of
+	// minutes.
+	Concurrency int
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
 	// Registerer receives the consumer's metrics; nil registers them nowhere.
@@ -136,6 +144,9 @@ func (o Options) WithDefaults() Options {
 	if o.MaxClockSkew == 0 {
 		o.MaxClockSkew = DefaultMaxClockSkew
 	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultConcurrency
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -170,6 +181,9 @@ func (o Options) Validate() error {
 	}
 	if o.StopGrace <= 0 {
 		return fmt.Errorf("stopGrace: must be positive, got %s", o.StopGrace)
+	}
+	if o.Concurrency < 1 {
+		return fmt.Errorf("concurrency: must be at least 1, got %d", o.Concurrency)
 	}
 	return nil
 }
@@ -228,22 +242,25 @@ func New(js jetstream.JetStream, h Handler, opts Options) (*Consumer, error) {
 	}, nil
 }
 
-// Run consumes events until ctx is done, handling them one at a time in stream order. When
-// ctx is done it stops fetching, lets the handler finish the event in hand (for at most
-// StopGrace), gives back an event fetched but not handled, and returns nil. It returns an
-// error when consuming cannot go on (the consumer was deleted, the connection closed). Run
-// must not be called concurrently.
+// Run consumes events until ctx is done, handling those of one subject one at a time in
+// stream order, and up to Concurrency of different subjects at once. When ctx is done it
+// stops fetching, lets the handlers finish the events in hand (for at most StopGrace), gives
+// back the events fetched but not handled, and returns nil. It returns an error when
+// consuming cannot go on (the consumer was deleted, the connection closed). Run must not be
+// called concurrently.
 func (c *Consumer) Run(ctx context.Context) error {
-	c.log.Info("consuming events", zap.String("stream", streams.EventsStream))
+	c.log.Info("consuming events", zap.String("stream", streams.EventsStream), zap.Int("concurrency", c.opts.Concurrency))
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); c.watchLag(lagCtx) }()
 	defer func() { stopLag(); <-lagDone }()
+	ls := c.startLanes(ctx)
+	defer ls.stop()
 	var lastErr string
 	pause := time.NewTimer(0)
 	defer pause.Stop()
 	for ctx.Err() == nil {
-		err := c.fetchOne(ctx)
+		err := c.fetch(ctx, ls)
 		if err == nil || ctx.Err() != nil {
 			if lastErr != "" && err == nil {
 				c.log.Info("fetching events again")
@@ -268,29 +285,111 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetchOne waits for the next event, at most fetchWait, and processes it. Fetching one event at
-// a time means nothing waits in a client buffer while its ack wait runs out, and replicas
-// sharing the durable each take the next event when they are free.
-func (c *Consumer) fetchOne(ctx context.Context) error {
+// lanes hand fetched events to handlers: the events of one subject are handled one at a
+// time, in the order fetched, by a goroutine that lives while the subject has events to
+// handle; those of different subjects at once. slots bound the events fetched and not yet
+// handled, so that none waits long in this process while its ack wait runs out.
+type lanes struct {
+	c     *Consumer
+	ctx   context.Context
+	slots chan struct{}
+	mu    sync.Mutex
+	// waiting holds, per subject whose events are being handled, those waiting their turn.
+	waiting map[string][]jetstream.Msg
+	wg      sync.WaitGroup
+}
+
+func (c *Consumer) startLanes(ctx context.Context) *lanes {
+	return &lanes{c: c, ctx: ctx, slots: make(chan struct{}, c.opts.Concurrency), waiting: map[string][]jetstream.Msg{}}
+}
+
+// hand has a fetched event handled after those of its subject before it. It holds a slot,
+// freed when the event is settled.
+func (ls *lanes) hand(msg jetstream.Msg) {
+	subject := msg.Subject()
+	ls.mu.Lock()
+	if q, busy := ls.waiting[subject]; busy {
+		ls.waiting[subject] = append(q, msg)
+		ls.mu.Unlock()
+		return
+	}
+	ls.waiting[subject] = nil
+	ls.mu.Unlock()
+	ls.wg.Go(func() { ls.work(subject, msg) })
+}
+
+// work handles a subject's events until none waits.
+func (ls *lanes) work(subject string, msg jetstream.Msg) {
+	for {
+		if ls.ctx.Err() != nil {
+			// Fetched as we were told to stop: give it back rather than start on it.
+			if nerr := msg.Nak(); nerr != nil {
+				ls.c.log.Debug("giving back an unhandled event failed; it is redelivered after its ack wait", zap.Error(nerr))
+			}
+		} else {
+			ls.c.process(ls.ctx, msg)
+		}
+		<-ls.slots
+		ls.mu.Lock()
+		q := ls.waiting[subject]
+		if len(q) == 0 {
+			delete(ls.waiting, subject)
+			ls.mu.Unlock()
+			return
+		}
+		msg = q[0]
+		ls.waiting[subject] = q[1:]
+		ls.mu.Unlock()
+		// Its ack wait ran while it waited its turn: begun again, so that JetStream does not
+		// deliver it again (perhaps to another replica, beside the next of its subject)
+		// while it is being handled here.
+		if err := msg.InProgress(); err != nil {
+			ls.c.log.Debug("marking a waiting event in progress failed", zap.Error(err))
+		}
+	}
+}
+
+// stop waits for the events handed over to be settled.
+func (ls *lanes) stop() { ls.wg.Wait() }
+
+// fetch waits for a free slot, then for events, at most fetchWait, and hands each to its lane
+// as it comes: as many as there are free slots at once. Replicas sharing the durable each
+// take the next events when they are free.
+func (c *Consumer) fetch(ctx context.Context, ls *lanes) error {
+	select {
+	case ls.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	n := 1
+	for n < cap(ls.slots) {
+		select {
+		case ls.slots <- struct{}{}:
+			n++
+			continue
+		default:
+		}
+		break
+	}
+	handed := 0
+	defer func() {
+		for ; handed < n; handed++ {
+			<-ls.slots // the slots no event came for
+		}
+	}()
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
-	batch, err := c.cons.Fetch(1, jetstream.FetchContext(fctx))
+	batch, err := c.cons.Fetch(n, jetstream.FetchContext(fctx))
 	if err != nil {
 		return err
 	}
 	for msg := range batch.Messages() {
-		if ctx.Err() != nil {
-			// Fetched as we were told to stop: give it back rather than start on it.
-			if nerr := msg.Nak(); nerr != nil {
-				c.log.Debug("giving back an unhandled event failed; it is redelivered after its ack wait", zap.Error(nerr))
-			}
-			continue
-		}
-		c.process(ctx, msg)
+		ls.hand(msg)
+		handed++
 	}
 	err = batch.Error()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) {
-		return nil // nothing to fetch within fetchWait, or stopping
+		return nil // nothing more to fetch within fetchWait, or stopping
 	}
 	return err
 }

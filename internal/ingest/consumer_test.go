@@ -54,6 +54,18 @@ func (h *fakeHandler) Handle(_ context.Context, ev rollout.Event) error {
 	return nil
 }
 
+// byID is the handled event with the given id (the zero event when none is).
+func (h *fakeHandler) byID(id string) rollout.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range h.events {
+		if ev.ID == id {
+			return ev
+		}
+	}
+	return rollout.Event{}
+}
+
 func (h *fakeHandler) ids() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -142,12 +154,14 @@ func eventWithID(ev event, id, name string) event {
 	return ev.set("id", id).set("data.rollout.name", name)
 }
 
+// TestConsumeInOrder: every event is handled once, and those of one rollout in stream order.
 func TestConsumeInOrder(t *testing.T) {
 	e := newEnv(t)
 	h := &fakeHandler{}
 	c, reg := newConsumer(t, e, h, Options{})
 
 	var want []string
+	wantOf := map[string][]string{}
 	for i := range 30 {
 		name := fmt.Sprintf("app-%d", i%3)
 		id := fmt.Sprintf("ev-%02d", i)
@@ -162,11 +176,19 @@ func TestConsumeInOrder(t *testing.T) {
 		}
 		e.publish(t, name, eventWithID(ev, id, name).bytes(t), nil)
 		want = append(want, id)
+		wantOf[name] = append(wantOf[name], id)
 	}
 	run(t, c)
 
 	require.Eventually(t, func() bool { return len(h.ids()) == len(want) }, waitFor, 5*time.Millisecond)
-	require.Equal(t, want, h.ids())
+	require.ElementsMatch(t, want, h.ids())
+	h.mu.Lock()
+	gotOf := map[string][]string{}
+	for _, ev := range h.events {
+		gotOf[ev.Rollout.Name] = append(gotOf[ev.Rollout.Name], ev.ID)
+	}
+	h.mu.Unlock()
+	require.Equal(t, wantOf, gotOf, "each rollout's events in stream order")
 	eventuallyEqual(t, 10.0, func() float64 { return received(t, reg, "rollout.started", outcomeHandled) })
 	eventuallyEqual(t, 10.0, func() float64 { return received(t, reg, "rollout.step", outcomeHandled) })
 	eventuallyEqual(t, 10.0, func() float64 { return received(t, reg, "rollout.completed", outcomeHandled) })
@@ -616,8 +638,76 @@ func TestEventTimesFarFromTheStreamAreClamped(t *testing.T) {
 	require.NoError(t, err)
 	msg, err := stored.GetMsg(e.ctx, seqOld)
 	require.NoError(t, err)
+	require.Equal(t, msg.Time.UTC().Add(-time.Minute), h.byID("old").Time, "six years off: the earliest time the skew allows")
+	require.Equal(t, onTime, h.byID("ok").Time, "within the skew: the event's time is kept")
+}
+
+// slowHandler holds the events of one rollout until released, and records the order in
+// which every event was handled.
+type slowHandler struct {
+	slow    string
+	entered chan string // the ids of the slow rollout's events, as their handling begins
+	release chan struct{}
+	mu      sync.Mutex
+	order   []string
+}
+
+func (h *slowHandler) Handle(ctx context.Context, ev rollout.Event) error {
+	if ev.Rollout.Name == h.slow {
+		h.entered <- ev.ID
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	h.mu.Lock()
+	h.order = append(h.order, ev.ID)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *slowHandler) handled() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	require.Equal(t, msg.Time.UTC().Add(-time.Minute), h.events[0].Time, "six years off: the earliest time the skew allows")
-	require.Equal(t, onTime, h.events[1].Time, "within the skew: the event's time is kept")
+	return slices.Clone(h.order)
+}
+
+// TestSlowRolloutHoldsNoOther: while one rollout's event is in its handler's hands, the
+// events of other rollouts that came after it are handled; that rollout's next event waits
+// for the first.
+func TestSlowRolloutHoldsNoOther(t *testing.T) {
+	e := newEnv(t)
+	h := &slowHandler{slow: "slow", entered: make(chan string, 2), release: make(chan struct{})}
+	c, _ := newConsumer(t, e, h, Options{})
+	e.publish(t, "slow", eventWithID(startedEvent(), "slow-1", "slow").bytes(t), nil)
+	e.publish(t, "slow", eventWithID(stepEvent(), "slow-2", "slow").bytes(t), nil)
+	var others []string
+	for i := range 5 {
+		name := fmt.Sprintf("app-%d", i)
+		e.publish(t, name, eventWithID(startedEvent(), name, name).bytes(t), nil)
+		others = append(others, name)
+	}
+	run(t, c)
+
+	next := func() string {
+		t.Helper()
+		select {
+		case id := <-h.entered:
+			return id
+		case <-time.After(waitFor):
+			t.Fatal("the slow rollout's event was not handled")
+			return ""
+		}
+	}
+	require.Equal(t, "slow-1", next())
+	require.Eventually(t, func() bool { return len(h.handled()) == len(others) }, waitFor, 5*time.Millisecond,
+		"the other rollouts' events are handled while the slow one's is held")
+	require.ElementsMatch(t, others, h.handled())
+	require.Empty(t, h.entered, "the slow rollout's second event waits for its first")
+
+	close(h.release)
+	require.Equal(t, "slow-2", next())
+	require.Eventually(t, func() bool { return len(h.handled()) == len(others)+2 }, waitFor, 5*time.Millisecond)
+	require.Equal(t, []string{"slow-1", "slow-2"}, h.handled()[len(others):], "in stream order")
 }

@@ -33,7 +33,7 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestLagGaugesFollowTheBacklog(t *testing.T) {
 	e := newEnv(t)
 	h := &blockingHandler{started: make(chan rollout.Event, 10), release: make(chan struct{}), ctxErr: make(chan error, 10)}
-	c, reg := newConsumer(t, e, h, Options{LagInterval: 10 * time.Millisecond})
+	c, reg := newConsumer(t, e, h, Options{LagInterval: 10 * time.Millisecond, Concurrency: 1})
 	for i := range 4 {
 		name := fmt.Sprintf("app-%d", i)
 		e.publish(t, name, eventWithID(startedEvent(), fmt.Sprintf("ev-%d", i), name).bytes(t), nil)
