@@ -201,6 +201,13 @@ func (a *Analyzer) Acknowledged(v rollout.Verdict) {
 	}
 }
 
+// Dropped records that the sink dropped v, never to publish it (publish.Options.OnDropped:
+// its queue was full, or v could not be encoded): the rollout's verdicts up to v count as
+// settled, so that its evaluations do not wait for acknowledgements that can never come
+// (eight dropped in a row held the rollout unevaluated until a restart). Safe for concurrent
+// use.
+func (a *Analyzer) Dropped(v rollout.Verdict) { a.acknowledge(v.Key(), v.Sequence) }
+
 // acknowledge records that JetStream holds k's verdicts up to sequence.
 func (a *Analyzer) acknowledge(k rollout.Key, sequence uint64) {
 	a.ackMu.Lock()

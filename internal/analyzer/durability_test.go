@@ -322,6 +322,25 @@ func TestUnacknowledgedVerdictsHoldEvaluations(t *testing.T) {
 	}, 5*time.Second, time.Millisecond, "acknowledged verdicts leave the store's pending list")
 }
 
+// TestDroppedVerdictsHoldNoEvaluation: verdicts the sink dropped (its queue full) are never
+// acknowledged; they do not hold the rollout's evaluations as unacknowledged ones do.
+func TestDroppedVerdictsHoldNoEvaluation(t *testing.T) {
+	h := start(t)
+	h.m.set("v2", ok(0.004, 5000))
+	h.sink.setHold(true)
+	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
+	for i := 1; i <= maxUnacknowledged; i++ {
+		h.waitVerdicts(t, i)
+		h.clock.Advance(10 * time.Second)
+	}
+	for _, v := range h.sink.of(ref) {
+		h.a.Dropped(v)
+	}
+	h.clock.Advance(10 * time.Second)
+	vs := h.waitVerdicts(t, maxUnacknowledged+1)
+	require.Equal(t, uint64(maxUnacknowledged+1), vs[maxUnacknowledged].Sequence)
+}
+
 // TestEventsOutOfOrder: events of one rollout may be handled out of order (replicas handle
 // them at once; a failed start comes again after what followed it). An end that comes before
 // its start keeps the start from starting an analysis that would never end; an end older than

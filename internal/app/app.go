@@ -261,6 +261,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		Prefix: cfg.NATS.SubjectPrefix, Source: "analyzerd", Logger: log.Named("publish"), Registerer: reg,
 		TracerProvider: tp,
 		OnPublished:    func(v rollout.Verdict) { an.Acknowledged(v) },
+		OnDropped:      func(v rollout.Verdict) { an.Dropped(v) },
 	})
 	an, err = analyzer.New(analyzer.Options{
 		Templates: templates,

@@ -66,6 +66,10 @@ type Options struct {
 	// OnPublished, when set, is called with each verdict JetStream acknowledged (stored now,
 	// or a duplicate of one stored before), from the publishing goroutine.
 	OnPublished func(v rollout.Verdict)
+	// OnDropped, when set, is called with each verdict dropped, never to be published (the
+	// queue full, or the verdict invalid), from the goroutine that dropped it, which may hold
+	// a lane's lock: it must not call the Publisher.
+	OnDropped func(v rollout.Verdict)
 	// TracerProvider makes the spans of each verdict's message: its creation in the
 	// evaluation's trace (Create) and its publication, a trace of its own linked to the
 	// creation context that came with it; nil makes none. The message carries the trace
@@ -395,6 +399,9 @@ func (l *lane) pop() {
 func (p *Publisher) dropped(it item, reason string) {
 	p.metrics.droppedTotal.WithLabelValues(reason).Inc()
 	p.log.Error("verdict dropped, never published", append(verdictFields(it.v), zap.String("reason", reason))...)
+	if p.opts.OnDropped != nil {
+		p.opts.OnDropped(it.v)
+	}
 }
 
 // publish publishes one verdict, retrying until JetStream stored it or ctx is done (the

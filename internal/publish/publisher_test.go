@@ -270,11 +270,13 @@ func TestFlushTimesOutWhenNATSIsAway(t *testing.T) {
 func TestEnqueueDropsOldestWhenFull(t *testing.T) {
 	e := newEnv(t, true)
 	reg := prometheus.NewRegistry()
-	p := New(e.js, Options{Registerer: reg, MaxPending: 3, Lanes: 1})
+	var dropped []uint64
+	p := New(e.js, Options{Registerer: reg, MaxPending: 3, Lanes: 1, OnDropped: func(v rollout.Verdict) { dropped = append(dropped, v.Sequence) }})
 	for i := range 5 {
 		p.Enqueue(verdict("checkout", uint64(i+1), rollout.Pause), "", "")
 	}
 	require.Equal(t, 3, p.Pending())
+	require.Equal(t, []uint64{1, 2}, dropped, "each dropped verdict told of")
 	require.Equal(t, 2.0, counter(t, reg, "analyzerd_verdicts_dropped_total", map[string]string{"reason": "queue_full"}))
 	require.Equal(t, 3.0, counter(t, reg, "analyzerd_verdicts_pending", nil))
 
@@ -289,11 +291,14 @@ func TestEnqueueDropsOldestWhenFull(t *testing.T) {
 func TestInvalidVerdictIsDroppedNotRetried(t *testing.T) {
 	e := newEnv(t, true)
 	reg := prometheus.NewRegistry()
-	p := New(e.js, Options{Registerer: reg})
+	dropped := make(chan rollout.Verdict, 2)
+	p := New(e.js, Options{Registerer: reg, OnDropped: func(v rollout.Verdict) { dropped <- v }})
 	bad := verdict("checkout", 0, rollout.Pause) // sequences start at 1
 	p.Enqueue(bad, "", "")
 	p.Enqueue(verdict("checkout", 1, rollout.Pause), "", "")
 	require.NoError(t, p.Flush(e.ctx))
+	require.Len(t, dropped, 1)
+	require.Equal(t, bad, <-dropped, "the dropped verdict told of")
 	require.Equal(t, uint64(1), e.storedCount(t))
 	require.Equal(t, 1.0, counter(t, reg, "analyzerd_verdicts_dropped_total", map[string]string{"reason": "invalid"}))
 }
