@@ -293,10 +293,10 @@ func TestEvaluationsBackOffWhileTheSourceIsUnreachable(t *testing.T) {
 	h.waitVerdicts(t, n+2)
 }
 
-// TestUnacknowledgedVerdictsHoldEvaluations: while JetStream does not acknowledge a rollout's
-// verdicts, at most maxUnacknowledged wait; the rollout is evaluated again once they are.
-func TestUnacknowledgedVerdictsHoldEvaluations(t *testing.T) {
-	h := start(t)
+// unacknowledged starts an analysis whose sink acknowledges nothing, and waits for its
+// maxUnacknowledged verdicts.
+func (h *harness) unacknowledged(t *testing.T) {
+	t.Helper()
 	h.m.set("v2", ok(0.004, 5000))
 	h.sink.setHold(true)
 	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
@@ -304,6 +304,13 @@ func TestUnacknowledgedVerdictsHoldEvaluations(t *testing.T) {
 		h.waitVerdicts(t, i)
 		h.clock.Advance(10 * time.Second)
 	}
+}
+
+// TestUnacknowledgedVerdictsHoldEvaluations: while JetStream does not acknowledge a rollout's
+// verdicts, at most maxUnacknowledged wait; the rollout is evaluated again once they are.
+func TestUnacknowledgedVerdictsHoldEvaluations(t *testing.T) {
+	h := start(t)
+	h.unacknowledged(t)
 	require.Never(t, func() bool { return len(h.sink.of(ref)) > maxUnacknowledged }, 100*time.Millisecond, 5*time.Millisecond,
 		"no new number while %d wait", maxUnacknowledged)
 	entry, err := h.store.Get(context.Background(), state.LiveKey(ref))
@@ -326,13 +333,7 @@ func TestUnacknowledgedVerdictsHoldEvaluations(t *testing.T) {
 // acknowledged; they do not hold the rollout's evaluations as unacknowledged ones do.
 func TestDroppedVerdictsHoldNoEvaluation(t *testing.T) {
 	h := start(t)
-	h.m.set("v2", ok(0.004, 5000))
-	h.sink.setHold(true)
-	require.NoError(t, h.a.Handle(context.Background(), started("e1", "v2")))
-	for i := 1; i <= maxUnacknowledged; i++ {
-		h.waitVerdicts(t, i)
-		h.clock.Advance(10 * time.Second)
-	}
+	h.unacknowledged(t)
 	for _, v := range h.sink.of(ref) {
 		h.a.Dropped(v)
 	}
