@@ -441,11 +441,7 @@ func (a *Analyzer) load(ctx context.Context) error {
 		a.remember(e.Record)
 		a.others[e.Record.Rollout] = e
 	}
-	recs := make([]state.Record, len(resumed))
-	for i, an := range resumed {
-		recs[i] = an.rec
-	}
-	for i, last := range a.askAllPublished(ctx, recs) {
+	for i, last := range a.askAllPublished(ctx, resumed) {
 		a.republishFrom(resumed[i], last)
 	}
 	if len(entries) > 0 {
@@ -536,7 +532,7 @@ func (a *Analyzer) scan(ctx context.Context) {
 	a.pruneAcked()
 	for _, an := range a.live {
 		if a.busy(an.rec.Rollout) {
-			continue // an event of it is being applied: it goes on after it (finish)
+			continue // an event of it is being applied: it goes on after it (resume)
 		}
 		if a.opts.IdleExpiry > 0 && now.Sub(an.rec.StepStarted) >= a.opts.IdleExpiry {
 			a.expire(ctx, an, now)
@@ -691,10 +687,16 @@ type lastPublished struct {
 	err      error
 }
 
+// asks reports whether republishing rec needs the verdict stream's answer: it has pending
+// verdicts, and the stream can be asked.
+func (a *Analyzer) asks(rec state.Record) bool {
+	return len(rec.Pending) > 0 && a.opts.Published != nil
+}
+
 // askPublished asks the verdict stream what it holds last of rec's rollout, when rec has
 // pending verdicts to check against it (nil when it has none). It reads nothing of the loop.
 func (a *Analyzer) askPublished(ctx context.Context, rec state.Record) *lastPublished {
-	if len(rec.Pending) == 0 || a.opts.Published == nil {
+	if !a.asks(rec) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.opTimeout())
@@ -704,15 +706,16 @@ func (a *Analyzer) askPublished(ctx context.Context, rec state.Record) *lastPubl
 	return &l
 }
 
-// askAllPublished asks, for each record, what the stream holds last of its rollout, many at
-// once: at a restart with thousands of rollouts, one round trip after another held the
-// replica unready for seconds.
-func (a *Analyzer) askAllPublished(ctx context.Context, recs []state.Record) []*lastPublished {
-	out := make([]*lastPublished, len(recs))
+// askAllPublished is askPublished for each analysis, many at once: at a restart with
+// thousands of rollouts, one round trip after another held the replica unready for seconds.
+// The goroutines read copies of the records, taken here.
+func (a *Analyzer) askAllPublished(ctx context.Context, ans []*analysis) []*lastPublished {
+	out := make([]*lastPublished, len(ans))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, 64)
-	for i, rec := range recs {
-		if len(rec.Pending) == 0 || a.opts.Published == nil {
+	for i, an := range ans {
+		rec := an.rec
+		if !a.asks(rec) {
 			continue
 		}
 		slots <- struct{}{}
@@ -804,7 +807,7 @@ func (a *Analyzer) dispatch(workCtx context.Context, workers *sync.WaitGroup, sl
 		}
 		if an.writing || a.busy(an.rec.Rollout) {
 			// Its record is being written, or an event of it applied: the evaluation waits
-			// for the answer (stored or finish plans it again, still due), so that writes of
+			// for the answer (stored or resume plans it again, still due), so that writes of
 			// one analysis never cross, and an event's change is evaluated, not the record
 			// before it.
 			a.sched.unset(an)
@@ -1047,7 +1050,7 @@ func (a *Analyzer) store(ctx context.Context, an *analysis) {
 		return // the next scan writes what this write did not hold
 	}
 	if a.busy(an.rec.Rollout) {
-		return // an event of it is being applied: written after it (finish)
+		return // an event of it is being applied: written after it (resume)
 	}
 	now := a.opts.Now()
 	if now.Before(a.storeRetryAt) {
@@ -1131,7 +1134,7 @@ func (a *Analyzer) stored(ctx context.Context, w write) {
 		an.unstored = an.unstored[w.unstored:]
 		a.enqueuePending(an)
 		if len(an.unstored) > 0 && !a.busy(an.rec.Rollout) {
-			a.store(ctx, an) // an event waiting goes first (finish writes them after it)
+			a.store(ctx, an) // an event waiting goes first (resume writes them after it)
 		}
 	case errors.Is(w.err, state.ErrConflict):
 		octx, cancel := context.WithTimeout(ctx, a.opTimeout())

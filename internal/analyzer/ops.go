@@ -148,7 +148,7 @@ func (a *Analyzer) launch(ctx context.Context, req eventRequest) {
 	var mem *state.Entry
 	if an := a.live[ev.Rollout]; ev.Type == rollout.EventStep && an != nil && an.rev != 0 &&
 		len(an.unstored) == 0 && an.rec.Revision == ev.Revision {
-		// No write in flight (nextEvent waits for it) and none waiting: the record in
+		// No write in flight (nextOp waits for it) and none waiting: the record in
 		// memory is the one stored at an.rev.
 		mem = &state.Entry{Record: an.rec, Revision: an.rev}
 	}
