@@ -349,6 +349,25 @@ func (ls *lanes) work(subject string, msg jetstream.Msg) {
 	}
 }
 
+// acquire waits for a free slot, and takes every other one free then: how many events to
+// fetch (none once ctx is done).
+func (ls *lanes) acquire(ctx context.Context) int {
+	select {
+	case ls.slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for ; n < cap(ls.slots); n++ {
+		select {
+		case ls.slots <- struct{}{}:
+		default:
+			return n
+		}
+	}
+	return n
+}
+
 // stop waits for the events handed over to be settled.
 func (ls *lanes) stop() { ls.wg.Wait() }
 
@@ -356,20 +375,9 @@ func (ls *lanes) stop() { ls.wg.Wait() }
 // as it comes: as many as there are free slots at once. Replicas sharing the durable each
 // take the next events when they are free.
 func (c *Consumer) fetch(ctx context.Context, ls *lanes) error {
-	select {
-	case ls.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil
-	}
-	n := 1
-	for n < cap(ls.slots) {
-		select {
-		case ls.slots <- struct{}{}:
-			n++
-			continue
-		default:
-		}
-		break
+	n := ls.acquire(ctx)
+	if n == 0 {
+		return nil // stopping
 	}
 	handed := 0
 	defer func() {
