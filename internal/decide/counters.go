@@ -270,12 +270,13 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 
 	var active []rollout.Guard
 	thinBaseline := thin(c, m.Baseline)
-	skippedCondition := false
+	skipped, skippedCondition := false, false
 	for _, g := range c.Guards {
 		if !g.Active(in.Step, in.Weight) {
 			continue
 		}
 		if g.Against == rollout.AgainstBaseline && thinBaseline != "" {
+			skipped = true
 			skippedCondition = skippedCondition || !g.Critical
 			continue
 		}
@@ -620,6 +621,11 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 		if c.MannWhitney != nil {
 			j = judgeMannWhitney(j, *c.MannWhitney, ce.Points)
 		}
+	}
+	if skipped && (j.result.Outcome == rollout.Pass || j.result.Outcome == rollout.Inconclusive) {
+		// As judgeGuards says it: a pass, or a wait, that no guard against the baseline
+		// could brake.
+		j.result.Message = strings.TrimPrefix(j.result.Message+"; ", "; ") + thinBaseline + ", so its guards were skipped"
 	}
 	last := j.result
 	ce.Last = &last

@@ -455,6 +455,13 @@ func thin(c rollout.Check, b *rollout.Reading) string {
 		return "the baseline has no data"
 	case b.OK() && c.Kind != rollout.KindValue && b.Samples < c.MinSamples:
 		return fmt.Sprintf("the baseline has %d of the %d samples it needs", b.Samples, c.MinSamples)
+	case b.OK() && b.Counts != nil && b.Counts.Total.Low < float64(c.MinSamples):
+		// Counted from raw samples, the baseline is sure of its low bound only: series first
+		// scraped within its window (Prometheus or the stable pods new) may have counted
+		// everything before it, and its interval then admits any rate, which no guard can be
+		// shown outside of.
+		return fmt.Sprintf("the baseline has %d samples for certain of the %d it needs (%d estimated: its edges hold most of them, as when its series were first scraped within its window)",
+			int64(b.Counts.Total.Low), c.MinSamples, b.Samples)
 	}
 	return ""
 }

@@ -249,3 +249,35 @@ func TestAGuardShownToHoldStaysShownInItsStep(t *testing.T) {
 	next := look(t0.Add(5*time.Minute), t0.Add(5*time.Minute), loose, second.Evidence)
 	require.NotEqual(t, rollout.Pass, next.Checks[0].Outcome, next.Checks[0].Message)
 }
+
+// TestUncertainBaselineIsThin: a baseline counted from series first scraped within its window
+// (Prometheus, or the stable pods, newer than it) is sure of none of its requests: each
+// series may have counted everything before the window. Its rate's interval then spans
+// about 0..1, so that no guard against it can be shown outside, and a shared incident
+// would pass for calm without a word. The baseline is thin instead, and the check says that
+// its guards were skipped; with its samples certain, the same incident pauses.
+func TestUncertainBaselineIsThin(t *testing.T) {
+	tm := tmpl(fieldCheck())
+	decide := func(base rollout.Reading) Result {
+		now := t0.Add(2 * time.Minute)
+		return Decide(Input{Template: tm, Step: 0, Weight: 10, StepStarted: t0, Now: now,
+			Measurements: []rollout.Measurement{{Check: "error-rate", Canary: side(30300, 120000, 30000, 60000),
+				Stable: side(30300, 120000, 30000, 60000), Baseline: &base, Through: now, ScrapeInterval: 15 * time.Second}}})
+	}
+
+	// One sample per series in the window: 30 errors of 6,000 requests, all of which may
+	// predate it.
+	uncertain := countedWithin(rollout.Bounds{Low: 0, Est: 30, High: 30}, rollout.Bounds{Low: 0, Est: 6000, High: 6000})
+	res := decide(uncertain)
+	require.NotEqual(t, rollout.Rollback, res.Decision, res.Reason)
+	c := res.Checks[0]
+	require.NotContains(t, c.Threshold, "baseline", "no guard against an uncertain baseline")
+	require.Contains(t, c.Message, "the baseline has 0 samples for certain of the 1000 it needs (6000 estimated")
+	require.Contains(t, c.Message, "so its guards were skipped")
+
+	// Two samples a series: 5,000 of the 6,000 requests certain. The incident pauses.
+	certain := countedWithin(rollout.Bounds{Low: 25, Est: 30, High: 30}, rollout.Bounds{Low: 5000, Est: 6000, High: 6000})
+	res = decide(certain)
+	require.Equal(t, rollout.Pause, res.Decision, res.Reason)
+	require.Contains(t, res.Reason, "shared degradation")
+}
