@@ -342,16 +342,14 @@ func TestField(t *testing.T) {
 	require.NoError(t, prom.WaitTargetsUp(ctx))
 	source, err := compare.NewPrometheus(compare.PrometheusOptions{URL: prom.URL()})
 	require.NoError(t, err)
-	// The baseline (1 minute before each rollout.started) needs 1,000 stable requests: wait
-	// until every stable pod has been scraped and the stable side holds twice that.
+	// The baseline (1 minute before each rollout.started) needs 1,000 stable requests it is
+	// sure of. A series first scraped within the window may have counted everything before
+	// it (here, since its pod started): only what it counted between its samples is certain.
+	// Wait until every stable pod has been scraped twice within the last 45 s (the rollouts
+	// start a few seconds later, within the minute) and those scrapes hold twice that.
 	for name := range services {
 		require.Eventually(t, func() bool {
-			r := source.Query(ctx, []compare.Request{{Expr: fmt.Sprintf(`count(http_requests_total{service=%q, version="v1", code="200"})`, name), Time: time.Now()}})[0]
-			if r.Err != nil || len(r.Series) != 1 || r.Series[0].Value != podsPerVersion {
-				return false
-			}
-			r = source.Query(ctx, []compare.Request{{Expr: fmt.Sprintf(`sum(http_requests_total{service=%q, version="v1"})`, name), Time: time.Now()}})[0]
-			return r.Err == nil && len(r.Series) == 1 && r.Series[0].Value >= 2000
+			return certainHistory(ctx, source, name, 45*time.Second) >= 2000
 		}, 2*time.Minute, 250*time.Millisecond, "history of %s", name)
 	}
 	t.Logf("Prometheus every %s (%s for the slow job), %d pods; history after %.1fs",
@@ -370,6 +368,24 @@ func TestField(t *testing.T) {
 	})
 }
 
+// certainHistory is how many requests the stable pods of a service counted between their
+// first and last samples in the last d, or 0 while any of them has fewer than two.
+func certainHistory(ctx context.Context, source *compare.Prometheus, service string, d time.Duration) float64 {
+	now := time.Now()
+	r := source.Query(ctx, []compare.Request{{Expr: fmt.Sprintf(`http_requests_total{service=%q, version="v1", code="200"}[%ds]`, service, int(d.Seconds())), Time: now}})[0]
+	if r.Err != nil || len(r.Series) != podsPerVersion {
+		return 0
+	}
+	total := 0.0
+	for _, s := range r.Series {
+		if len(s.Samples) < 2 {
+			return 0
+		}
+		total += s.Samples[len(s.Samples)-1].V - s.Samples[0].V
+	}
+	return total
+}
+
 // hasCanaryData: a verdict whose error-rate check counted canary requests.
 func hasCanaryData(vs []rollout.Verdict) bool {
 	_, ok := firstOf(vs, func(v rollout.Verdict) bool { return check(v, "error-rate").Samples.Canary > 0 })
@@ -383,7 +399,12 @@ func fieldSharedIncident(t *testing.T, f *fieldRun, svc *fieldService) {
 	const name, incident = "incident", 40 * time.Second
 	t0 := f.start(t, name)
 	t.Cleanup(func() { f.logVerdicts(t, name, t0) })
-	f.waitVerdict(t, name, 90*time.Second, "a verdict with canary data", hasCanaryData, isRollback)
+	vs := f.waitVerdict(t, name, 90*time.Second, "a verdict with canary data", hasCanaryData, isRollback)
+	// The shared incident is told from the canary's own by the critical guard against the
+	// baseline: it must be judged (a baseline sure of too few requests skips it, and the
+	// check says so).
+	first, _ := firstOf(vs, func(v rollout.Verdict) bool { return check(v, "error-rate").Samples.Canary > 0 })
+	require.Contains(t, check(first, "error-rate").Threshold, "canary - baseline", "seq %d: %s", first.Sequence, check(first, "error-rate").Message)
 
 	begin := time.Now()
 	for _, p := range svc.all() {
@@ -397,17 +418,18 @@ func fieldSharedIncident(t *testing.T, f *fieldRun, svc *fieldService) {
 	}
 	t.Logf("incident: recovered at +%.1fs", end.Sub(t0).Seconds())
 
-	vs := f.waitVerdict(t, name, 150*time.Second, "a proceed after the incident", func(vs []rollout.Verdict) bool {
-		_, ok := firstOf(vs, func(v rollout.Verdict) bool { return v.Verdict == rollout.Proceed && v.DecidedAt.After(end) })
-		return ok
-	}, isRollback)
-
 	// The incident is in every evaluation's data from when each series has been scraped
 	// during it (the slow job's pods every 30 s; the span ends at the oldest of the last
 	// samples) until it leaves the recent window of the baseline's guards. Allow two slow
 	// intervals on each side for scrape offsets and lateness: in that window the critical
-	// guard sees both versions far above the baseline, so no verdict may proceed.
+	// guard sees both versions far above the baseline, so no verdict may proceed. Every
+	// verdict through that window is judged, however early a proceed comes.
 	inFrom, inTo := begin.Add(2*fieldSlowScrape), end.Add(fieldRecentWindow)
+	vs = f.waitVerdict(t, name, 150*time.Second, "a proceed after the incident", func(vs []rollout.Verdict) bool {
+		_, ok := firstOf(vs, func(v rollout.Verdict) bool { return v.Verdict == rollout.Proceed && v.DecidedAt.After(end) })
+		return ok && time.Now().After(inTo)
+	}, isRollback)
+
 	var shared, pausedDuring []rollout.Verdict
 	for _, v := range vs {
 		require.NotEqual(t, rollout.Rollback, v.Verdict, "seq %d: %s", v.Sequence, v.Reason)
