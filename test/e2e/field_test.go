@@ -425,7 +425,7 @@ func fieldSharedIncident(t *testing.T, f *fieldRun, svc *fieldService) {
 	// guard sees both versions far above the baseline, so no verdict may proceed. Every
 	// verdict through that window is judged, however early a proceed comes.
 	inFrom, inTo := begin.Add(2*fieldSlowScrape), end.Add(fieldRecentWindow)
-	vs = f.waitVerdict(t, name, 150*time.Second, "a proceed after the incident", func(vs []rollout.Verdict) bool {
+	vs = f.waitVerdict(t, name, 200*time.Second, "a proceed after the incident", func(vs []rollout.Verdict) bool {
 		_, ok := firstOf(vs, func(v rollout.Verdict) bool { return v.Verdict == rollout.Proceed && v.DecidedAt.After(end) })
 		return ok && time.Now().After(inTo)
 	}, isRollback)
