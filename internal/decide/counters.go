@@ -625,7 +625,7 @@ func judgeCounters(c rollout.Check, m rollout.Measurement, in Input, ce *CheckEv
 	if skipped && (j.result.Outcome == rollout.Pass || j.result.Outcome == rollout.Inconclusive) {
 		// As judgeGuards says it: a pass, or a wait, that no guard against the baseline
 		// could brake.
-		j.result.Message = strings.TrimPrefix(j.result.Message+"; ", "; ") + thinBaseline + ", so its guards were skipped"
+		j.result.Message = skippedNote(j.result.Message, thinBaseline)
 	}
 	last := j.result
 	ce.Last = &last

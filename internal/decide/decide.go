@@ -376,7 +376,7 @@ func judgeGuards(c rollout.Check, m rollout.Measurement, step, weight int, needS
 	j := judgement{check: c, result: r}
 	set := func(o rollout.Outcome, msg string) judgement {
 		if skipped && o == rollout.Pass {
-			msg = strings.TrimPrefix(msg+"; ", "; ") + thinBaseline + ", so its guards were skipped"
+			msg = skippedNote(msg, thinBaseline)
 		}
 		j.result.Outcome, j.result.Message = o, msg
 		return j
@@ -443,6 +443,12 @@ func numbers(c rollout.Check, m rollout.Measurement) rollout.CheckResult {
 	r.Delta, r.RelativeDelta = deltas(m.Canary, &m.Stable)
 	r.BaselineDelta, r.BaselineRelativeDelta = deltas(m.Canary, m.Baseline)
 	return r
+}
+
+// skippedNote adds to a check's message that its guards against the baseline were skipped,
+// and why (thin's reason).
+func skippedNote(msg, thinBaseline string) string {
+	return strings.TrimPrefix(msg+"; ", "; ") + thinBaseline + ", so its guards were skipped"
 }
 
 // thin says why a captured baseline cannot be compared with (no data, or too few samples),

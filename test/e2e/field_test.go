@@ -386,9 +386,12 @@ func certainHistory(ctx context.Context, source *compare.Prometheus, service str
 	return total
 }
 
-// hasCanaryData: a verdict whose error-rate check counted canary requests.
+// withCanaryData: a verdict whose error-rate check counted canary requests.
+func withCanaryData(v rollout.Verdict) bool { return check(v, "error-rate").Samples.Canary > 0 }
+
+// hasCanaryData: a verdict with canary data among vs.
 func hasCanaryData(vs []rollout.Verdict) bool {
-	_, ok := firstOf(vs, func(v rollout.Verdict) bool { return check(v, "error-rate").Samples.Canary > 0 })
+	_, ok := firstOf(vs, withCanaryData)
 	return ok
 }
 
@@ -403,7 +406,7 @@ func fieldSharedIncident(t *testing.T, f *fieldRun, svc *fieldService) {
 	// The shared incident is told from the canary's own by the critical guard against the
 	// baseline: it must be judged (a baseline sure of too few requests skips it, and the
 	// check says so).
-	first, _ := firstOf(vs, func(v rollout.Verdict) bool { return check(v, "error-rate").Samples.Canary > 0 })
+	first, _ := firstOf(vs, withCanaryData)
 	require.Contains(t, check(first, "error-rate").Threshold, "canary - baseline", "seq %d: %s", first.Sequence, check(first, "error-rate").Message)
 
 	begin := time.Now()
