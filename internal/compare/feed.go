@@ -78,7 +78,7 @@ type tuple struct {
 type cached struct {
 	key     string    // labelsKey of its labels
 	labels  fedLabels // what reads need of them
-	samples []Sample  // oldest first; appended to, never changed in place
+	samples chunk     // oldest first
 }
 
 const (
@@ -170,6 +170,14 @@ func (f *feed) refreshAge() time.Duration {
 // query (the selector with its values, before the range), which its first read runs over
 // (from - lookback, at].
 func (f *feed) read(ctx context.Context, src Source, values []string, own string, from, keep, at time.Time) (resp Response, horizon, newer time.Time) {
+	v, horizon, newer := f.view(ctx, src, values, own, from, keep, at)
+	return v.response(), horizon, newer
+}
+
+// view is read's work under the feed's lock: it returns what the tuple holds, to be decoded
+// once the lock is released (a refresh's readers come all at once, and each decodes its
+// samples).
+func (f *feed) view(ctx context.Context, src Source, values []string, own string, from, keep, at time.Time) (v tupleView, horizon, newer time.Time) {
 	key := tupleKey(values)
 	need := from.Add(-lookback)
 	f.mu.Lock()
@@ -189,7 +197,7 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 	)
 	for {
 		if err := ctx.Err(); err != nil {
-			return Response{Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}, at, time.Time{}
+			return tupleView{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}, at, time.Time{}
 		}
 		if cur := f.tuples[key]; cur != tp {
 			// Forgotten while this read waited (a refresh far later found it idle), or
@@ -204,14 +212,14 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 		case tp.loading != nil:
 			l := tp.loading
 			if err := f.wait(ctx, l.done); err != nil {
-				return Response{Err: err}, at, time.Time{}
+				return tupleView{err: err}, at, time.Time{}
 			}
 			if l.err != nil {
-				return Response{Err: l.err}, at, time.Time{}
+				return tupleView{err: l.err}, at, time.Time{}
 			}
 		case !tp.ready || tp.covered.After(keep):
 			if waited && tp.tried != tried && tp.loadErr != nil {
-				return Response{Err: tp.loadErr}, at, time.Time{} // loaded with others while this read waited, and failed
+				return tupleView{err: tp.loadErr}, at, time.Time{} // loaded with others while this read waited, and failed
 			}
 			if !waited {
 				waited, tried = true, tp.tried
@@ -225,33 +233,33 @@ func (f *feed) read(ctx context.Context, src Source, values []string, own string
 					f.loadEnded = make(chan struct{})
 				}
 				if err := f.wait(ctx, f.loadEnded); err != nil {
-					return Response{Err: err}, at, time.Time{}
+					return tupleView{err: err}, at, time.Time{}
 				}
 				continue // another load may have read this tuple meanwhile
 			}
 			if err := f.load(ctx, src, tp, at); err != nil {
-				return Response{Err: err}, at, time.Time{}
+				return tupleView{err: err}, at, time.Time{}
 			}
 		case !tp.through.After(at.Add(-f.refreshAge())):
 			if f.refreshing != nil {
 				if err := f.wait(ctx, f.refreshing); err != nil {
-					return Response{Err: err}, at, time.Time{}
+					return tupleView{err: err}, at, time.Time{}
 				}
 				continue
 			}
 			if f.failed != nil && at.Sub(f.failedAt) < f.refreshAge() {
-				return Response{Err: f.failed}, at, time.Time{}
+				return tupleView{err: f.failed}, at, time.Time{}
 			}
 			if err := f.refresh(ctx, src, at); err != nil {
-				return Response{Err: err}, at, time.Time{}
+				return tupleView{err: err}, at, time.Time{}
 			}
 			if !tp.through.After(at.Add(-f.refreshAge())) && f.tuples[key] == tp && tp.ready {
 				// Not covered by the refresh (it was loading meanwhile): its data is as fresh
 				// as its own query made it.
-				return tp.response(keep), tp.through, tp.through.Add(f.refreshAge())
+				return tp.view(keep), tp.through, tp.through.Add(f.refreshAge())
 			}
 		default:
-			return tp.response(keep), tp.through, tp.through.Add(f.refreshAge())
+			return tp.view(keep), tp.through, tp.through.Add(f.refreshAge())
 		}
 	}
 }
@@ -462,7 +470,9 @@ func (f *feed) refresh(ctx context.Context, src Source, at time.Time) error {
 }
 
 func newCached(key string, s Series) *cached {
-	return &cached{key: key, labels: newFedLabels(s.Labels), samples: s.Samples}
+	c := &cached{key: key, labels: newFedLabels(s.Labels)}
+	c.samples.append(s.Samples...)
+	return c
 }
 
 // merge adds a series' samples newer than those the tuple holds; key is its labelsKey.
@@ -476,9 +486,9 @@ func (tp *tuple) merge(key []byte, s Series) {
 		tp.series[k] = newCached(k, s)
 		return
 	}
-	last := c.samples[len(c.samples)-1].T
+	last := c.samples.lastSample().T
 	i := sort.Search(len(s.Samples), func(i int) bool { return s.Samples[i].T > last })
-	c.samples = append(c.samples, s.Samples[i:]...)
+	c.samples.append(s.Samples[i:]...)
 }
 
 // prune drops the samples no read needs: those before the earliest time read lately (each
@@ -496,35 +506,64 @@ func (tp *tuple) prune(at time.Time) {
 	}
 	cutMs := cut.UnixMilli()
 	for k, c := range tp.series {
-		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T > cutMs })
+		i := c.samples.through(cutMs)
 		switch {
-		case i == len(c.samples) && at.Sub(c.samples[len(c.samples)-1].Time()) > tupleIdle:
+		case i == c.samples.len() && at.Sub(c.samples.lastSample().Time()) > tupleIdle:
 			delete(tp.series, k) // gone long ago (a deleted pod)
 		case i > 1:
-			c.samples = slices.Clone(c.samples[i-1:]) // a copy: reads may hold the old one
+			c.samples.drop(i - 1)
 		}
 	}
 	tp.covered = cut
 }
 
-// response is the tuple's series with their samples after from (and the last one at or
-// before it). The slices are shared: callers only read them.
-func (tp *tuple) response(from time.Time) Response {
-	// The same order at every read (map order is not), so that measurements are
-	// deterministic given the samples.
-	series := make([]*cached, 0, len(tp.series))
+// tupleView is what a tuple held at a read: its series sorted by their labels (the same
+// order at every read: map order is not), each with its samples as they were then, or why
+// the read failed. A chunk's bytes are only appended to (past what a view holds) or
+// replaced (drop), so a view can be decoded without the feed's lock.
+type tupleView struct {
+	series []viewed
+	from   int64 // Unix milliseconds
+	err    error
+}
+
+type viewed struct {
+	key     string
+	labels  *fedLabels
+	samples chunk // a copy of the chunk's header
+}
+
+// view is the tuple's series as they are, for a response with their samples after from.
+func (tp *tuple) view(from time.Time) tupleView {
+	v := tupleView{series: make([]viewed, 0, len(tp.series)), from: from.UnixMilli()}
 	for _, c := range tp.series {
-		series = append(series, c)
+		v.series = append(v.series, viewed{key: c.key, labels: &c.labels, samples: c.samples})
 	}
-	slices.SortFunc(series, func(a, b *cached) int { return strings.Compare(a.key, b.key) })
-	out := Response{Series: make([]Series, len(series))}
-	fromMs := from.UnixMilli()
-	for k, c := range series {
-		i := sort.Search(len(c.samples), func(i int) bool { return c.samples[i].T > fromMs })
+	slices.SortFunc(v.series, func(a, b viewed) int { return strings.Compare(a.key, b.key) })
+	return v
+}
+
+// response is the view's series with their samples after from (and the last one at or
+// before it), decoded into one buffer of the response's own.
+func (v tupleView) response() Response {
+	if v.err != nil {
+		return Response{Err: v.err}
+	}
+	out := Response{Series: make([]Series, len(v.series))}
+	n := 0
+	for _, c := range v.series {
+		n += c.samples.len()
+	}
+	buf := make([]Sample, 0, n)
+	for k, c := range v.series {
+		start := len(buf)
+		buf = c.samples.appendTo(buf)
+		samples := buf[start:len(buf):len(buf)]
+		i := sort.Search(len(samples), func(i int) bool { return samples[i].T > v.from })
 		if i > 0 {
 			i--
 		}
-		out.Series[k] = Series{Samples: c.samples[i:len(c.samples):len(c.samples)], fed: &c.labels}
+		out.Series[k] = Series{Samples: samples[i:], fed: c.labels}
 	}
 	return out
 }

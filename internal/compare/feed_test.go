@@ -111,7 +111,7 @@ func TestFeedKeepsWhatReadsNeed(t *testing.T) {
 		return resp
 	}
 	held := func() int {
-		return len(f.tuples[tupleKey(values)].series[labelsKey(map[string]string{"service": "a", "version": "v2"})].samples)
+		return f.tuples[tupleKey(values)].series[labelsKey(map[string]string{"service": "a", "version": "v2"})].samples.len()
 	}
 
 	step := t0.Add(30 * time.Minute)
