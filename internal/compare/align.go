@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -114,9 +115,10 @@ func newTrack(samples []Sample, at time.Time) (track, bool) {
 		return tr, false
 	}
 	if len(tr.t) > 1 {
-		gaps := make([]int64, len(tr.t)-1)
-		for i := range gaps {
-			gaps[i] = tr.t[i+1] - tr.t[i]
+		var buf [256]int64 // on the stack: tracks are built at every evaluation
+		gaps := buf[:0]
+		for i := 1; i < len(tr.t); i++ {
+			gaps = append(gaps, tr.t[i]-tr.t[i-1])
 		}
 		slices.Sort(gaps)
 		tr.interval = time.Duration(gaps[len(gaps)/2])
@@ -272,20 +274,58 @@ func cutOf(at time.Time, groups ...group) cut {
 // Series of one group (the same labels but le) are scraped together, so the share above a
 // bound is derived sample by sample.
 type histogramTracks struct {
-	les    []float64
-	count  map[float64]group // observations <= le, per bound (+Inf: all)
-	slower map[float64]group // observations > le, per finite bound
+	les    []float64 // sorted: the last is +Inf
+	count  []group   // by les' index: observations <= le (+Inf: all)
+	slower []group   // by les' index: observations > le (none for +Inf)
+}
+
+// index is le's place in les, or -1.
+func (h histogramTracks) index(le float64) int {
+	for i, b := range h.les {
+		if b == le {
+			return i
+		}
+	}
+	return -1
+}
+
+// countAt and slowerAt are the tracks of bound le (none when the side lacks it).
+func (h histogramTracks) countAt(le float64) group {
+	if i := h.index(le); i >= 0 && i < len(h.count) {
+		return h.count[i]
+	}
+	return nil
+}
+
+func (h histogramTracks) slowerAt(le float64) group {
+	if i := h.index(le); i >= 0 && i < len(h.slower) {
+		return h.slower[i]
+	}
+	return nil
+}
+
+// all is the tracks of every observation (+Inf's).
+func (h histogramTracks) all() group {
+	if len(h.count) == 0 {
+		return nil
+	}
+	return h.count[len(h.count)-1]
 }
 
 func histogramOf(r Response, at time.Time) (histogramTracks, error) {
-	h := histogramTracks{count: map[float64]group{}, slower: map[float64]group{}}
+	var h histogramTracks
 	type member struct {
+		group   uint64
 		le      float64
 		samples []Sample
 		target  string
+		track   track
+		tracked bool
 	}
-	byGroup := map[uint64][]member{}
-	seen := map[float64]bool{}
+	// Built at every evaluation for every bucket of both sides: one slice for the members
+	// (sorted by group below), and each bound's tracks made at their size, rather than maps
+	// of slices grown one at a time.
+	members := make([]member, 0, len(r.Series))
 	for _, s := range r.Series {
 		raw, ok := s.le()
 		if !ok {
@@ -295,47 +335,81 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 		if err != nil || math.IsNaN(le) {
 			return h, fmt.Errorf("%w: histogram bucket le=%q is not a number", ErrBadQuery, raw)
 		}
-		gk := s.groupKey()
-		byGroup[gk] = append(byGroup[gk], member{le, s.Samples, s.target()})
-		if !seen[le] {
-			seen[le] = true
+		m := member{group: s.groupKey(), le: le, samples: s.Samples, target: s.target()}
+		if m.track, m.tracked = newTrack(s.Samples, at); m.tracked {
+			m.track.target = m.target
+		}
+		if !slices.Contains(h.les, le) { // a dozen bounds
 			h.les = append(h.les, le)
 		}
-		if tr, ok := newTrack(s.Samples, at); ok {
-			tr.target = s.target()
-			h.count[le] = append(h.count[le], tr)
-		}
+		members = append(members, m)
 	}
 	slices.Sort(h.les)
 	if len(h.les) == 0 || !math.IsInf(h.les[len(h.les)-1], 1) {
 		return h, fmt.Errorf("%w: %w", ErrBadQuery, rollout.ErrNoInfBucket)
 	}
-	for _, members := range byGroup {
+	perBound := make([]int, len(h.les))
+	for _, m := range members {
+		if m.tracked {
+			perBound[h.index(m.le)]++
+		}
+	}
+	h.count, h.slower = make([]group, len(h.les)), make([]group, len(h.les))
+	for _, m := range members { // in the answer's order
+		if m.tracked {
+			i := h.index(m.le)
+			if h.count[i] == nil {
+				h.count[i] = make(group, 0, perBound[i])
+			}
+			h.count[i] = append(h.count[i], m.track)
+		}
+	}
+	// By group, each group's members in the answer's order (the same at every read: a
+	// map's order is not).
+	slices.SortStableFunc(members, func(a, b member) int { return cmp.Compare(a.group, b.group) })
+	groups := 0
+	for i := range members {
+		if i == 0 || members[i].group != members[i-1].group {
+			groups++
+		}
+	}
+	var derived []Sample // one buffer for every group's derived samples
+	for start := 0; start < len(members); {
+		end := start + 1
+		for end < len(members) && members[end].group == members[start].group {
+			end++
+		}
 		var inf []Sample
-		for _, m := range members {
+		for _, m := range members[start:end] {
 			if math.IsInf(m.le, 1) {
 				inf = m.samples
 			}
 		}
-		byTime := make(map[int64]float64, len(inf))
-		for _, s := range inf {
-			byTime[s.T] = s.V
-		}
-		for _, m := range members {
+		for _, m := range members[start:end] {
 			if math.IsInf(m.le, 1) {
 				continue
 			}
-			derived := make([]Sample, 0, len(m.samples))
+			// The samples of the bound and of +Inf scraped together (both oldest first).
+			derived = derived[:0]
+			j := 0
 			for _, s := range m.samples {
-				if all, ok := byTime[s.T]; ok {
-					derived = append(derived, Sample{T: s.T, V: math.Max(0, all-s.V)})
+				for j < len(inf) && inf[j].T < s.T {
+					j++
+				}
+				if j < len(inf) && inf[j].T == s.T {
+					derived = append(derived, Sample{T: s.T, V: math.Max(0, inf[j].V-s.V)})
 				}
 			}
-			if tr, ok := newTrack(derived, at); ok {
+			if tr, ok := newTrack(derived, at); ok { // newTrack copies what it keeps
 				tr.target = m.target
-				h.slower[m.le] = append(h.slower[m.le], tr)
+				i := h.index(m.le)
+				if h.slower[i] == nil {
+					h.slower[i] = make(group, 0, groups)
+				}
+				h.slower[i] = append(h.slower[i], tr)
 			}
 		}
+		start = end
 	}
 	return h, nil
 }
@@ -385,21 +459,17 @@ func (k *labelKeyer) key(labels map[string]string, skip string) []byte {
 }
 
 func (h histogramTracks) groups() []group {
-	out := make([]group, 0, len(h.count))
-	for _, le := range h.les {
-		out = append(out, h.count[le])
-	}
-	return out
+	return slices.Clone(h.count)
 }
 
 func (h histogramTracks) counts(from, through time.Time, e edges) rollout.Counts {
-	c := rollout.Counts{From: from, Through: through}
-	for _, le := range h.les {
-		b := rollout.BucketCounts{UpperBound: le, Count: h.count[le].between(from, through, e)}
+	c := rollout.Counts{From: from, Through: through, Buckets: make([]rollout.BucketCounts, 0, len(h.les))}
+	for i, le := range h.les {
+		b := rollout.BucketCounts{UpperBound: le, Count: h.count[i].between(from, through, e)}
 		if math.IsInf(le, 1) {
 			c.Total = b.Count
 		} else {
-			b.Slower = h.slower[le].between(from, through, e)
+			b.Slower = h.slower[i].between(from, through, e)
 		}
 		c.Buckets = append(c.Buckets, b)
 	}
@@ -476,12 +546,13 @@ func (st sideTracks) except(target string) sideTracks { return st.which(target, 
 func (st sideTracks) which(target string, in bool) sideTracks {
 	out := st
 	out.ratio = [2]group{st.ratio[0].which(target, in), st.ratio[1].which(target, in)}
-	out.histogram.count, out.histogram.slower = map[float64]group{}, map[float64]group{}
-	for le, g := range st.histogram.count {
-		out.histogram.count[le] = g.which(target, in)
+	out.histogram.count = make([]group, len(st.histogram.count))
+	for i, g := range st.histogram.count {
+		out.histogram.count[i] = g.which(target, in)
 	}
-	for le, g := range st.histogram.slower {
-		out.histogram.slower[le] = g.which(target, in)
+	out.histogram.slower = make([]group, len(st.histogram.slower))
+	for i, g := range st.histogram.slower {
+		out.histogram.slower[i] = g.which(target, in)
 	}
 	return out
 }
@@ -516,7 +587,7 @@ func (st sideTracks) eventPairsAt(kind rollout.CheckKind, les []float64) [][2]gr
 	out := make([][2]group, 0, len(les))
 	for _, le := range les {
 		if !math.IsInf(le, 1) {
-			out = append(out, [2]group{st.histogram.slower[le], st.histogram.count[math.Inf(1)]})
+			out = append(out, [2]group{st.histogram.slowerAt(le), st.histogram.all()})
 		}
 	}
 	return out
@@ -531,10 +602,10 @@ func (st sideTracks) eventPairs(kind rollout.CheckKind) [][2]group {
 	if kind == rollout.KindRatio {
 		return [][2]group{st.ratio}
 	}
-	var out [][2]group
-	for _, le := range st.histogram.les {
+	out := make([][2]group, 0, len(st.histogram.les))
+	for i, le := range st.histogram.les {
 		if !math.IsInf(le, 1) {
-			out = append(out, [2]group{st.histogram.slower[le], st.histogram.count[math.Inf(1)]})
+			out = append(out, [2]group{st.histogram.slower[i], st.histogram.all()})
 		}
 	}
 	return out
@@ -555,12 +626,8 @@ const (
 // that a burst both sides share, seen by one side's scrape and not yet by the other's, can
 // never count as the canary's. The test is two-sided (a burst that ends is as misleading as
 // one that begins). The reference span lies within inner of the samples around x, and not
-// after limit (the counts' end).
-func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, at edgeKind, limit time.Time, sides ...sideTracks) bool {
-	var pairs [][2]group
-	for _, st := range sides {
-		pairs = append(pairs, st.eventPairs(kind)...)
-	}
+// after limit (the counts' end). pairs are the sides' eventPairs, side after side.
+func calm(pairs [][2]group, sides int, x time.Time, inner time.Duration, at edgeKind, limit time.Time) bool {
 	if len(pairs) == 0 {
 		return true
 	}
@@ -580,7 +647,7 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, at edgeKind,
 		}
 	}
 	if at == spanEnd {
-		return explains(pairs, len(sides), x, first.Add(-inner), first, true)
+		return explains(pairs, sides, x, first.Add(-inner), first, true)
 	}
 	refThrough := last.Add(inner)
 	if refThrough.After(limit) {
@@ -594,10 +661,10 @@ func calm(kind rollout.CheckKind, x time.Time, inner time.Duration, at edgeKind,
 	// followed closely by an incident (which the rate after it would hold). Neither sees a
 	// rate that changes late in the bracket: an incident that ends a few seconds after the
 	// start passes for calm by the rate before it (see the README's limits).
-	if explains(pairs, len(sides), x, first.Add(-inner), first, false) {
+	if explains(pairs, sides, x, first.Add(-inner), first, false) {
 		return true
 	}
-	return explains(pairs, len(sides), x, last, refThrough, true)
+	return explains(pairs, sides, x, last, refThrough, true)
 }
 
 // explains reports whether the events the pairs counted between their samples around x,
@@ -660,13 +727,14 @@ func MeasureCounters(c rollout.Check, canary, stable []Response, spans Spans) ro
 		if ref <= 0 {
 			ref = time.Minute
 		}
-		e.from = calm(c.Kind, spans.From, ref, spanStart, k.through, cs, ss)
-		e.through = calm(c.Kind, k.through, ref, spanEnd, k.through, cs, ss)
+		pairs := append(cs.eventPairs(c.Kind), ss.eventPairs(c.Kind)...)
+		e.from = calm(pairs, 2, spans.From, ref, spanStart, k.through)
+		e.through = calm(pairs, 2, k.through, ref, spanEnd, k.through)
 		if rf := spans.recentFrom(k.through); rf.After(spans.From) {
 			// The recent span's start is judged as the step's is: an incident that ends
 			// there, seen by each pod at its own scrape, must not stay in one side's
 			// recent counts more than in the other's.
-			e.recent = calm(c.Kind, rf, ref, spanStart, k.through, cs, ss)
+			e.recent = calm(pairs, 2, rf, ref, spanStart, k.through)
 		}
 	}
 	m.Canary = counterReading(c, cs, spans, k.through, e, &ss)
