@@ -1214,24 +1214,27 @@ func explain(span trace.Span, d decide.Result, sequence uint64) {
 		attribute.Int64("analyzerd.verdict.sequence", int64(sequence)),
 	)
 	for _, c := range d.Checks {
-		attrs := []attribute.KeyValue{
+		attrs := make([]attribute.KeyValue, 0, 14)
+		attrs = append(attrs,
 			attribute.String("analyzerd.check", c.Metric),
 			attribute.String("analyzerd.check.outcome", string(c.Outcome)),
 			attribute.String("analyzerd.check.threshold", c.Threshold),
 			attribute.Int64("analyzerd.check.samples.canary", c.Samples.Canary),
 			attribute.Int64("analyzerd.check.samples.stable", c.Samples.Stable),
-		}
+		)
 		for _, n := range []struct {
 			key string
 			v   *float64
 		}{
-			{"canary", c.Canary}, {"stable", c.Stable}, {"baseline", c.Baseline},
-			{"delta", c.Delta}, {"relative_delta", c.RelativeDelta},
-			{"baseline_delta", c.BaselineDelta}, {"baseline_relative_delta", c.BaselineRelativeDelta},
-			{"e_value", c.EValue},
+			{"analyzerd.check.canary", c.Canary}, {"analyzerd.check.stable", c.Stable},
+			{"analyzerd.check.baseline", c.Baseline}, {"analyzerd.check.delta", c.Delta},
+			{"analyzerd.check.relative_delta", c.RelativeDelta},
+			{"analyzerd.check.baseline_delta", c.BaselineDelta},
+			{"analyzerd.check.baseline_relative_delta", c.BaselineRelativeDelta},
+			{"analyzerd.check.e_value", c.EValue},
 		} {
 			if n.v != nil {
-				attrs = append(attrs, attribute.Float64("analyzerd.check."+n.key, *n.v))
+				attrs = append(attrs, attribute.Float64(n.key, *n.v))
 			}
 		}
 		if c.Message != "" {
