@@ -125,36 +125,23 @@ func rateLower(x, n, alpha float64) float64 {
 	if n <= 0 {
 		return 0
 	}
-	g, mle, target := rateMixture(x, n, alpha)
-	return solveBelow(g, mle, target, x)
+	return rateMixture(x, n).below(math.Log(1 / alpha))
 }
 
 func rateUpper(x, n, alpha float64) float64 {
 	if n <= 0 {
 		return math.Inf(1)
 	}
-	g, mle, target := rateMixture(x, n, alpha)
-	return solveAbove(g, mle, target, n)
+	return rateMixture(x, n).above(math.Log(1 / alpha))
 }
 
 // rateMixture is, for x events in n > 0 requests, the log of the gamma-Poisson mixture
-// martingale as a function of the rate, its maximum's place (the rate x/n), and the level
-// ln(1/alpha) that the sequence's ends reach.
-func rateMixture(x, n, alpha float64) (g func(float64) float64, mle, target float64) {
+// martingale as a function of the rate; the sequence's ends are where it reaches ln(1/alpha).
+func rateMixture(x, n float64) curve {
 	const a, b = 1.0, priorRequests
 	lgA, _ := math.Lgamma(a)
 	lgAX, _ := math.Lgamma(a + x)
-	c := a*math.Log(b) + lgAX - lgA - (a+x)*math.Log(b+n)
-	g = func(l float64) float64 {
-		if l <= 0 {
-			if x > 0 {
-				return math.Inf(1)
-			}
-			return c
-		}
-		return c - x*math.Log(l) + l*n
-	}
-	return g, x / n, math.Log(1 / alpha)
+	return curve{c: a*math.Log(b) + lgAX - lgA - (a+x)*math.Log(b+n), x: x, n: n}
 }
 
 // poissonBound is a fixed-sample (1 - alpha) bound on a Poisson rate from x events in n
@@ -167,67 +154,101 @@ func poissonBound(x, n, alpha float64, upper bool) float64 {
 		}
 		return 0
 	}
-	mle := x / n
-	g := func(l float64) float64 {
-		if l <= 0 {
-			if x > 0 {
-				return math.Inf(1)
-			}
-			return 0
-		}
-		kl := l - mle
-		if x > 0 {
-			kl += mle * math.Log(mle/l)
-		}
-		return n * kl
+	// n * KL(x/n, l) = n*l - x + x*ln(x/n) - x*ln(l).
+	k := curve{x: x, n: n}
+	if x > 0 {
+		k.c = x*math.Log(x/n) - x
 	}
 	target := math.Log(1 / alpha)
 	if upper {
-		return solveAbove(g, mle, target, n)
+		return k.above(target)
 	}
-	return solveBelow(g, mle, target, x)
+	return k.below(target)
 }
 
-// solveAbove finds l > from with g(l) = target, g increasing there.
-func solveAbove(g func(float64) float64, from, target, n float64) float64 {
-	lo, hi := from, math.Max(2*from, 1/n)
-	for g(hi) < target {
-		lo, hi = hi, 2*hi
-		if hi > 1e12 {
+// curve is c - x*ln(l) + n*l over rates l > 0 (x >= 0 events, n > 0 requests): the log of
+// the mixture martingale (rateMixture) and n times the Poisson KL divergence (poissonBound)
+// are both of this form. It is convex, least at l = x/n; at l <= 0 it is +Inf with events
+// (c without).
+type curve struct{ c, x, n float64 }
+
+func (k curve) at(l float64) float64 {
+	if l <= 0 {
+		if k.x > 0 {
+			return math.Inf(1)
+		}
+		return k.c
+	}
+	return k.c - k.x*math.Log(l) + l*k.n
+}
+
+// above is the rate l > x/n where the curve reaches target (+Inf past 1e12); below is the
+// one under x/n (0 without events: nothing bounds the rate away from 0). Each is found by
+// Newton's method from the far side of the root, where the curve is above target: on a
+// convex curve every step then lands between the last point and the root, so the search
+// never crosses it, and it stops at the last point at or above target. The ends it gives are
+// thus never inside the true ones (an upper end is never below it, a lower end never
+// above), and they come in a few steps where bisecting to the same precision took sixty,
+// each a logarithm: a histogram's sequences are most of a decision's cost.
+func (k curve) above(target float64) float64 {
+	mle := k.x / k.n
+	if k.at(mle) >= target {
+		return mle // no rate is inside (not so for the curves here: theirs is below 0 at x/n)
+	}
+	l := math.Max(2*mle, 1/k.n)
+	for k.at(l) < target {
+		if l *= 2; l > 1e12 {
 			return math.Inf(1)
 		}
 	}
-	return bisect(g, lo, hi, target)
+	return k.newton(l, target)
 }
 
-// solveBelow finds l < from with g(l) = target, g decreasing there; 0 when there were no
-// events (nothing bounds the rate away from 0).
-func solveBelow(g func(float64) float64, from, target, x float64) float64 {
-	if x <= 0 || g(0) < target {
-		return 0
+func (k curve) below(target float64) float64 {
+	if k.x <= 0 || k.at(0) < target || k.at(k.x/k.n) >= target {
+		return 0 // (the last: no rate is inside, as with above)
 	}
-	return bisect(g, 0, from, target)
-}
-
-func bisect(g func(float64) float64, a, b, target float64) float64 {
-	// g(a) and g(b) lie on either side of target; 100 halvings reach float64 precision.
-	// A halving that changes nothing (the midpoint is an end: a and b are adjacent, or
-	// equal) would change nothing again, g being a function: the loop stops there, with what
-	// the 100 would give.
-	up := g(b) >= target
-	for i := 0; i < 100; i++ {
-		m := (a + b) / 2
-		if (g(m) >= target) == up {
-			if m == b {
-				break
-			}
-			b = m
-		} else {
-			if m == a {
-				break
-			}
-			a = m
+	l := k.x / k.n / 2
+	for k.at(l) < target {
+		if l /= 2; l == 0 {
+			return 0
 		}
 	}
-	return (a + b) / 2
+	return k.newton(l, target)
+}
+
+// newton walks from l, where the curve is at or above target, toward the root on l's side.
+func (k curve) newton(l, target float64) float64 {
+	f := k.at(l) - target
+	for range 100 {
+		if f == 0 {
+			return l
+		}
+		slope := k.n - k.x/l
+		next := l - f/slope
+		if next == l || (next-l)*slope > 0 || math.IsNaN(next) {
+			return l // no step left (or none toward the root)
+		}
+		fn := k.at(next) - target
+		if math.IsNaN(fn) {
+			return l
+		}
+		if fn < 0 {
+			// Across the root, by the rounding of the curve's terms (the step before was
+			// already within about the square root of the precision): back to l's side by
+			// as little as it takes.
+			back := l - next
+			for d := math.Max(math.Abs(next)*0x1p-52, math.SmallestNonzeroFloat64); ; d *= 2 {
+				c := next + math.Copysign(d, back)
+				if math.Abs(c-next) >= math.Abs(back) {
+					return l
+				}
+				if k.at(c) >= target {
+					return c
+				}
+			}
+		}
+		l, f = next, fn
+	}
+	return l
 }

@@ -601,14 +601,19 @@ func TestOneIndifferenceZone(t *testing.T) {
 	}
 }
 
-// TestBisectStopsWhereTheHundredHalvingsWould: stopping once a halving changes nothing gives
-// the same root, bit for bit, as the 100 halvings, over roots of every scale (and 0).
-func TestBisectStopsWhereTheHundredHalvingsWould(t *testing.T) {
-	full := func(g func(float64) float64, a, b, target float64) float64 {
-		up := g(b) >= target
-		for i := 0; i < 100; i++ {
+// TestCurveEndsAreBisectionsOnTheirSafeSide: the ends Newton's method finds are those of a
+// bisection to float precision (the search they replaced), to 12 digits, over ends of every
+// scale (and 0); each is on its safe side (the curve at or above target there: an upper end
+// never below the true one, a lower never above).
+func TestCurveEndsAreBisectionsOnTheirSafeSide(t *testing.T) {
+	bisect := func(k curve, a, b, target float64) float64 {
+		up := k.at(b) >= target
+		for range 200 {
 			m := (a + b) / 2
-			if (g(m) >= target) == up {
+			if m == a || m == b {
+				break
+			}
+			if (k.at(m) >= target) == up {
 				b = m
 			} else {
 				a = m
@@ -618,21 +623,29 @@ func TestBisectStopsWhereTheHundredHalvingsWould(t *testing.T) {
 	}
 	for _, x := range []float64{0, 1, 3, 17, 250, 1e4, 3e6} {
 		for _, n := range []float64{1, 10, 1e3, 1e5, 1e8} {
-			c := 0.5
-			g := func(l float64) float64 {
-				if l <= 0 {
-					if x > 0 {
-						return math.Inf(1)
-					}
-					return c
+			for _, k := range []curve{{c: 0.5, x: x, n: n}, rateMixture(x, n)} {
+				mle := x / n
+				target := math.Log(1 / 0.05)
+				if k.at(mle) >= target { // no rate inside (c = 0.5 and few requests): the widest ends
+					require.Equal(t, mle, k.above(target), "x=%g n=%g", x, n)
+					require.Zero(t, k.below(target), "x=%g n=%g", x, n)
+					continue
 				}
-				return c - x*math.Log(l) + l*n
+				hi := math.Max(2*mle, 1/n)
+				for k.at(hi) < target {
+					hi *= 2
+				}
+				up := k.above(target)
+				require.InEpsilon(t, bisect(k, mle, hi, target), up, 1e-12, "above, x=%g n=%g", x, n)
+				require.GreaterOrEqual(t, k.at(up), target, "above, x=%g n=%g: on its safe side", x, n)
+				lo := k.below(target)
+				if ref := bisect(k, 0, mle, target); x == 0 || k.at(0) < target {
+					require.Zero(t, lo, "below, x=%g n=%g", x, n)
+				} else {
+					require.InEpsilon(t, ref, lo, 1e-12, "below, x=%g n=%g", x, n)
+					require.GreaterOrEqual(t, k.at(lo), target, "below, x=%g n=%g: on its safe side", x, n)
+				}
 			}
-			mle := x / n
-			target := math.Log(1 / 0.05)
-			require.Equal(t, math.Float64bits(full(g, 0, mle, target)), math.Float64bits(bisect(g, 0, mle, target)), "below, x=%g n=%g", x, n)
-			hi := math.Max(mle, 1/n) * 64
-			require.Equal(t, math.Float64bits(full(g, mle, hi, target)), math.Float64bits(bisect(g, mle, hi, target)), "above, x=%g n=%g", x, n)
 		}
 	}
 }
