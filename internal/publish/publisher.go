@@ -101,7 +101,11 @@ func (o Options) WithDefaults() Options {
 		o.MaxPending = DefaultMaxPending
 	}
 	if o.Lanes == 0 {
+		// No more lanes than verdicts queued: a small MaxPending is valid without Lanes.
 		o.Lanes = DefaultLanes
+		if o.MaxPending > 0 {
+			o.Lanes = min(o.Lanes, o.MaxPending)
+		}
 	}
 	return o
 }

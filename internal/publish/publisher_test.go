@@ -311,6 +311,16 @@ func TestInvalidOptions(t *testing.T) {
 	require.ErrorContains(t, p.Flush(e.ctx), "publisher options: prefix")
 }
 
+// TestSmallQueueNeedsNoLanes: a queue smaller than the default lanes is valid without Lanes
+// set (as it was when the default was 16): the lanes default to the queue's size.
+func TestSmallQueueNeedsNoLanes(t *testing.T) {
+	o := Options{MaxPending: 3}.WithDefaults()
+	require.NoError(t, o.Validate())
+	require.Equal(t, 3, o.Lanes)
+	require.Equal(t, DefaultLanes, Options{}.WithDefaults().Lanes)
+	require.ErrorContains(t, Options{MaxPending: 3, Lanes: 4}.WithDefaults().Validate(), "lanes", "lanes set beyond the queue are refused")
+}
+
 func TestRunAndFlushTogetherKeepOrder(t *testing.T) {
 	e := newEnv(t, true)
 	p := New(e.js, Options{})
