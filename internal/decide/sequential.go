@@ -141,7 +141,11 @@ func rateMixture(x, n float64) curve {
 	const a, b = 1.0, priorRequests
 	lgA, _ := math.Lgamma(a)
 	lgAX, _ := math.Lgamma(a + x)
-	return curve{c: a*math.Log(b) + lgAX - lgA - (a+x)*math.Log(b+n), x: x, n: n}
+	c := a*math.Log(b) + lgAX - lgA - (a+x)*math.Log(b+n) // the curve is c - x ln(l) + n l
+	if x > 0 {
+		c += x - x*math.Log(x/n) // its value at x/n
+	}
+	return curve{least: c, x: x, n: n}
 }
 
 // poissonBound is a fixed-sample (1 - alpha) bound on a Poisson rate from x events in n
@@ -154,11 +158,7 @@ func poissonBound(x, n, alpha float64, upper bool) float64 {
 		}
 		return 0
 	}
-	// n * KL(x/n, l) = n*l - x + x*ln(x/n) - x*ln(l).
-	k := curve{x: x, n: n}
-	if x > 0 {
-		k.c = x*math.Log(x/n) - x
-	}
+	k := curve{x: x, n: n} // n * KL(x/n, l): 0 at x/n
 	target := math.Log(1 / alpha)
 	if upper {
 		return k.above(target)
@@ -168,18 +168,24 @@ func poissonBound(x, n, alpha float64, upper bool) float64 {
 
 // curve is c - x*ln(l) + n*l over rates l > 0 (x >= 0 events, n > 0 requests): the log of
 // the mixture martingale (rateMixture) and n times the Poisson KL divergence (poissonBound)
-// are both of this form. It is convex, least at l = x/n; at l <= 0 it is +Inf with events
-// (c without).
-type curve struct{ c, x, n float64 }
+// are both of this form. It is convex, least at m = x/n; it is evaluated as
+// least + x*ln(m/l) + n*(l - m), whose terms are of the size of its change from there
+// (c and x*ln(l) alone are of the size of x*|ln(m)|, and their difference loses digits when x
+// is large). At l <= 0 it is +Inf with events (least without).
+type curve struct{ least, x, n float64 }
 
 func (k curve) at(l float64) float64 {
 	if l <= 0 {
 		if k.x > 0 {
 			return math.Inf(1)
 		}
-		return k.c
+		return k.least
 	}
-	return k.c - k.x*math.Log(l) + l*k.n
+	if k.x == 0 {
+		return k.least + k.n*l
+	}
+	m := k.x / k.n
+	return k.least + k.x*math.Log(m/l) + k.n*(l-m)
 }
 
 // above is the rate l > x/n where the curve reaches target (+Inf past 1e12); below is the
@@ -192,8 +198,8 @@ func (k curve) at(l float64) float64 {
 // each a logarithm: a histogram's sequences are most of a decision's cost.
 func (k curve) above(target float64) float64 {
 	mle := k.x / k.n
-	if k.at(mle) >= target {
-		return mle // no rate is inside (not so for the curves here: theirs is below 0 at x/n)
+	if k.least >= target && (mle > 0 || k.x == 0) {
+		return mle // no rate is inside (not so for the curves here: theirs is at most 0 at x/n)
 	}
 	l := math.Max(2*mle, 1/k.n)
 	for k.at(l) < target {
@@ -205,7 +211,7 @@ func (k curve) above(target float64) float64 {
 }
 
 func (k curve) below(target float64) float64 {
-	if k.x <= 0 || k.at(0) < target || k.at(k.x/k.n) >= target {
+	if k.x <= 0 || k.least >= target {
 		return 0 // (the last: no rate is inside, as with above)
 	}
 	l := k.x / k.n / 2

@@ -623,10 +623,10 @@ func TestCurveEndsAreBisectionsOnTheirSafeSide(t *testing.T) {
 	}
 	for _, x := range []float64{0, 1, 3, 17, 250, 1e4, 3e6} {
 		for _, n := range []float64{1, 10, 1e3, 1e5, 1e8} {
-			for _, k := range []curve{{c: 0.5, x: x, n: n}, rateMixture(x, n)} {
+			for _, k := range []curve{{least: 0.5, x: x, n: n}, {least: 5, x: x, n: n}, rateMixture(x, n), {x: x, n: n}} {
 				mle := x / n
 				target := math.Log(1 / 0.05)
-				if k.at(mle) >= target { // no rate inside (c = 0.5 and few requests): the widest ends
+				if k.at(mle) >= target { // no rate inside (least 5): the widest ends
 					require.Equal(t, mle, k.above(target), "x=%g n=%g", x, n)
 					require.Zero(t, k.below(target), "x=%g n=%g", x, n)
 					continue
