@@ -289,14 +289,7 @@ func (h histogramTracks) index(le float64) int {
 	return -1
 }
 
-// countAt and slowerAt are the tracks of bound le (none when the side lacks it).
-func (h histogramTracks) countAt(le float64) group {
-	if i := h.index(le); i >= 0 && i < len(h.count) {
-		return h.count[i]
-	}
-	return nil
-}
-
+// slowerAt is the tracks of the observations above bound le (none when the side lacks it).
 func (h histogramTracks) slowerAt(le float64) group {
 	if i := h.index(le); i >= 0 && i < len(h.slower) {
 		return h.slower[i]
@@ -317,6 +310,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 	type member struct {
 		group   uint64
 		le      float64
+		bound   int // le's index in h.les, once they are sorted
 		samples []Sample
 		target  string
 		track   track
@@ -349,15 +343,17 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 		return h, fmt.Errorf("%w: %w", ErrBadQuery, rollout.ErrNoInfBucket)
 	}
 	perBound := make([]int, len(h.les))
-	for _, m := range members {
+	for i := range members {
+		m := &members[i]
+		m.bound = h.index(m.le)
 		if m.tracked {
-			perBound[h.index(m.le)]++
+			perBound[m.bound]++
 		}
 	}
 	h.count, h.slower = make([]group, len(h.les)), make([]group, len(h.les))
 	for _, m := range members { // in the answer's order
 		if m.tracked {
-			i := h.index(m.le)
+			i := m.bound
 			if h.count[i] == nil {
 				h.count[i] = make(group, 0, perBound[i])
 			}
@@ -402,7 +398,7 @@ func histogramOf(r Response, at time.Time) (histogramTracks, error) {
 			}
 			if tr, ok := newTrack(derived, at); ok { // newTrack copies what it keeps
 				tr.target = m.target
-				i := h.index(m.le)
+				i := m.bound
 				if h.slower[i] == nil {
 					h.slower[i] = make(group, 0, groups)
 				}
